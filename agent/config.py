@@ -1,0 +1,201 @@
+"""Typed settings: a YAML file plus ``LIVER_AGENT_<SECTION>__<KEY>`` environment overrides.
+
+Every option lives here with its default; ``config/agent.example.yaml`` documents each one.
+Precedence, highest first: environment, YAML file, defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+AE_TITLE_MAX = 16
+
+
+def _check_ae_title(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > AE_TITLE_MAX or "\\" in value or not value.isprintable():
+        raise ValueError("an AE title is 1 to 16 printable characters without backslash")
+    return value
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TLSSettings(Section):
+    enabled: bool = False
+    certificate: Path | None = None
+    private_key: Path | None = None
+    # When set, peers must present a certificate signed by this CA (mutual TLS).
+    ca_certificate: Path | None = None
+
+
+class DicomSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(11112, ge=1, le=65535)
+    ae_title: str = "LIVERAGENT"
+    # Calling AE titles allowed to associate; empty accepts every caller.
+    accepted_calling_aets: list[str] = Field(default_factory=list)
+    max_associations: int = Field(16, ge=1, le=512)
+    # Maximum PDU length we advertise for receiving, in bytes (0 = unlimited).
+    max_pdu: int = Field(262_144, ge=0)
+    acse_timeout_s: float = Field(30, gt=0)
+    dimse_timeout_s: float = Field(60, gt=0)
+    network_timeout_s: float = Field(60, gt=0)
+    # Seconds ``serve`` waits for in-flight associations after SIGTERM.
+    shutdown_grace_s: float = Field(30, ge=0)
+    tls: TLSSettings = Field(default_factory=TLSSettings)
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+    @field_validator("accepted_calling_aets")
+    @classmethod
+    def _check_callers(cls, value: list[str]) -> list[str]:
+        return [_check_ae_title(v) for v in value]
+
+
+class StorageSettings(Section):
+    spool_dir: Path = Path("var/spool")
+    # Refuse new instances (0xA700) when free space on the spool falls below this.
+    min_free_mb: int = Field(500, ge=0)
+
+
+class DatabaseSettings(Section):
+    url: SecretStr = SecretStr("sqlite:///var/agent.db")
+    echo: bool = False
+
+
+class StabilitySettings(Section):
+    # A study is stable once no instance arrived for this long (Orthanc's StableAge).
+    stable_after_s: float = Field(60, gt=0)
+    # ... or at the latest this long after its first instance, when instances keep trickling in.
+    max_wait_s: float = Field(900, gt=0)
+    check_interval_s: float = Field(5, gt=0)
+
+
+class LogSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # auto: JSON lines unless stderr is a terminal.
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class PeerSettings(Section):
+    """A remote DICOM node (the PACS) used for query/retrieve and as a store destination."""
+
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    max_pdu: int = Field(262_144, ge=0)
+    acse_timeout_s: float = Field(30, gt=0)
+    dimse_timeout_s: float = Field(120, gt=0)
+    network_timeout_s: float = Field(60, gt=0)
+    # Use this peer for C-FIND / retrieval of priors.
+    query_retrieve: bool = True
+    # Send our results to this peer.
+    store: bool = True
+    retrieve_method: Literal["move", "get"] = "move"
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+
+class UIDSettings(Section):
+    # Root for every UID the agent creates. The default is a UUID-derived 2.25 root.
+    org_root: str = "2.25.208329370317461296372539217536313711491."
+
+    @field_validator("org_root")
+    @classmethod
+    def _check_root(cls, value: str) -> str:
+        body = value.rstrip(".")
+        parts = body.split(".")
+        if not body or len(body) > 48 or any(not p.isdigit() or (len(p) > 1 and p[0] == "0") for p in parts):
+            raise ValueError("org_root must be a dotted numeric UID prefix of at most 48 characters")
+        return body + "."
+
+
+class WebSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    enabled: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LIVER_AGENT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    stability: StabilitySettings = Field(default_factory=StabilitySettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    peers: dict[str, PeerSettings] = Field(default_factory=dict)
+    uids: UIDSettings = Field(default_factory=UIDSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment overrides it.
+        return env_settings, init_settings
+
+
+class ConfigError(Exception):
+    """The configuration file or environment is invalid; the message says where."""
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"{where}: {e['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read settings from ``path`` (optional YAML) and the environment; raise ConfigError if invalid."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        source = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{source}{_format_validation_error(exc)}") from exc
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets masked (passwords inside URLs too)."""
+    data = settings.model_dump(mode="json")
+    url = settings.database.url.get_secret_value()
+    data["database"]["url"] = _mask_url(url)
+    return data
+
+
+def _mask_url(url: str) -> str:
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
