@@ -1,0 +1,355 @@
+"""Typed model of the clinical core: the measurement timeline going in and the assessment coming out.
+
+Everything here is a frozen dataclass or an enum; measurements are ``Decimal`` so that thresholds are exact
+(SPEC §1.4). Field names follow SPEC §1.1-§1.2 and §1.7. This module must never import anything outside the
+standard library: the SR reader, the pipeline and the CLI all build these objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Criterion(StrEnum):
+    """A response criterion, valued with its name in ``context.criteria``."""
+
+    RECIST = "RECIST1.1"
+    IRECIST = "iRECIST"
+    CHOI = "Choi"
+    MCHOI = "mChoi"
+    MRECIST = "mRECIST"
+    EASL = "EASL"
+    CHUN = "Chun"
+
+    @property
+    def key(self) -> str:
+        """Key of this criterion in the Assessment JSON (``recist``, ``irecist``, ...)."""
+        return _CRITERION_KEYS[self]
+
+
+_CRITERION_KEYS = {
+    Criterion.RECIST: "recist",
+    Criterion.IRECIST: "irecist",
+    Criterion.CHOI: "choi",
+    Criterion.MCHOI: "mchoi",
+    Criterion.MRECIST: "mrecist",
+    Criterion.EASL: "easl",
+    Criterion.CHUN: "chun",
+}
+
+
+class LesionKind(StrEnum):
+    TARGET = "target"
+    NON_TARGET = "non-target"
+    NEW = "new"
+
+
+class LesionStatus(StrEnum):
+    """Status of a lesion record; which values are allowed depends on the kind (SPEC §1.2)."""
+
+    # target
+    MEASURED = "measured"
+    TOO_SMALL = "too_small"
+    DISAPPEARED = "disappeared"
+    COALESCED = "coalesced"
+    NOT_ASSESSED = "not_assessed"  # target and non-target
+    # non-target
+    PRESENT = "present"
+    ABSENT = "absent"  # non-target and new
+    UNEQUIVOCAL_PROGRESSION = "unequivocal_progression"
+    # new
+    UNEQUIVOCAL = "unequivocal"
+    EQUIVOCAL = "equivocal"
+
+
+#: Statuses allowed per kind; the first one is the default when the record gives none.
+STATUSES_BY_KIND: Mapping[LesionKind, tuple[LesionStatus, ...]] = {
+    LesionKind.TARGET: (
+        LesionStatus.MEASURED,
+        LesionStatus.TOO_SMALL,
+        LesionStatus.DISAPPEARED,
+        LesionStatus.COALESCED,
+        LesionStatus.NOT_ASSESSED,
+    ),
+    LesionKind.NON_TARGET: (
+        LesionStatus.PRESENT,
+        LesionStatus.ABSENT,
+        LesionStatus.UNEQUIVOCAL_PROGRESSION,
+        LesionStatus.NOT_ASSESSED,
+    ),
+    LesionKind.NEW: (LesionStatus.UNEQUIVOCAL, LesionStatus.EQUIVOCAL, LesionStatus.ABSENT),
+}
+
+
+class Phase(StrEnum):
+    UNENHANCED = "unenhanced"
+    ARTERIAL = "arterial"
+    PORTAL_VENOUS = "portal_venous"
+    DELAYED = "delayed"
+    HEPATOBILIARY = "hepatobiliary"
+
+
+class NewCategory(StrEnum):
+    """iRECIST: a new lesion is a new-lesion target (NLT) or new-lesion non-target (NLNT)."""
+
+    TARGET = "target"
+    NON_TARGET = "non-target"
+
+
+class IntratumoralNodule(StrEnum):
+    NONE = "none"
+    NEW = "new"
+    ENLARGING = "enlarging"
+
+
+class ChunAttenuation(StrEnum):
+    HETEROGENEOUS = "heterogeneous"
+    MIXED = "mixed"
+    HOMOGENEOUS = "homogeneous"  # homogeneous and hypoattenuating
+
+
+class ChunInterface(StrEnum):
+    POORLY_DEFINED = "poorly_defined"  # thick, poorly defined
+    VARIABLE = "variable"
+    SHARP = "sharp"  # thin, sharply defined
+
+
+class ChunRim(StrEnum):
+    PRESENT = "present"
+    VARIABLE = "variable"
+    ABSENT = "absent"
+
+
+class Ancillary(StrEnum):
+    """ESGAR ancillary response signs."""
+
+    NECROSIS = "necrosis"
+    FIBROSIS = "fibrosis"
+    CALCIFICATION = "calcification"
+    HAEMORRHAGE = "haemorrhage"
+    CYSTIC_CHANGE = "cystic_change"
+    INTERFACE_SHARPENING = "interface_sharpening"
+    DECREASED_ENHANCEMENT = "decreased_enhancement"
+
+
+class PrPersistence(StrEnum):
+    EORTC_FAQ = "eortc_faq"
+    STRICT = "strict"
+
+
+class ChoiPdReference(StrEnum):
+    NADIR = "nadir"
+    BASELINE = "baseline"
+
+
+class Category(StrEnum):
+    """Response codes of SPEC §1.7 (all criteria share one enum so results have one shape)."""
+
+    CR = "CR"
+    PR = "PR"
+    SD = "SD"
+    PD = "PD"
+    NE = "NE"
+    NON_CR_NON_PD = "NON_CR_NON_PD"
+    NA = "NA"
+    NONE = "NONE"  # sub-result only: no target (or no non-target) lesion at baseline
+    # iRECIST
+    ICR = "iCR"
+    IPR = "iPR"
+    ISD = "iSD"
+    INN = "iNN"
+    IUPD = "iUPD"
+    ICPD = "iCPD"
+    # Chun
+    OPTIMAL = "optimal"
+    INCOMPLETE = "incomplete"
+    NO_RESPONSE = "none"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Input: the timeline
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """SPEC §1.5, with the defaults of the spec."""
+
+    pr_persistence: PrPersistence = PrPersistence.EORTC_FAQ
+    confirmation_required: bool = False
+    min_sd_days: int = 42
+    choi_pd_reference: ChoiPdReference = ChoiPdReference.NADIR
+    choi_density_phase: Phase = Phase.PORTAL_VENOUS
+    mrecist_require_5mm: bool = False
+    max_interval_days: int = 112
+    borderline_pp: Decimal = Decimal(2)
+    borderline_mm: Decimal = Decimal(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    treatment_start: date | None
+    primary: str
+    therapy: tuple[str, ...] = ()
+    criteria: tuple[Criterion, ...] = (Criterion.RECIST,)
+
+
+@dataclass(frozen=True, slots=True)
+class Lesion:
+    """One lesion record at one time point (SPEC §1.2). ``status`` is resolved to the kind's default."""
+
+    id: str
+    organ: str
+    kind: LesionKind
+    status: LesionStatus
+    is_node: bool = False
+    long_axis_mm: Decimal | None = None
+    short_axis_mm: Decimal | None = None
+    mean_hu: Decimal | None = None
+    fragments_mm: tuple[Decimal, ...] | None = None
+    merged_into: str | None = None
+    phase: Phase | None = None
+    increased_since_prior: bool = False
+    new_category: NewCategory | None = None
+    prior_visible: bool = False
+    intratumoral_nodule: IntratumoralNodule = IntratumoralNodule.NONE
+    viable_long_axis_mm: Decimal | None = None
+    viable_perp_axis_mm: Decimal | None = None
+    chun_group: int | None = None
+    chun_attenuation: ChunAttenuation | None = None
+    chun_interface: ChunInterface | None = None
+    chun_rim: ChunRim | None = None
+    ancillary: frozenset[Ancillary] = frozenset()
+    locally_treated: bool = False
+
+    @property
+    def diameter_mm(self) -> Decimal | None:
+        """The RECIST diameter: short axis for a node, long axis otherwise."""
+        return self.short_axis_mm if self.is_node else self.long_axis_mm
+
+
+@dataclass(frozen=True, slots=True)
+class TimePoint:
+    date: date
+    modality: str | None = "CT"
+    phase: Phase | None = None
+    slice_thickness_mm: Decimal | None = None
+    contrast: bool | None = None
+    unscheduled_for_symptoms: bool = False
+    lesions: tuple[Lesion, ...] = ()
+
+    def lesion_phase(self, lesion: Lesion) -> Phase | None:
+        """The contrast phase of a lesion: its own, else the time point's."""
+        return lesion.phase if lesion.phase is not None else self.phase
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """A patient series; ``timepoints[0]`` is the baseline."""
+
+    context: Context
+    timepoints: tuple[TimePoint, ...]
+    options: Options = field(default_factory=Options)
+
+    @property
+    def baseline(self) -> TimePoint:
+        return self.timepoints[0]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Output: the assessment
+
+
+@dataclass(frozen=True, slots=True)
+class TimepointAssessment:
+    """One criterion at one follow-up time point, with the reason it was reached.
+
+    ``sum_mm`` is the criterion's target quantity (RECIST sum of diameters, mRECIST viable sum, EASL
+    product sum in mm², Choi size sum); ``None`` when a target is not assessed (``partial_sum_mm`` is then
+    the sum of the assessed ones). Percentages are exact (not rounded); round only for display.
+    """
+
+    index: int
+    date: date
+    category: Category
+    target: Category = Category.NONE
+    non_target: Category = Category.NONE
+    new_lesion: bool = False  # unequivocal new disease present (RECIST sense)
+    sum_mm: Decimal | None = None
+    partial_sum_mm: Decimal | None = None
+    baseline_sum_mm: Decimal | None = None
+    nadir_sum_mm: Decimal | None = None  # nadir the PD test compared against (before this time point)
+    change_vs_baseline_pct: Decimal | None = None
+    change_vs_nadir_pct: Decimal | None = None
+    ne_reason: str | None = None
+    rule: str = ""
+    citation: str = ""
+    provisional_category: Category | None = None  # RECIST: the answer with what was known at the time
+    # Facts the alert rules need (filled by the criteria that know them).
+    missing_targets: tuple[str, ...] = ()  # baseline targets without a value
+    reappearance_after_cr: bool = False
+    post_pd: bool = False  # after the first PD (RECIST) / iCPD (iRECIST)
+    backdated: bool = False  # final category differs from provisional (equivocal new lesion confirmed)
+    # Density (Choi / mChoi): unweighted mean HU over targets, baseline and now.
+    density_hu: Decimal | None = None
+    density_baseline_hu: Decimal | None = None
+    change_density_pct: Decimal | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """The target quantity at which the category of the next read would change."""
+
+    category: Category
+    comparison: str  # ">=" or "<="
+    value: Decimal
+    quantity: str  # "target_sum_mm", "density_hu", ...
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class CriterionResult:
+    criterion: Criterion
+    timepoints: tuple[TimepointAssessment | None, ...]  # aligned with the input; None at the baseline
+    bor: Category
+    bor_rule: str = ""
+    pd_date: date | None = None
+    pd_index: int | None = None
+    baseline_sum_mm: Decimal | None = None
+    next_thresholds: tuple[Threshold, ...] = ()
+    applicable: bool = True
+    notes: tuple[str, ...] = ()
+
+    def categories(self) -> list[Category | None]:
+        return [tp.category if tp is not None else None for tp in self.timepoints]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    code: str
+    timepoint: int | None
+    severity: Severity
+    message: str
+    citation: str
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    results: tuple[CriterionResult, ...]
+    alerts: tuple[Alert, ...] = ()
+
+    def get(self, criterion: Criterion) -> CriterionResult | None:
+        for result in self.results:
+            if result.criterion is criterion:
+                return result
+        return None

@@ -1,0 +1,59 @@
+"""Dispatcher: run the requested criteria on a timeline, then the alert rules, into one ``Assessment``.
+
+Each criterion lives in its own module and exposes one pure function ``(Timeline) -> CriterionResult``
+(see ``CRITERIA``). The alert rules (``agent.response.alerts.evaluate(timeline, results)``) run after all
+criteria and never change a response (SPEC §9).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Iterable
+from typing import cast
+
+from agent.response.model import Alert, Assessment, Criterion, CriterionResult, Timeline
+
+Assess = Callable[[Timeline], CriterionResult]
+Evaluate = Callable[[Timeline, tuple[CriterionResult, ...]], Iterable[Alert]]
+
+#: Criterion -> (module in agent.response, function name). Output order is this order.
+CRITERIA: dict[Criterion, tuple[str, str]] = {
+    Criterion.RECIST: ("recist", "assess"),
+    Criterion.IRECIST: ("irecist", "assess"),
+    Criterion.CHOI: ("choi", "assess_choi"),
+    Criterion.MCHOI: ("choi", "assess_mchoi"),
+    Criterion.MRECIST: ("mrecist", "assess_mrecist"),
+    Criterion.EASL: ("mrecist", "assess_easl"),
+    Criterion.CHUN: ("morphology", "assess"),
+}
+
+_cache: dict[Criterion, Assess] = {}
+
+
+def assessor(criterion: Criterion) -> Assess:
+    """The function computing ``criterion`` (imported on first use)."""
+    fn = _cache.get(criterion)
+    if fn is None:
+        module, name = CRITERIA[criterion]
+        fn = cast(Assess, getattr(importlib.import_module(f"agent.response.{module}"), name))
+        _cache[criterion] = fn
+    return fn
+
+
+def _alert_rules() -> Evaluate | None:
+    if importlib.util.find_spec("agent.response.alerts") is None:
+        return None
+    return cast(Evaluate, importlib.import_module("agent.response.alerts").evaluate)
+
+
+def assess_timeline(timeline: Timeline, criteria: Iterable[Criterion] | None = None) -> Assessment:
+    """Assess ``timeline`` under ``criteria`` (default: ``context.criteria``), then evaluate the alerts.
+
+    RECIST 1.1 is always computed first when requested, and the results come out in ``CRITERIA`` order.
+    """
+    wanted = set(timeline.context.criteria if criteria is None else criteria)
+    results = tuple(assessor(c)(timeline) for c in CRITERIA if c in wanted)
+    evaluate = _alert_rules()
+    alerts = tuple(evaluate(timeline, results)) if evaluate is not None else ()
+    return Assessment(results=results, alerts=alerts)
