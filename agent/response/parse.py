@@ -1,0 +1,386 @@
+"""Edges of the clinical core: timeline JSON -> ``Timeline`` and ``Assessment`` -> Assessment JSON.
+
+The input shape is that of a ``criteria/vectors.json`` case (``context``, optional ``options``,
+``timepoints``); unknown keys are ignored. Any invalid value raises ``ValidationError`` whose message starts
+with the path of the field, e.g. ``timepoints[2].lesions[0].long_axis_mm: must be >= 0``. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from agent.response.model import (
+    STATUSES_BY_KIND,
+    Alert,
+    Ancillary,
+    Assessment,
+    Category,
+    ChoiPdReference,
+    ChunAttenuation,
+    ChunInterface,
+    ChunRim,
+    Context,
+    Criterion,
+    CriterionResult,
+    IntratumoralNodule,
+    Lesion,
+    LesionKind,
+    LesionStatus,
+    NewCategory,
+    Options,
+    Phase,
+    PrPersistence,
+    Threshold,
+    Timeline,
+    TimePoint,
+)
+
+E = TypeVar("E", bound=StrEnum)
+T = TypeVar("T")
+
+
+class ValidationError(ValueError):
+    """Invalid timeline input; ``str(exc)`` is ``"<field path>: <problem>"``."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+_CRITERION_ALIASES: dict[str, Criterion] = {c.value.lower(): c for c in Criterion}
+_CRITERION_ALIASES.update(
+    {"recist": Criterion.RECIST, "recist 1.1": Criterion.RECIST, "recist11": Criterion.RECIST}
+)
+_CRITERION_ALIASES.update({c.key: c for c in Criterion})
+
+
+def criterion_from_name(name: str, path: str = "criteria") -> Criterion:
+    """``RECIST1.1`` / ``recist`` / ``iRECIST`` ... -> ``Criterion`` (case-insensitive)."""
+    found = _CRITERION_ALIASES.get(name.strip().lower())
+    if found is None:
+        raise ValidationError(
+            path, f"unknown criterion {name!r} (one of {', '.join(c.value for c in Criterion)})"
+        )
+    return found
+
+
+# --------------------------------------------------------------------------------------------------------
+# Scalars
+
+
+def _mapping(value: object, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValidationError(path, "must be an object")
+    return value
+
+
+def _list(value: object, path: str) -> Sequence[Any]:
+    if not isinstance(value, list | tuple):
+        raise ValidationError(path, "must be a list")
+    return value
+
+
+def _str(value: object, path: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(path, "must be a non-empty string")
+    return value.strip()
+
+
+def _bool(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(path, "must be true or false")
+    return value
+
+
+def _int(value: object, path: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValidationError(path, "must be an integer")
+    if isinstance(value, Decimal) and value != value.to_integral_value():
+        raise ValidationError(path, "must be an integer")
+    if value < minimum:
+        raise ValidationError(path, f"must be >= {minimum}")
+    return int(value)
+
+
+def _decimal(value: object, path: str, minimum: Decimal | None = Decimal(0)) -> Decimal:
+    if isinstance(value, bool):
+        raise ValidationError(path, "must be a number")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, float):
+        result = Decimal(repr(value))  # the shortest repr: 23.1 stays 23.1
+    elif isinstance(value, str):
+        try:
+            result = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValidationError(path, "must be a number") from None
+    else:
+        raise ValidationError(path, "must be a number")
+    if not result.is_finite():
+        raise ValidationError(path, "must be a finite number")
+    if minimum is not None and result < minimum:
+        raise ValidationError(path, f"must be >= {minimum}")
+    return result
+
+
+def _date(value: object, path: str) -> date:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        raise ValidationError(path, "must be an ISO date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(value.strip()[:10])
+    except ValueError:
+        raise ValidationError(path, "must be an ISO date (YYYY-MM-DD)") from None
+
+
+def _enum(cls: type[E], value: object, path: str, allowed: Sequence[E] | None = None) -> E:
+    choices = list(allowed) if allowed is not None else list(cls)
+    if isinstance(value, str):
+        norm = value.strip().lower().replace("-", "_").replace(" ", "_")
+        for member in choices:
+            if norm in (member.value.lower().replace("-", "_"), member.name.lower()):
+                return member
+    raise ValidationError(path, f"must be one of {', '.join(m.value for m in choices)}")
+
+
+def _opt(data: Mapping[str, Any], key: str, path: str, conv: Callable[[object, str], T]) -> T | None:
+    value = data.get(key)
+    return None if value is None else conv(value, f"{path}.{key}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Timeline
+
+
+def _context(data: Mapping[str, Any]) -> Context:
+    path = "context"
+    start = _opt(data, "treatment_start", path, _date)
+    primary = _opt(data, "primary", path, _str) or "unknown"
+    therapy_raw = data.get("therapy") or []
+    if isinstance(therapy_raw, str):
+        therapy_raw = [therapy_raw]
+    therapy = tuple(
+        _str(v, f"{path}.therapy[{i}]") for i, v in enumerate(_list(therapy_raw, f"{path}.therapy"))
+    )
+    criteria_raw = data.get("criteria")
+    if criteria_raw is None:
+        criteria: tuple[Criterion, ...] = (Criterion.RECIST,)
+    else:
+        items = _list(criteria_raw, f"{path}.criteria")
+        criteria = tuple(
+            dict.fromkeys(
+                criterion_from_name(_str(v, f"{path}.criteria[{i}]"), f"{path}.criteria[{i}]")
+                for i, v in enumerate(items)
+            )
+        )
+    return Context(treatment_start=start, primary=primary, therapy=therapy, criteria=criteria)
+
+
+def _options(data: Mapping[str, Any]) -> Options:
+    path = "options"
+    kw: dict[str, Any] = {}
+    if (v := data.get("pr_persistence")) is not None:
+        kw["pr_persistence"] = _enum(PrPersistence, v, f"{path}.pr_persistence")
+    if (v := data.get("confirmation_required")) is not None:
+        kw["confirmation_required"] = _bool(v, f"{path}.confirmation_required")
+    if (v := data.get("min_sd_days")) is not None:
+        kw["min_sd_days"] = _int(v, f"{path}.min_sd_days")
+    if (v := data.get("choi_pd_reference")) is not None:
+        kw["choi_pd_reference"] = _enum(ChoiPdReference, v, f"{path}.choi_pd_reference")
+    if (v := data.get("choi_density_phase")) is not None:
+        kw["choi_density_phase"] = _enum(Phase, v, f"{path}.choi_density_phase")
+    if (v := data.get("mrecist_require_5mm")) is not None:
+        kw["mrecist_require_5mm"] = _bool(v, f"{path}.mrecist_require_5mm")
+    if (v := data.get("max_interval_days")) is not None:
+        kw["max_interval_days"] = _int(v, f"{path}.max_interval_days", minimum=1)
+    if (v := data.get("borderline_pp")) is not None:
+        kw["borderline_pp"] = _decimal(v, f"{path}.borderline_pp")
+    if (v := data.get("borderline_mm")) is not None:
+        kw["borderline_mm"] = _decimal(v, f"{path}.borderline_mm")
+    return Options(**kw)
+
+
+def _lesion(data: Mapping[str, Any], path: str) -> Lesion:
+    lesion_id = _str(str(data["id"]) if isinstance(data.get("id"), int) else data.get("id"), f"{path}.id")
+    organ = _str(data.get("organ"), f"{path}.organ").lower()
+    kind = _enum(LesionKind, data.get("kind"), f"{path}.kind")
+    allowed = STATUSES_BY_KIND[kind]
+    status_raw = data.get("status")
+    status = allowed[0] if status_raw is None else _enum(LesionStatus, status_raw, f"{path}.status", allowed)
+    is_node_raw = data.get("is_node")
+    is_node = organ == "lymph_node" if is_node_raw is None else _bool(is_node_raw, f"{path}.is_node")
+    fragments: tuple[Decimal, ...] | None = None
+    if (frag := data.get("fragments_mm")) is not None:
+        items = _list(frag, f"{path}.fragments_mm")
+        if not items:
+            raise ValidationError(f"{path}.fragments_mm", "must not be empty")
+        fragments = tuple(_decimal(v, f"{path}.fragments_mm[{i}]") for i, v in enumerate(items))
+    chun_group = _opt(data, "chun_group", path, _int)
+    if chun_group is not None and chun_group not in (1, 2, 3):
+        raise ValidationError(f"{path}.chun_group", "must be 1, 2 or 3")
+    ancillary_raw = data.get("ancillary") or []
+    if isinstance(ancillary_raw, str):
+        ancillary_raw = [ancillary_raw]
+    ancillary = frozenset(
+        _enum(Ancillary, v, f"{path}.ancillary[{i}]")
+        for i, v in enumerate(_list(ancillary_raw, f"{path}.ancillary"))
+    )
+    nodule = data.get("intratumoral_nodule")
+    return Lesion(
+        id=lesion_id,
+        organ=organ,
+        kind=kind,
+        status=status,
+        is_node=is_node,
+        long_axis_mm=_opt(data, "long_axis_mm", path, _decimal),
+        short_axis_mm=_opt(data, "short_axis_mm", path, _decimal),
+        mean_hu=_opt(data, "mean_hu", path, lambda v, p: _decimal(v, p, minimum=None)),
+        fragments_mm=fragments,
+        merged_into=_opt(data, "merged_into", path, lambda v, p: _str(str(v), p)),
+        phase=_opt(data, "phase", path, lambda v, p: _enum(Phase, v, p)),
+        increased_since_prior=bool(_opt(data, "increased_since_prior", path, _bool)),
+        new_category=_opt(data, "new_category", path, lambda v, p: _enum(NewCategory, v, p)),
+        prior_visible=bool(_opt(data, "prior_visible", path, _bool)),
+        intratumoral_nodule=IntratumoralNodule.NONE
+        if nodule is None
+        else _enum(IntratumoralNodule, nodule, f"{path}.intratumoral_nodule"),
+        viable_long_axis_mm=_opt(data, "viable_long_axis_mm", path, _decimal),
+        viable_perp_axis_mm=_opt(data, "viable_perp_axis_mm", path, _decimal),
+        chun_group=chun_group,
+        chun_attenuation=_opt(data, "chun_attenuation", path, lambda v, p: _enum(ChunAttenuation, v, p)),
+        chun_interface=_opt(data, "chun_interface", path, lambda v, p: _enum(ChunInterface, v, p)),
+        chun_rim=_opt(data, "chun_rim", path, lambda v, p: _enum(ChunRim, v, p)),
+        ancillary=ancillary,
+        locally_treated=bool(_opt(data, "locally_treated", path, _bool)),
+    )
+
+
+def _timepoint(data: Mapping[str, Any], path: str) -> TimePoint:
+    lesions_raw = data.get("lesions")
+    lesions_list = [] if lesions_raw is None else _list(lesions_raw, f"{path}.lesions")
+    lesions = tuple(
+        _lesion(_mapping(v, f"{path}.lesions[{i}]"), f"{path}.lesions[{i}]")
+        for i, v in enumerate(lesions_list)
+    )
+    seen: set[str] = set()
+    for i, lesion in enumerate(lesions):
+        if lesion.id in seen:
+            raise ValidationError(
+                f"{path}.lesions[{i}].id", f"duplicate lesion id {lesion.id!r} at this time point"
+            )
+        seen.add(lesion.id)
+    modality = _opt(data, "modality", path, _str)
+    return TimePoint(
+        date=_date(data.get("date"), f"{path}.date"),
+        modality=modality.upper() if modality is not None else None,
+        phase=_opt(data, "phase", path, lambda v, p: _enum(Phase, v, p)),
+        slice_thickness_mm=_opt(data, "slice_thickness_mm", path, _decimal),
+        contrast=_opt(data, "contrast", path, _bool),
+        unscheduled_for_symptoms=bool(_opt(data, "unscheduled_for_symptoms", path, _bool)),
+        lesions=lesions,
+    )
+
+
+def timeline_from_dict(data: object) -> Timeline:
+    """Validate a timeline object (vectors.json case shape) and build the model; other keys are ignored."""
+    root = _mapping(data, "$")
+    context = _context(_mapping(root.get("context"), "context"))
+    options_raw = root.get("options")
+    options = Options() if options_raw is None else _options(_mapping(options_raw, "options"))
+    tps_raw = _list(root.get("timepoints"), "timepoints")
+    if not tps_raw:
+        raise ValidationError("timepoints", "must hold at least the baseline")
+    timepoints = tuple(
+        _timepoint(_mapping(v, f"timepoints[{i}]"), f"timepoints[{i}]") for i, v in enumerate(tps_raw)
+    )
+    for i in range(1, len(timepoints)):
+        if timepoints[i].date < timepoints[i - 1].date:
+            raise ValidationError(f"timepoints[{i}].date", "must not be earlier than the previous time point")
+    return Timeline(context=context, timepoints=timepoints, options=options)
+
+
+def apply_options(timeline: Timeline, overrides: Mapping[str, object]) -> Timeline:
+    """A copy of ``timeline`` with some options replaced (``{"choi_pd_reference": "baseline"}``)."""
+    merged: dict[str, object] = {f: getattr(timeline.options, f) for f in Options.__dataclass_fields__}
+    merged = {k: (v.value if isinstance(v, StrEnum) else v) for k, v in merged.items()}
+    merged.update(overrides)
+    return Timeline(context=timeline.context, timepoints=timeline.timepoints, options=_options(merged))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Assessment JSON
+
+
+def number(value: Decimal | None) -> int | float | None:
+    """A Decimal for JSON: an int when integral, else the float of its decimal text."""
+    if value is None:
+        return None
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)
+
+
+def _code(category: Category | None) -> str | None:
+    return None if category is None else category.value
+
+
+def _threshold(t: Threshold) -> dict[str, Any]:
+    return {
+        "category": t.category.value,
+        "comparison": t.comparison,
+        "value": number(t.value),
+        "quantity": t.quantity,
+        "rule": t.rule,
+    }
+
+
+def criterion_to_dict(result: CriterionResult) -> dict[str, Any]:
+    tps = result.timepoints
+    out: dict[str, Any] = {
+        "timepoint_responses": [_code(tp.category) if tp else None for tp in tps],
+        "target_responses": [_code(tp.target) if tp else None for tp in tps],
+        "non_target_responses": [_code(tp.non_target) if tp else None for tp in tps],
+        "target_sums_mm": [number(result.baseline_sum_mm)]
+        + [number(tp.sum_mm) if tp else None for tp in tps[1:]],
+        "bor": result.bor.value,
+    }
+    if result.criterion is Criterion.RECIST:
+        out["provisional_timepoint_responses"] = [
+            _code(tp.provisional_category or tp.category) if tp else None for tp in tps
+        ]
+        out["next_thresholds"] = [_threshold(t) for t in result.next_thresholds]
+    elif result.next_thresholds:
+        out["next_thresholds"] = [_threshold(t) for t in result.next_thresholds]
+    out["nadir_sums_mm"] = [None] + [number(tp.nadir_sum_mm) if tp else None for tp in tps[1:]]
+    out["change_vs_baseline_pct"] = [number(tp.change_vs_baseline_pct) if tp else None for tp in tps]
+    out["change_vs_nadir_pct"] = [number(tp.change_vs_nadir_pct) if tp else None for tp in tps]
+    out["ne_reasons"] = [tp.ne_reason if tp else None for tp in tps]
+    out["rules"] = [tp.rule if tp else None for tp in tps]
+    out["bor_rule"] = result.bor_rule
+    out["pd_date"] = result.pd_date.isoformat() if result.pd_date else None
+    return out
+
+
+def alert_to_dict(alert: Alert) -> dict[str, Any]:
+    return {
+        "code": alert.code,
+        "timepoint": alert.timepoint,
+        "severity": alert.severity.value,
+        "message": alert.message,
+        "citation": alert.citation,
+    }
+
+
+def assessment_to_dict(assessment: Assessment) -> dict[str, Any]:
+    """The Assessment JSON of DESIGN.md (a key per criterion computed, then ``alerts``)."""
+    out: dict[str, Any] = {r.criterion.key: criterion_to_dict(r) for r in assessment.results}
+    out["alerts"] = [alert_to_dict(a) for a in assessment.alerts]
+    return out
