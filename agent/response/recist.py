@@ -1,0 +1,476 @@
+"""RECIST 1.1 (Eisenhauer 2009; Schwartz 2016; EORTC RECIST FAQ) as SPEC §2 states it.
+
+Small pure functions named after the rules (``target_value``, ``pd_test``, ``target_response``,
+``non_target_response``, ``overall_response``, ``best_overall_response``, ``next_thresholds``) and
+``assess(timeline)`` that chains them over a series. Exact ``Decimal`` arithmetic: every ratio is compared by
+cross-multiplication and every threshold is inclusive (SPEC §1.4). Never imports anything outside the core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from agent.response.model import (
+    Category,
+    Criterion,
+    CriterionResult,
+    Lesion,
+    LesionStatus,
+    Options,
+    PrPersistence,
+    Threshold,
+    Timeline,
+    TimepointAssessment,
+)
+from agent.response.registry import Registry, registry_of
+
+C = Category
+ZERO = Decimal(0)
+FIVE = Decimal(5)
+TEN = Decimal(10)
+HUNDRED = Decimal(100)
+TOO_SMALL_MM = Decimal(5)  # "present but too small to measure" default [V]
+CONFIRM_DAYS = 28
+
+CITE_TARGET = "RECIST 1.1 (Eisenhauer 2009) §4.3.1; EORTC RECIST FAQ"
+CITE_NON_TARGET = "RECIST 1.1 (Eisenhauer 2009) §4.3.3"
+CITE_NEW = "RECIST 1.1 (Eisenhauer 2009) §4.3.2; Schwartz 2016"
+CITE_OVERALL = "RECIST 1.1 (Eisenhauer 2009) Tables 1-2"
+CITE_REAPPEARANCE = "EORTC RECIST FAQ (reappearance after CR)"
+CITE_BOR = "RECIST 1.1 (Eisenhauer 2009) §4.4, Table 3"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Target lesions (SPEC §2.3-§2.4)
+
+
+def target_value(lesion: Lesion | None) -> Decimal | None:
+    """Contribution of one target to the sum; ``None`` when it was not assessed (SPEC §2.3)."""
+    if lesion is None:
+        return None
+    if lesion.fragments_mm:
+        return sum(lesion.fragments_mm, ZERO)
+    status = lesion.status
+    if status is LesionStatus.DISAPPEARED or status is LesionStatus.COALESCED:
+        return ZERO
+    if status is LesionStatus.TOO_SMALL:
+        return TOO_SMALL_MM
+    if status is LesionStatus.NOT_ASSESSED:
+        return None
+    return lesion.short_axis_mm if lesion.is_node else lesion.long_axis_mm
+
+
+def target_sum(values: Sequence[Decimal | None]) -> tuple[Decimal | None, Decimal]:
+    """(S_t, P_t): the sum over all baseline targets (``None`` if any is missing) and the partial sum."""
+    partial = ZERO
+    complete = True
+    for v in values:
+        if v is None:
+            complete = False
+        else:
+            partial += v
+    return (partial if complete else None), partial
+
+
+def targets_disappeared(targets: Sequence[Lesion], values: Sequence[Decimal | None]) -> bool:
+    """Target CR test: every non-nodal target 0 and every nodal target < 10 mm short axis."""
+    for base, v in zip(targets, values, strict=True):
+        if v is None:
+            return False
+        if base.is_node:
+            if v >= TEN:
+                return False
+        elif v != ZERO:
+            return False
+    return True
+
+
+def pd_test(current: Decimal, nadir: Decimal) -> bool:
+    """RECIST PD of a sum: >= +20 % vs the nadir (infinite when the nadir is 0) and >= +5 mm absolute."""
+    relative = current > ZERO if nadir == ZERO else 5 * current >= 6 * nadir
+    return relative and current - nadir >= FIVE
+
+
+def pr_test(current: Decimal, baseline: Decimal) -> bool:
+    """RECIST PR of a sum: >= 30 % decrease vs the baseline sum (10·S <= 7·S0)."""
+    return 10 * current <= 7 * baseline
+
+
+def nadir(baseline_sum: Decimal, earlier_sums: Sequence[Decimal | None]) -> Decimal:
+    """Smallest sum so far, baseline included; NE visits (``None``) never set the nadir (R11-37)."""
+    low = baseline_sum
+    for s in earlier_sums:
+        if s is not None and s < low:
+            low = s
+    return low
+
+
+def percent_change(current: Decimal | None, reference: Decimal | None) -> Decimal | None:
+    """Exact percentage change (display only; decisions use cross-multiplication). ``None`` if undefined."""
+    if current is None or reference is None or reference == ZERO:
+        return None
+    return (current - reference) * HUNDRED / reference
+
+
+def target_response(
+    current: Decimal | None,
+    partial: Decimal,
+    baseline_sum: Decimal,
+    nadir_sum: Decimal,
+    all_disappeared: bool,
+    persist_pr: bool,
+) -> tuple[Category, str]:
+    """SPEC §2.4: (category, rule). ``persist_pr``: PR persistence applies at this time point (§2.6)."""
+    if current is None:
+        if pd_test(partial, nadir_sum):
+            return (
+                C.PD,
+                f"target PD from the assessed targets alone: partial sum {partial} vs nadir {nadir_sum}",
+            )
+        return C.NE, f"a target was not assessed (partial sum {partial}) and PD is not established"
+    if all_disappeared:
+        return C.CR, "target CR: all non-nodal targets gone and every target node < 10 mm"
+    if pd_test(current, nadir_sum):
+        return C.PD, f"target PD: {current} mm >= +20 % and >= +5 mm vs nadir {nadir_sum} mm"
+    if pr_test(current, baseline_sum):
+        return C.PR, f"target PR: {current} mm <= -30 % vs baseline {baseline_sum} mm"
+    if persist_pr:
+        return C.PR, f"target PR persists until PD (EORTC FAQ): {current} mm, nadir {nadir_sum} mm"
+    return (
+        C.SD,
+        f"target SD: {current} mm, neither -30 % vs baseline {baseline_sum} nor PD vs nadir {nadir_sum}",
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Non-target lesions (SPEC §2.5), reappearance (§2.8) and the overall table (§2.9)
+
+
+def non_target_absent(lesion: Lesion) -> bool:
+    """A non-target counts as absent when recorded absent, or a node 'present' below 10 mm short axis."""
+    if lesion.status is LesionStatus.ABSENT:
+        return True
+    return (
+        lesion.is_node
+        and lesion.status is LesionStatus.PRESENT
+        and lesion.short_axis_mm is not None
+        and lesion.short_axis_mm < TEN
+    )
+
+
+def non_target_response(records: Sequence[Lesion | None]) -> Category:
+    """SPEC §2.5 over the records of the baseline non-targets at one time point."""
+    if not records:
+        return C.NONE
+    if any(r is not None and r.status is LesionStatus.UNEQUIVOCAL_PROGRESSION for r in records):
+        return C.PD
+    if any(r is None or r.status is LesionStatus.NOT_ASSESSED for r in records):
+        return C.NE
+    if all(r is not None and non_target_absent(r) for r in records):
+        return C.CR
+    return C.NON_CR_NON_PD
+
+
+def reappearance(
+    targets: Sequence[Lesion], values: Sequence[Decimal | None], nt_records: Sequence[Lesion | None]
+) -> bool:
+    """SPEC §2.8: a non-nodal target > 0, a target node >= 10 mm, or a non-target present again."""
+    for base, v in zip(targets, values, strict=True):
+        if v is None:
+            continue
+        if (base.is_node and v >= TEN) or (not base.is_node and v > ZERO):
+            return True
+    for r in nt_records:
+        if r is None or r.status is LesionStatus.NOT_ASSESSED:
+            continue
+        if not non_target_absent(r):
+            return True
+    return False
+
+
+def overall_response(
+    target: Category, non_target: Category, new_lesion: bool, reappeared_after_cr: bool
+) -> tuple[Category, str]:
+    """SPEC §2.9 (RECIST 1.1 Tables 1 and 2): (category, rule)."""
+    if new_lesion:
+        return C.PD, "unequivocal new lesion"
+    if target is C.PD:
+        return C.PD, "target PD"
+    if non_target is C.PD:
+        return C.PD, "unequivocal progression of non-target disease"
+    if reappeared_after_cr:
+        return C.PD, "reappearance of disease after an overall CR"
+    if target is C.NE:
+        return C.NE, "not all targets evaluated"
+    if target is C.CR:
+        if non_target in (C.CR, C.NONE):
+            return C.CR, "target CR and non-target CR/none"
+        return C.PR, f"target CR with non-target {non_target.value}"
+    if target is C.PR:
+        return C.PR, "target PR, non-target not PD"
+    if target is C.SD:
+        return C.SD, "target SD, non-target not PD"
+    # non-target disease only (Table 2)
+    if non_target is C.CR:
+        return C.CR, "non-target CR (non-target disease only)"
+    if non_target is C.NON_CR_NON_PD:
+        return C.NON_CR_NON_PD, "non-target non-CR/non-PD (non-target disease only)"
+    if non_target is C.NE:
+        return C.NE, "non-target not evaluated (non-target disease only)"
+    return C.NE, "no baseline disease and no new lesion"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Best overall response (SPEC §2.10)
+
+
+def _days(a: date, b: date) -> int:
+    return (b - a).days
+
+
+def _confirmed(
+    cats: Sequence[Category], dates: Sequence[date], i: int, accepted: frozenset[Category]
+) -> bool:
+    """``cats[i]`` is followed by an ``accepted`` category >= 28 days later (NE skipped, others break)."""
+    for j in range(i + 1, len(cats)):
+        if cats[j] is C.NE:
+            continue
+        if cats[j] not in accepted:
+            return False
+        if _days(dates[i], dates[j]) >= CONFIRM_DAYS:
+            return True
+    return False
+
+
+_CR = frozenset({C.CR})
+_PR_CR = frozenset({C.PR, C.CR})
+_STABLE = frozenset({C.SD, C.NON_CR_NON_PD})
+
+
+def best_overall_response(
+    cats: Sequence[Category], dates: Sequence[date], start: date, options: Options
+) -> tuple[Category, str]:
+    """BOR over the follow-up categories up to and including the first PD (later ones must be cut off)."""
+    sd_days = options.min_sd_days
+    if not options.confirmation_required:
+        if C.CR in cats:
+            return C.CR, "a CR was observed"
+        if C.PR in cats:
+            return C.PR, "a PR was observed"
+        for c, d in zip(cats, dates, strict=True):
+            if c in _STABLE and _days(start, d) >= sd_days:
+                return c, f"{c.value} observed >= {sd_days} days after treatment start"
+        if cats and cats[-1] is C.PD:
+            return C.PD, "progression without an earlier qualifying response or stable disease"
+        return C.NE, "no evaluable qualifying response"
+    for i, c in enumerate(cats):
+        if c is C.CR and _confirmed(cats, dates, i, _CR):
+            return C.CR, "CR confirmed >= 28 days later"
+    for i, c in enumerate(cats):
+        if c in _PR_CR and _confirmed(cats, dates, i, _PR_CR):
+            return C.PR, "PR/CR confirmed >= 28 days later"
+    for c, d in zip(cats, dates, strict=True):
+        if c in (C.CR, C.PR, C.SD, C.NON_CR_NON_PD) and _days(start, d) >= sd_days:
+            stable = C.NON_CR_NON_PD if c is C.NON_CR_NON_PD else C.SD
+            return stable, f"unconfirmed response or stable disease >= {sd_days} days after treatment start"
+    if cats and cats[-1] is C.PD:
+        return C.PD, "progression without an earlier qualifying response or stable disease"
+    return C.NE, "no evaluable qualifying response"
+
+
+def next_thresholds(baseline_sum: Decimal, nadir_sum: Decimal) -> tuple[Threshold, ...]:
+    """Target sums at which the next read changes category: PD at >= max(1.2 x nadir, nadir + 5 mm),
+    PR at <= 0.7 x baseline (for a patient not yet in PR)."""
+    pd_at = FIVE if nadir_sum == ZERO else max(nadir_sum * Decimal("1.2"), nadir_sum + FIVE)
+    return (
+        Threshold(C.PD, ">=", pd_at, "target_sum_mm", f"PD: >= +20 % and >= +5 mm vs nadir {nadir_sum} mm"),
+        Threshold(
+            C.PR,
+            "<=",
+            baseline_sum * Decimal("0.7"),
+            "target_sum_mm",
+            f"PR: <= -30 % vs baseline {baseline_sum} mm",
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# The series
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    values: tuple[Decimal | None, ...]
+    current: Decimal | None
+    partial: Decimal
+
+
+def _new_lesion_confirmed_later(registry: Registry, t: int) -> bool:
+    """An equivocal new lesion at ``t`` that a later scan shows unequivocally (so PD is back-dated to it)."""
+    equivocal = {les.id for les in registry.equivocal_new(t)}
+    if not equivocal:
+        return False
+    for k in range(t + 1, len(registry.new_records)):
+        if any(les.id in equivocal for les in registry.unequivocal_new(k)):
+            return True
+    return False
+
+
+def assess(timeline: Timeline) -> CriterionResult:
+    """RECIST 1.1 over a series: per follow-up the target, non-target, new, overall (provisional and final),
+    then BOR, PD date and the thresholds for the next read."""
+    options = timeline.options
+    tps = timeline.timepoints
+    registry = registry_of(timeline)
+    targets = registry.targets
+    has_targets = bool(targets)
+    baseline_values = tuple(target_value(les) for les in targets)
+    baseline_sum, _ = target_sum(baseline_values)
+    s0 = baseline_sum if baseline_sum is not None else ZERO
+    strict = options.pr_persistence is PrPersistence.STRICT
+    start = timeline.context.treatment_start or timeline.baseline.date
+
+    sums: list[Decimal | None] = [s0]
+    target_cats: list[Category] = []  # evaluable (non-NE) target categories so far, with their dates
+    target_dates: list[date] = []
+    last_overall: Category | None = None  # last evaluable provisional overall response
+    pr_confirmed = False
+    provisional: list[Category] = []
+    steps: list[TimepointAssessment | None] = [None]
+    for t in range(1, len(tps)):
+        tp = tps[t]
+        values = tuple(target_value(r) for r in registry.target_records[t])
+        current, partial = target_sum(values)
+        nadir_sum = nadir(s0, sums[1:])
+        notes: list[str] = []
+        if has_targets:
+            prev_target = target_cats[-1] if target_cats else None
+            persist = not strict and prev_target in _PR_CR
+            if persist and options.confirmation_required:
+                persist = pr_confirmed
+            t_cat, t_rule = target_response(
+                current, partial, s0, nadir_sum, targets_disappeared(targets, values), persist
+            )
+        else:
+            t_cat, t_rule = C.NONE, "no target lesion at baseline"
+        nt_records = registry.non_target_records[t]
+        nt_cat = non_target_response(nt_records)
+        new_unequivocal = bool(registry.unequivocal_new(t))
+        reappeared = last_overall is C.CR and reappearance(targets, values, nt_records)
+        no_imaging = not tp.lesions
+        if no_imaging and not new_unequivocal:
+            category, rule = C.NE, "no imaging at this time point"
+        else:
+            category, rule = overall_response(t_cat, nt_cat, new_unequivocal, reappeared)
+        if reappeared and category is C.PD and rule.startswith("reappearance"):
+            rule += " (the earlier CR may not have been genuine)"
+        provisional.append(category)
+        if category is not C.NE:
+            last_overall = category
+        if t_cat not in (C.NE, C.NONE):
+            target_cats.append(t_cat)
+            target_dates.append(tp.date)
+            if options.confirmation_required and not pr_confirmed and t_cat in _PR_CR:
+                pr_confirmed = any(
+                    target_cats[i] in _PR_CR and _confirmed(target_cats, target_dates, i, _PR_CR)
+                    for i in range(len(target_cats) - 1)
+                )
+        sums.append(current)
+        missing = tuple(les.id for les, v in zip(targets, values, strict=True) if v is None)
+        ne_reason = None
+        if category is C.NE:
+            if no_imaging:
+                ne_reason = "no imaging at this time point"
+            elif t_cat is C.NE:
+                ne_reason = f"target(s) not assessed: {', '.join(missing)}"
+            elif nt_cat is C.NE:
+                ne_reason = "non-target lesion(s) not assessed"
+            else:
+                ne_reason = "no baseline disease"
+        if registry.equivocal_new(t):
+            notes.append("equivocal new lesion: confirm at the next scan")
+        steps.append(
+            TimepointAssessment(
+                index=t,
+                date=tp.date,
+                category=category,
+                target=t_cat,
+                non_target=nt_cat,
+                new_lesion=new_unequivocal,
+                sum_mm=current if has_targets else None,
+                partial_sum_mm=partial if has_targets and current is None else None,
+                baseline_sum_mm=baseline_sum if has_targets else None,
+                nadir_sum_mm=nadir_sum if has_targets else None,
+                change_vs_baseline_pct=percent_change(current, baseline_sum) if has_targets else None,
+                change_vs_nadir_pct=percent_change(current, nadir_sum) if has_targets else None,
+                ne_reason=ne_reason,
+                rule=f"{rule}; {t_rule}" if has_targets else rule,
+                citation=CITE_REAPPEARANCE if reappeared and category is C.PD else CITE_OVERALL,
+                provisional_category=category,
+                missing_targets=missing,
+                reappearance_after_cr=reappeared and category is C.PD,
+                notes=tuple(notes),
+            )
+        )
+
+    # Final responses: an equivocal new lesion confirmed later back-dates PD to its first scan (SPEC §2.7).
+    final: list[TimepointAssessment | None] = [None]
+    first_pd: int | None = None
+    for t in range(1, len(tps)):
+        step = steps[t]
+        assert step is not None
+        if step.category is not C.PD and _new_lesion_confirmed_later(registry, t):
+            step = _replace(
+                step,
+                category=C.PD,
+                backdated=True,
+                rule=f"PD back-dated: the equivocal new lesion seen here was confirmed later; {step.rule}",
+                citation=CITE_NEW,
+            )
+        if first_pd is not None:
+            step = _replace(step, post_pd=True)
+        elif step.category is C.PD:
+            first_pd = t
+        final.append(step)
+
+    window = [s for s in final[1 : (first_pd + 1 if first_pd is not None else len(final))] if s is not None]
+    bor, bor_rule = best_overall_response(
+        [s.category for s in window], [s.date for s in window], start, options
+    )
+    thresholds: tuple[Threshold, ...] = ()
+    if has_targets:
+        thresholds = next_thresholds(s0, nadir(s0, sums[1:]))
+    return CriterionResult(
+        criterion=Criterion.RECIST,
+        timepoints=tuple(final),
+        bor=bor,
+        bor_rule=bor_rule,
+        pd_date=tps[first_pd].date if first_pd is not None else None,
+        pd_index=first_pd,
+        baseline_sum_mm=baseline_sum if has_targets else None,
+        next_thresholds=thresholds,
+        notes=("RECIST CR of non-target disease also needs normal tumour markers (outside this tool).",),
+    )
+
+
+def _replace(step: TimepointAssessment, **changes: object) -> TimepointAssessment:
+    from dataclasses import replace
+
+    return replace(step, **changes)  # type: ignore[arg-type]
+
+
+_last: tuple[Timeline, CriterionResult] | None = None
+
+
+def assess_cached(timeline: Timeline) -> CriterionResult:
+    """``assess`` with a one-entry identity cache, for criteria that build on RECIST (iRECIST, alerts)."""
+    global _last
+    cached = _last
+    if cached is not None and cached[0] is timeline:
+        return cached[1]
+    result = assess(timeline)
+    _last = (timeline, result)
+    return result
