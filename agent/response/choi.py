@@ -1,0 +1,459 @@
+"""Choi criteria (GIST on imatinib; Choi 2007) and modified Choi (Nathan 2010): size and CT density.
+
+Size is the RECIST 1.1 sum of the declared targets; density is the unweighted mean of the targets' mean HU on
+contrast-enhanced CT in ``options.choi_density_phase`` at baseline and follow-up (SPEC §4). Choi PR needs a
+>= 10 % size *or* >= 15 % density decrease; modified Choi needs *both*. PD is a >= 10 % size increase vs the
+nadir (or the baseline, option) without a density PR, a new lesion or a new/enlarging intratumoral nodule.
+CT only. Exact ``Decimal`` arithmetic, thresholds inclusive, ratios compared by cross-multiplying.
+Never imports anything but the standard library and ``agent.response``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from agent.response import recist
+from agent.response.model import (
+    Category,
+    ChoiPdReference,
+    Criterion,
+    CriterionResult,
+    IntratumoralNodule,
+    Lesion,
+    LesionKind,
+    Phase,
+    Threshold,
+    Timeline,
+    TimePoint,
+    TimepointAssessment,
+)
+from agent.response.registry import registry_of
+
+CITATION_CHOI = (
+    "Choi H et al. J Clin Oncol 2007;25:1753-1759; Benjamin RS et al. J Clin Oncol 2007;25:1760-1764"
+)
+CITATION_MCHOI = (
+    "Nathan PD et al. Cancer Biol Ther 2010;9:15-19 (modified Choi); Choi H et al. J Clin Oncol 2007"
+)
+
+_HUNDRED = Decimal(100)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Threshold rules (cross-multiplied, inclusive)
+
+
+def choi_size_pr(size: Decimal, baseline_size: Decimal) -> bool:
+    """Size PR: a decrease of at least 10 % vs baseline (``10·S <= 9·S0``)."""
+    return 10 * size <= 9 * baseline_size
+
+
+def choi_density_pr(density: Decimal, baseline_density: Decimal) -> bool:
+    """Density PR: a decrease of at least 15 % vs baseline (``20·D <= 17·D0``).
+
+    Works on the HU sums as well as on the means, since the same targets are paired at both time points.
+    """
+    return 20 * density <= 17 * baseline_density
+
+
+def choi_size_pd(size: Decimal, reference: Decimal) -> bool:
+    """Size PD: an increase of at least 10 % vs the reference (``10·S >= 11·ref``); no absolute 5 mm rule.
+
+    Against a zero reference any positive size is an infinite increase (as in RECIST, SPEC §1.4).
+    """
+    if reference == 0:
+        return size > 0
+    return 10 * size >= 11 * reference
+
+
+def percent_change(value: Decimal, reference: Decimal) -> Decimal | None:
+    """Exact percent change of ``value`` vs ``reference``; ``None`` against a zero reference."""
+    if reference == 0:
+        return None
+    return (value - reference) * _HUNDRED / reference
+
+
+# ------------------------------------------------------------------------------------------------------
+# Inputs: CT, size and paired density
+
+
+def is_ct(timepoint: TimePoint) -> bool:
+    """Choi is validated on CT only (SPEC §4.2)."""
+    return (timepoint.modality or "").strip().upper() == "CT"
+
+
+def is_contrast_enhanced(timepoint: TimePoint, phase: Phase | None) -> bool:
+    """Contrast-enhanced: not declared unenhanced, and not acquired in the unenhanced phase."""
+    return timepoint.contrast is not False and phase is not None and phase is not Phase.UNENHANCED
+
+
+@dataclass(frozen=True, slots=True)
+class PairedDensity:
+    """Mean HU over the baseline targets at baseline and now, or why it cannot be compared."""
+
+    evaluable: bool
+    baseline_sum_hu: Decimal | None = None
+    sum_hu: Decimal | None = None
+    count: int = 0
+    reason: str | None = None
+
+    @property
+    def baseline_mean_hu(self) -> Decimal | None:
+        return None if self.baseline_sum_hu is None or not self.count else self.baseline_sum_hu / self.count
+
+    @property
+    def mean_hu(self) -> Decimal | None:
+        return None if self.sum_hu is None or not self.count else self.sum_hu / self.count
+
+
+def paired_density(
+    baseline: TimePoint, current: TimePoint, target_ids: tuple[str, ...], phase: Phase | None
+) -> PairedDensity:
+    """Pair the targets' mean HU at baseline and now (SPEC §4.2).
+
+    Evaluable only on contrast-enhanced CT at both time points, with every target's ROI in ``phase`` at both
+    (``phase=None``: any phase, but the same for a lesion at both time points, the "comparable CT" of the
+    ancillary alerts), every target having ``mean_hu`` at both, and a positive baseline density. The density
+    is the unweighted mean of the per-lesion means [P].
+    """
+    if not target_ids:
+        return PairedDensity(False, reason="no target lesion")
+    if not is_ct(baseline) or not is_ct(current):
+        return PairedDensity(False, reason="density (HU) needs CT at both time points")
+    before = {lesion.id: lesion for lesion in baseline.lesions}
+    now = {lesion.id: lesion for lesion in current.lesions}
+    baseline_sum = Decimal(0)
+    current_sum = Decimal(0)
+    for lesion_id in target_ids:
+        b, c = before.get(lesion_id), now.get(lesion_id)
+        if b is None or c is None or b.mean_hu is None or c.mean_hu is None:
+            return PairedDensity(False, reason=f"target {lesion_id} has no mean HU at both time points")
+        b_phase, c_phase = baseline.lesion_phase(b), current.lesion_phase(c)
+        if not is_contrast_enhanced(baseline, b_phase) or not is_contrast_enhanced(current, c_phase):
+            return PairedDensity(False, reason=f"target {lesion_id} not measured on contrast-enhanced CT")
+        wanted = phase if phase is not None else b_phase
+        if b_phase is not wanted or c_phase is not wanted:
+            return PairedDensity(
+                False,
+                reason=(
+                    f"target {lesion_id} density phase {_phase_name(b_phase)} -> {_phase_name(c_phase)}, "
+                    f"needs {_phase_name(wanted)} at both time points"
+                ),
+            )
+        baseline_sum += b.mean_hu
+        current_sum += c.mean_hu
+    if baseline_sum <= 0:
+        return PairedDensity(False, reason="baseline density is not above 0 HU")
+    return PairedDensity(True, baseline_sum, current_sum, len(target_ids))
+
+
+def _phase_name(phase: Phase | None) -> str:
+    return phase.value if phase is not None else "unknown"
+
+
+def has_intratumoral_nodule(lesions: tuple[Lesion, ...]) -> bool:
+    """A new or enlarging intratumoral nodule ("nodule within a mass") in a known tumour is Choi PD [V]."""
+    return any(
+        lesion.kind is not LesionKind.NEW
+        and lesion.intratumoral_nodule in (IntratumoralNodule.NEW, IntratumoralNodule.ENLARGING)
+        for lesion in lesions
+    )
+
+
+# ------------------------------------------------------------------------------------------------------
+# Response
+
+
+def choi_target_response(
+    size: Decimal,
+    baseline_size: Decimal,
+    reference: Decimal,
+    density: PairedDensity,
+    modified: bool,
+) -> tuple[Category, str, str | None]:
+    """Size/density part of Choi (all targets assessed, not CR): ``(category, rule, NE reason)``.
+
+    Choi: PR by size or by density; mChoi: PR needs both. PD needs a >= 10 % size increase vs ``reference``
+    and no PR by density; SD or PD cannot be told apart from a density PR when density is not evaluable,
+    so those are NE (SPEC §4.3).
+    """
+    size_pr = choi_size_pr(size, baseline_size)
+    density_pr = (
+        density.evaluable
+        and density.sum_hu is not None
+        and density.baseline_sum_hu is not None
+        and choi_density_pr(density.sum_hu, density.baseline_sum_hu)
+    )
+    if modified:
+        if size_pr and density_pr:
+            return Category.PR, "mchoi_pr_size_and_density", None
+        if not density.evaluable:
+            return Category.NE, "mchoi_density_not_evaluable", f"density not evaluable: {density.reason}"
+    else:
+        if size_pr:
+            return Category.PR, "choi_pr_size", None
+        if density_pr:
+            return Category.PR, "choi_pr_density", None
+        if not density.evaluable:
+            return Category.NE, "choi_density_not_evaluable", f"density not evaluable: {density.reason}"
+    if choi_size_pd(size, reference) and not density_pr:
+        return Category.PD, "choi_pd_size", None
+    return Category.SD, "choi_sd", None
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """The size sums over the baseline targets at every time point (``None``: a target not assessed)."""
+
+    target_ids: tuple[str, ...]
+    sums: tuple[Decimal | None, ...]
+    partial_sums: tuple[Decimal, ...]
+    all_disappeared: tuple[bool, ...]
+    missing: tuple[tuple[str, ...], ...]
+
+
+def size_series(timeline: Timeline) -> _Series:
+    """Choi size = the RECIST 1.1 sum of the declared targets at every time point (SPEC §4.1)."""
+    registry = registry_of(timeline)
+    targets = registry.targets
+    sums: list[Decimal | None] = []
+    partials: list[Decimal] = []
+    gone: list[bool] = []
+    missing: list[tuple[str, ...]] = []
+    for records in registry.target_records:
+        values = tuple(recist.target_value(r) for r in records)
+        total, partial = recist.target_sum(values)
+        sums.append(total)
+        partials.append(partial)
+        gone.append(bool(targets) and recist.targets_disappeared(targets, values))
+        missing.append(tuple(t.id for t, v in zip(targets, values, strict=True) if v is None))
+    return _Series(tuple(t.id for t in targets), tuple(sums), tuple(partials), tuple(gone), tuple(missing))
+
+
+def size_reference(series: _Series, index: int, pd_reference: ChoiPdReference) -> Decimal | None:
+    """The size the Choi PD test compares with: the nadir before ``index`` (default) or the baseline [P]."""
+    baseline = series.sums[0]
+    if pd_reference is ChoiPdReference.BASELINE or baseline is None:
+        return baseline
+    earlier = [s for s in series.sums[:index] if s is not None]
+    return min(earlier)
+
+
+def choi_timepoint(timeline: Timeline, series: _Series, index: int, modified: bool) -> TimepointAssessment:
+    """Choi (or modified Choi) response at follow-up ``index`` (SPEC §4.3)."""
+    baseline, current = timeline.baseline, timeline.timepoints[index]
+    options = timeline.options
+    citation = CITATION_MCHOI if modified else CITATION_CHOI
+    baseline_size, size = series.sums[0], series.sums[index]
+    reference = size_reference(series, index, options.choi_pd_reference)
+    density = paired_density(baseline, current, series.target_ids, options.choi_density_phase)
+    registry = registry_of(timeline)
+    non_target = recist.non_target_response(registry.non_target_records[index])
+    new_lesion = bool(registry.unequivocal_new(index))
+
+    def result(
+        category: Category, target: Category, rule: str, ne_reason: str | None = None
+    ) -> TimepointAssessment:
+        return TimepointAssessment(
+            index=index,
+            date=current.date,
+            category=category,
+            target=target,
+            non_target=non_target,
+            new_lesion=new_lesion,
+            sum_mm=size,
+            partial_sum_mm=series.partial_sums[index] if size is None else None,
+            baseline_sum_mm=baseline_size,
+            nadir_sum_mm=reference,
+            change_vs_baseline_pct=_pct(size, baseline_size),
+            change_vs_nadir_pct=_pct(size, reference),
+            ne_reason=ne_reason,
+            rule=rule,
+            citation=citation,
+            density_hu=density.mean_hu,
+            density_baseline_hu=density.baseline_mean_hu,
+            change_density_pct=_pct(density.sum_hu, density.baseline_sum_hu),
+            notes=() if density.evaluable else (f"density not evaluable: {density.reason}",),
+        )
+
+    if not is_ct(baseline) or not is_ct(current):
+        reason = f"Choi is CT-only (baseline {baseline.modality}, follow-up {current.modality})"
+        return result(Category.NE, Category.NE, "choi_ct_only", reason)
+    has_targets = bool(series.target_ids) and baseline_size is not None
+    if not has_targets:
+        target, target_rule, target_reason = (
+            Category.NONE,
+            "choi_no_targets",
+            "no measured target at baseline",
+        )
+    elif has_intratumoral_nodule(current.lesions):
+        target, target_rule, target_reason = Category.PD, "choi_pd_intratumoral_nodule", None
+    elif size is None or reference is None or baseline_size is None:
+        missing = ", ".join(series.missing[index])
+        target, target_rule, target_reason = (
+            Category.NE,
+            "choi_target_not_assessed",
+            f"target not assessed: {missing}",
+        )
+    elif series.all_disappeared[index]:
+        target, target_rule, target_reason = Category.CR, "choi_cr_targets_disappeared", None
+    else:
+        target, target_rule, target_reason = choi_target_response(
+            size, baseline_size, reference, density, modified
+        )
+    if new_lesion:
+        return result(Category.PD, target, "choi_pd_new_lesion")
+    if target is Category.PD:
+        return result(Category.PD, target, target_rule)
+    if non_target is Category.PD:
+        # Not in Choi's PD row, but PR requires no obvious progression of non-measurable disease [P].
+        return result(Category.PD, target, "choi_pd_non_target")
+    if target in (Category.NE, Category.NONE):
+        return result(Category.NE, target, target_rule, target_reason)
+    if target is Category.CR and non_target not in (Category.CR, Category.NONE):
+        # Targets gone but non-targets persist: a size decrease of 100 %, so PR (as RECIST Table 1).
+        return result(Category.PR, target, "choi_pr_size_targets_gone_non_target_present")
+    return result(target, target, target_rule, target_reason)
+
+
+def _pct(value: Decimal | None, reference: Decimal | None) -> Decimal | None:
+    if value is None or reference is None:
+        return None
+    return percent_change(value, reference)
+
+
+def best_response(
+    followups: tuple[TimepointAssessment, ...], treatment_start: date | None, min_sd_days: int
+) -> tuple[Category, int | None]:
+    """Best response without confirmation, up to the first PD: CR > PR > SD (>= ``min_sd_days``) > PD > NE.
+
+    Neither Choi nor Nathan define a BOR; we reuse the RECIST 1.1 rule for trials without confirmation [P].
+    Returns the category and the index of the first PD.
+    """
+    seen: list[TimepointAssessment] = []
+    pd_index: int | None = None
+    for tp in followups:
+        seen.append(tp)
+        if tp.category is Category.PD:
+            pd_index = tp.index
+            break
+    categories = {tp.category for tp in seen}
+    if Category.CR in categories:
+        return Category.CR, pd_index
+    if Category.PR in categories:
+        return Category.PR, pd_index
+    if any(
+        tp.category is Category.SD and _days_on_treatment(tp.date, treatment_start) >= min_sd_days
+        for tp in seen
+    ):
+        return Category.SD, pd_index
+    if pd_index is not None:
+        return Category.PD, pd_index
+    return Category.NE, pd_index
+
+
+def _days_on_treatment(when: date, treatment_start: date | None) -> int:
+    return (when - treatment_start).days if treatment_start is not None else 0
+
+
+def next_thresholds(timeline: Timeline, series: _Series, modified: bool) -> tuple[Threshold, ...]:
+    """Size and density values at which the next read would change category (SPEC issue: pre-read table).
+
+    PR by size at ``<= 0.9 × baseline`` sum, PR by density at ``<= 0.85 × baseline`` mean HU (mChoi: both),
+    PD by size at ``>= 1.1 ×`` the reference (nadir including the latest evaluable read, or baseline).
+    """
+    baseline_size = series.sums[0]
+    if baseline_size is None or not series.target_ids:
+        return ()
+    label = "mChoi" if modified else "Choi"
+    joint = " (together with the density threshold)" if modified else ""
+    thresholds = [
+        Threshold(
+            Category.PR,
+            "<=",
+            baseline_size * 9 / 10,
+            "target_sum_mm",
+            f"{label} PR: size sum at least 10 % below baseline {baseline_size} mm{joint}",
+        )
+    ]
+    density = baseline_density(timeline, series.target_ids)
+    if density is not None:
+        thresholds.append(
+            Threshold(
+                Category.PR,
+                "<=",
+                density * 17 / 20,
+                "density_hu",
+                f"{label} PR: mean target density at least 15 % below baseline {density} HU"
+                f" ({timeline.options.choi_density_phase.value} CT){joint}",
+            )
+        )
+    reference = size_reference(series, len(series.sums), timeline.options.choi_pd_reference)
+    if reference is not None:
+        which = "baseline" if timeline.options.choi_pd_reference is ChoiPdReference.BASELINE else "nadir"
+        if reference == 0:
+            thresholds.append(
+                Threshold(
+                    Category.PD, ">", reference, "target_sum_mm", f"{label} PD: any size above a {which} of 0"
+                )
+            )
+        else:
+            thresholds.append(
+                Threshold(
+                    Category.PD,
+                    ">=",
+                    reference * 11 / 10,
+                    "target_sum_mm",
+                    f"{label} PD: size sum at least 10 % above the {which} {reference} mm, no density PR",
+                )
+            )
+    return tuple(thresholds)
+
+
+def baseline_density(timeline: Timeline, target_ids: tuple[str, ...]) -> Decimal | None:
+    """Baseline mean HU of the targets if every target has one in the density phase on enhanced CT."""
+    baseline = timeline.baseline
+    if not target_ids or not is_ct(baseline):
+        return None
+    by_id = {lesion.id: lesion for lesion in baseline.lesions}
+    values: list[Decimal] = []
+    for lesion_id in target_ids:
+        lesion = by_id.get(lesion_id)
+        if lesion is None or lesion.mean_hu is None:
+            return None
+        phase = baseline.lesion_phase(lesion)
+        if phase is not timeline.options.choi_density_phase or not is_contrast_enhanced(baseline, phase):
+            return None
+        values.append(lesion.mean_hu)
+    mean = sum(values, Decimal(0)) / len(values)
+    return mean if mean > 0 else None
+
+
+def _assess(timeline: Timeline, modified: bool) -> CriterionResult:
+    series = size_series(timeline)
+    followups = tuple(
+        choi_timepoint(timeline, series, index, modified) for index in range(1, len(timeline.timepoints))
+    )
+    bor, pd_index = best_response(followups, timeline.context.treatment_start, timeline.options.min_sd_days)
+    return CriterionResult(
+        criterion=Criterion.MCHOI if modified else Criterion.CHOI,
+        timepoints=(None, *followups),
+        bor=bor,
+        bor_rule="best response up to the first PD; SD counts from min_sd_days after treatment start [P]",
+        pd_date=timeline.timepoints[pd_index].date if pd_index is not None else None,
+        pd_index=pd_index,
+        baseline_sum_mm=series.sums[0],
+        next_thresholds=next_thresholds(timeline, series, modified),
+    )
+
+
+def assess_choi(timeline: Timeline) -> CriterionResult:
+    """Choi response at every follow-up time point (SPEC §4.1-§4.3)."""
+    return _assess(timeline, modified=False)
+
+
+def assess_mchoi(timeline: Timeline) -> CriterionResult:
+    """Modified Choi (Nathan 2010): PR needs both the size and the density decrease (SPEC §4.4)."""
+    return _assess(timeline, modified=True)

@@ -1,0 +1,190 @@
+"""Chun morphologic response of colorectal liver metastases on bevacizumab (Chun 2009; SPEC §7).
+
+Each liver target lesion is given a morphology group (1 = homogeneous hypoattenuating with a thin sharp
+interface, 3 = heterogeneous with a thick poorly defined interface, 2 = in between); the lesion responds
+*optimally* when it reaches group 1 and *incompletely* when it goes from group 3 to group 2. The patient-level
+response is the worst lesion-level response [P]. Purely morphological: new lesions and extrahepatic disease
+are RECIST's business. Never imports anything but the standard library and ``agent.response``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.response.model import (
+    Category,
+    ChunAttenuation,
+    ChunInterface,
+    ChunRim,
+    Criterion,
+    CriterionResult,
+    Lesion,
+    LesionKind,
+    Timeline,
+    TimePoint,
+    TimepointAssessment,
+)
+
+CITATION = (
+    "Chun YS et al. JAMA 2009;302:2338-2344 (morphologic criteria); "
+    "Dioguardi Burgio M et al. Eur Radiol 2025 (ESGAR ESR Essentials)"
+)
+
+#: Lesion-level responses from best to worst (the patient level takes the worst).
+_RANK = {Category.OPTIMAL: 0, Category.INCOMPLETE: 1, Category.NO_RESPONSE: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class LesionMorphology:
+    """One liver target lesion compared with its baseline morphology."""
+
+    lesion_id: str
+    baseline_group: int | None
+    group: int | None
+    response: Category  # optimal / incomplete / none / NE
+    reason: str | None = None
+
+
+def is_ct(timepoint: TimePoint) -> bool:
+    """Chun (like Choi) is validated on CT only."""
+    return (timepoint.modality or "").strip().upper() == "CT"
+
+
+def morphology_group(lesion: Lesion) -> int | None:
+    """The Chun group of a lesion: the radiologist's group if given, else derived from the three features.
+
+    G1: homogeneous hypoattenuating, sharp interface, no rim. G3: heterogeneous with a poorly defined
+    interface. Anything else with all features known is G2. ``None`` when neither is available.
+    """
+    if lesion.chun_group is not None:
+        return lesion.chun_group
+    attenuation, interface, rim = lesion.chun_attenuation, lesion.chun_interface, lesion.chun_rim
+    if (
+        attenuation is ChunAttenuation.HOMOGENEOUS
+        and interface is ChunInterface.SHARP
+        and rim is ChunRim.ABSENT
+    ):
+        return 1
+    if attenuation is ChunAttenuation.HETEROGENEOUS and interface is ChunInterface.POORLY_DEFINED:
+        return 3
+    if attenuation is None or interface is None or rim is None:
+        return None
+    return 2
+
+
+def lesion_response(baseline_group: int, group: int) -> Category:
+    """Lesion-level Chun response: G3/G2 -> G1 optimal, G3 -> G2 incomplete, otherwise none.
+
+    A lesion already in group 1 at baseline cannot improve, so it is not evaluable (NE) [P] (CHUN-08).
+    """
+    if baseline_group == 1:
+        return Category.NE
+    if group == 1:
+        return Category.OPTIMAL
+    if baseline_group == 3 and group == 2:
+        return Category.INCOMPLETE
+    return Category.NO_RESPONSE
+
+
+def worst_lesion_response(responses: list[Category]) -> Category:
+    """Patient-level Chun response: the worst lesion-level response [P]; NE if any lesion is NE or none."""
+    if not responses or Category.NE in responses:
+        return Category.NE
+    return max(responses, key=_RANK.__getitem__)
+
+
+def liver_targets(baseline: TimePoint) -> tuple[Lesion, ...]:
+    """The liver target lesions declared at baseline: the lesions Chun assesses."""
+    return tuple(
+        lesion
+        for lesion in baseline.lesions
+        if lesion.kind is LesionKind.TARGET and lesion.organ.strip().lower() == "liver"
+    )
+
+
+def compare_lesion(baseline_lesion: Lesion, current: Lesion | None) -> LesionMorphology:
+    """Compare one liver target with its baseline morphology."""
+    baseline_group = morphology_group(baseline_lesion)
+    group = morphology_group(current) if current is not None else None
+    if baseline_group is None:
+        return LesionMorphology(
+            baseline_lesion.id,
+            None,
+            group,
+            Category.NE,
+            f"{baseline_lesion.id}: no baseline morphology group",
+        )
+    if group is None:
+        return LesionMorphology(
+            baseline_lesion.id,
+            baseline_group,
+            None,
+            Category.NE,
+            f"{baseline_lesion.id}: no morphology group",
+        )
+    response = lesion_response(baseline_group, group)
+    reason = (
+        f"{baseline_lesion.id}: already group 1 at baseline, cannot improve"
+        if response is Category.NE
+        else None
+    )
+    return LesionMorphology(baseline_lesion.id, baseline_group, group, response, reason)
+
+
+def chun_timepoint(timeline: Timeline, index: int) -> TimepointAssessment:
+    """Chun response at follow-up ``index``: CT at both time points, all liver targets grouped, worst wins."""
+    baseline, current = timeline.baseline, timeline.timepoints[index]
+
+    def result(
+        category: Category, rule: str, ne_reason: str | None = None, notes: tuple[str, ...] = ()
+    ) -> TimepointAssessment:
+        return TimepointAssessment(
+            index=index,
+            date=current.date,
+            category=category,
+            ne_reason=ne_reason,
+            rule=rule,
+            citation=CITATION,
+            notes=notes,
+        )
+
+    if not is_ct(baseline) or not is_ct(current):
+        return result(
+            Category.NE,
+            "chun_ct_only",
+            f"Chun is validated on CT only (baseline {baseline.modality}, follow-up {current.modality})",
+        )
+    targets = liver_targets(baseline)
+    if not targets:
+        return result(Category.NE, "chun_liver_targets", "no liver target lesion at baseline")
+    by_id = {lesion.id: lesion for lesion in current.lesions}
+    lesions = [compare_lesion(target, by_id.get(target.id)) for target in targets]
+    detail = tuple(
+        f"{m.lesion_id}: G{m.baseline_group or '?'} -> G{m.group or '?'} = {m.response.value}"
+        for m in lesions
+    )
+    category = worst_lesion_response([m.response for m in lesions])
+    if category is Category.NE:
+        reasons = "; ".join(m.reason for m in lesions if m.reason)
+        return result(Category.NE, "chun_lesion_not_evaluable", reasons, detail)
+    if len({m.response for m in lesions}) > 1:
+        detail = (*detail, "lesions disagree; the patient-level response is the worst lesion-level response")
+    return result(category, "chun_worst_lesion", None, detail)
+
+
+def best_morphologic_response(categories: list[Category]) -> Category:
+    """Best Chun response over the follow-ups: optimal > incomplete > none; NE when none was evaluable."""
+    evaluable = [c for c in categories if c in _RANK]
+    return min(evaluable, key=_RANK.__getitem__) if evaluable else Category.NE
+
+
+def assess(timeline: Timeline) -> CriterionResult:
+    """Chun morphologic response at every follow-up time point."""
+    followups = tuple(chun_timepoint(timeline, i) for i in range(1, len(timeline.timepoints)))
+    bor = best_morphologic_response([tp.category for tp in followups])
+    return CriterionResult(
+        criterion=Criterion.CHUN,
+        timepoints=(None, *followups),
+        bor=bor,
+        bor_rule="best lesion-level-worst response over the follow-ups (optimal > incomplete > none)",
+    )
