@@ -16,7 +16,11 @@ from agent import __version__
 
 # Order is the order of ``liver-agent --help``.
 COMMAND_MODULES = (
+    "agent.commands.serve",
+    "agent.commands.echo",
+    "agent.commands.assess",
     "agent.commands.check_config",
+    "agent.commands.db",
 )
 
 

@@ -1,0 +1,72 @@
+"""``liver-agent serve``: run the DICOM listener and the stability monitor until SIGTERM or SIGINT.
+
+Start-up: logging, database migrations, spool directory, then the SCP and the scheduler. On a signal the
+listener stops accepting, in-flight associations get ``dicom.shutdown_grace_s`` to finish, and the command
+exits 0. Runs with no configuration at all (SQLite and spool under ./var, 127.0.0.1:11112, LIVERAGENT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from typing import Any
+
+from agent.commands import settings_or_exit
+from agent.db import make_engine, session_factory, upgrade
+from agent.dicom.scp import StoreSCP
+from agent.dicom.spool import Spool
+from agent.log import configure_logging, get_logger
+from agent.pipeline.stability import StabilityMonitor
+
+log = get_logger(__name__)
+
+
+def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("serve", parents=parents, help="run the agent (DICOM listener and pipeline)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_or_exit(args.config)
+    configure_logging(settings.log.level, settings.log.format)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("agent.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    engine = make_engine(settings.database.url.get_secret_value(), settings.database.echo)
+    try:
+        upgrade(engine)
+    except Exception as exc:
+        log.error("db.upgrade_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        return 1
+    spool = Spool(settings.storage.spool_dir, settings.storage.min_free_mb)
+    try:
+        spool.prepare()
+    except OSError as exc:
+        log.error("spool.unusable", path=str(spool.root), error=exc.strerror)
+        return 1
+    sessions = session_factory(engine)
+    scp = StoreSCP(settings.dicom, spool, sessions)
+    monitor = StabilityMonitor(sessions, settings.stability)
+    try:
+        scp.start()
+    except (OSError, ValueError) as exc:
+        log.error("scp.start_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        return 1
+    monitor.start()
+    log.info("agent.started", spool=str(spool.root), database=engine.dialect.name)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        scp.stop(settings.dicom.shutdown_grace_s)
+        monitor.stop()
+        engine.dispose()
+    log.info("agent.stopped")
+    return 0

@@ -1,0 +1,183 @@
+"""SQLAlchemy 2.0 models of the index: patients, studies, series, instances, and the durable job queue.
+
+The index only records what arrived and where it lies in the spool; the DICOM files are the truth. Times are
+stored as naive UTC and handed back as aware UTC datetimes, so SQLite and PostgreSQL behave the same.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+UID_LEN = 64
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as naive UTC and read back as an aware UTC datetime."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class StudyState(enum.StrEnum):
+    RECEIVING = "receiving"
+    STABLE = "stable"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    IGNORED = "ignored"
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+# Jobs that still have work to do; at most one per (kind, study) at any time.
+ACTIVE_JOB_STATES = (JobState.PENDING.value, JobState.RUNNING.value)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer", name="uq_patients_patient_id_issuer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    # Issuer of Patient ID; empty when the sender gave none.
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    name: Mapped[str | None] = mapped_column(String(324))
+    birth_date: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    studies: Mapped[list[Study]] = relationship(back_populates="patient")
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(UID_LEN), unique=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    study_time: Mapped[str | None] = mapped_column(String(16))
+    accession_number: Mapped[str | None] = mapped_column(String(16))
+    description: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=StudyState.RECEIVING.value, index=True)
+    first_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Start of the current receiving episode (reset when an instance reopens a stable or processed study);
+    # ``max_wait_s`` counts from here.
+    receiving_since: Mapped[datetime] = mapped_column(UTCDateTime())
+    stable_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    patient: Mapped[Patient] = relationship(back_populates="studies")
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+    jobs: Mapped[list[Job]] = relationship(back_populates="study")
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_uid: Mapped[str] = mapped_column(String(UID_LEN), unique=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    series_number: Mapped[str | None] = mapped_column(String(12))
+    description: Mapped[str | None] = mapped_column(String(64))
+    body_part: Mapped[str | None] = mapped_column(String(16))
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_uid: Mapped[str] = mapped_column(String(UID_LEN), unique=True)
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(UID_LEN))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(UID_LEN))
+    instance_number: Mapped[str | None] = mapped_column(String(12))
+    # Path of the file relative to the spool directory.
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    calling_aet: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class Job(Base):
+    """A durable queue row: the pipeline claims it with a lease, so a crash never loses the work."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # At most one pending or running job of a kind per study: enqueueing is idempotent.
+        Index(
+            "uq_jobs_active_kind_study",
+            "kind",
+            "study_pk",
+            unique=True,
+            sqlite_where=text("state IN ('pending', 'running')"),
+            postgresql_where=text("state IN ('pending', 'running')"),
+        ),
+        Index("ix_jobs_state_lease", "state", "lease_until"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    study_pk: Mapped[int | None] = mapped_column(ForeignKey("studies.id"))
+    state: Mapped[str] = mapped_column(String(16), default=JobState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    study: Mapped[Study | None] = relationship(back_populates="jobs")

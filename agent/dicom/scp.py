@@ -1,0 +1,390 @@
+"""The DICOM listener: C-ECHO and C-STORE SCP on pynetdicom.
+
+The C-STORE handler is the hot path and does only this: read the identifying attributes from the received
+bytes (never decoding the dataset), validate them, write the bytes as received to the spool (fsync), index
+the instance in one short transaction, and only then answer success. It never parses SR content, queries a
+PACS or computes anything; the pipeline picks the study up from the database.
+
+Statuses: 0x0000 success; 0xA700 out of resources (spool under its free-space floor, I/O or database error);
+0xA900 data set does not match SOP class (identifying attribute missing, or not matching the request);
+0xC000 cannot understand (bytes that do not parse, or a UID that is not a valid DICOM UID).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import struct
+import threading
+import time
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import _STORAGE_CLASSES
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.config import DicomSettings
+from agent.db.index import InstanceRecord, record_instance
+from agent.db.models import StudyState, utcnow
+from agent.dicom.header import HeaderError, read_identity
+from agent.dicom.spool import PREAMBLE, Spool, SpoolError, is_valid_uid
+from agent.log import get_logger, uid_hash
+
+log = get_logger(__name__)
+
+IMPLEMENTATION_CLASS_UID = "2.25.208329370317461296372539217536313711491.1.1"
+IMPLEMENTATION_VERSION_NAME = "LIVERAGENT_01"
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+# Storage SOP classes accepted, by family. SR takes every class under the SR root (.88), so new SR
+# storage classes known to pynetdicom are accepted without a code change.
+_STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
+_SR_ROOT = _STORAGE_ROOT + "88."
+ACCEPTED_FAMILIES: dict[str, tuple[str, ...]] = {
+    "CT": ("2", "2.1", "2.2"),
+    "MR": ("4", "4.1", "4.2", "4.3", "4.4"),
+    "Secondary Capture": ("7", "7.1", "7.2", "7.3", "7.4"),
+    "Segmentation": ("66.4", "66.5", "66.7", "66.8"),
+    "Encapsulated PDF": ("104.1",),
+}
+
+# Transfer syntaxes accepted for every storage class, in order of preference. Data is stored as received.
+TRANSFER_SYNTAXES: tuple[str, ...] = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, First-Order Prediction (Process 14 [SV1])
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 (Lossless Only)
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # High-Throughput JPEG 2000 (Lossless Only)
+    "1.2.840.10008.1.2.4.202",  # High-Throughput JPEG 2000 with RPCL Options (Lossless Only)
+    "1.2.840.10008.1.2.4.203",  # High-Throughput JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def accepted_storage_classes() -> dict[str, str]:
+    """SOP Class UID -> pynetdicom keyword of every storage class the SCP accepts."""
+    wanted = {_STORAGE_ROOT + suffix for suffixes in ACCEPTED_FAMILIES.values() for suffix in suffixes}
+    out = {}
+    for name, uid in _STORAGE_CLASSES.items():
+        if uid in wanted or uid.startswith(_SR_ROOT):
+            out[uid] = name
+    return dict(sorted(out.items()))
+
+
+def supported_contexts() -> list[PresentationContext]:
+    contexts = [build_context(VERIFICATION, ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])]
+    contexts += [build_context(uid, list(TRANSFER_SYNTAXES)) for uid in accepted_storage_classes()]
+    return contexts
+
+
+class NoDelayAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket (before any TLS handshake).
+
+    Without it, small PDUs (C-STORE responses, the last fragment of a dataset) wait for Nagle's algorithm
+    and delayed ACKs, capping a peer at a few dozen instances per second.
+    """
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        with contextlib.suppress(OSError):
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context:
+            try:
+                client = self.ssl_context.wrap_socket(client, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                log.warning(
+                    "scp.association.rejected",
+                    reason="tls_handshake_failed",
+                    peer=address[0],
+                    detail=type(exc).__name__,
+                )
+                client.close()
+                raise
+        return client, address
+
+
+def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_aet: str) -> bytes:
+    """Preamble, ``DICM`` and an encoded File Meta Information group (PS3.10 §7.1)."""
+    body = b"".join(
+        (
+            _meta_element(0x0001, b"OB", b"\x00\x01"),
+            _meta_element(0x0002, b"UI", _ui(sop_class_uid)),
+            _meta_element(0x0003, b"UI", _ui(sop_instance_uid)),
+            _meta_element(0x0010, b"UI", _ui(transfer_syntax)),
+            _meta_element(0x0012, b"UI", _ui(IMPLEMENTATION_CLASS_UID)),
+            _meta_element(0x0013, b"SH", _text(IMPLEMENTATION_VERSION_NAME)),
+            _meta_element(0x0016, b"AE", _text(source_aet)) if source_aet else b"",
+        )
+    )
+    return PREAMBLE + struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(body)) + body
+
+
+def _meta_element(elem: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":
+        return struct.pack("<HH2s2xI", 2, elem, vr, len(value)) + value
+    return struct.pack("<HH2sH", 2, elem, vr, len(value)) + value
+
+
+def _ui(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode("ascii", "replace")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+class Refusal(Exception):
+    """The instance is refused with a DICOM failure status; ``reason`` goes to the log (no patient data)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class StoreSCP:
+    """The listening AE: owns the pynetdicom server, the spool and the per-instance indexing."""
+
+    def __init__(
+        self,
+        settings: DicomSettings,
+        spool: Spool,
+        sessions: sessionmaker[Session],
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.sessions = sessions
+        self.server: NoDelayAssociationServer | None = None
+        self._thread: threading.Thread | None = None
+        self.ae = self._build_ae()
+
+    def _build_ae(self) -> AE:
+        s = self.settings
+        ae = AE(ae_title=s.ae_title)
+        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        ae.maximum_associations = s.max_associations
+        ae.maximum_pdu_size = s.max_pdu
+        ae.acse_timeout = s.acse_timeout_s
+        ae.dimse_timeout = s.dimse_timeout_s
+        ae.network_timeout = s.network_timeout_s
+        ae.require_called_aet = True
+        ae.require_calling_aet = list(s.accepted_calling_aets)
+        ae.supported_contexts = supported_contexts()
+        return ae
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        tls = self.settings.tls
+        if not tls.enabled:
+            return None
+        if tls.certificate is None or tls.private_key is None:
+            raise ValueError("dicom.tls.enabled needs dicom.tls.certificate and dicom.tls.private_key")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(certfile=str(tls.certificate), keyfile=str(tls.private_key))
+        if tls.ca_certificate is not None:
+            ctx.load_verify_locations(cafile=str(tls.ca_certificate))
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        handlers: list[Any] = [
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ABORTED, self._on_aborted),
+        ]
+        server = self.ae.make_server(
+            (self.settings.host, self.settings.port),
+            evt_handlers=handlers,
+            ssl_context=self.ssl_context(),
+            server_class=NoDelayAssociationServer,
+        )
+        self.ae._servers.append(server)
+        self._thread = threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True)
+        self._thread.start()
+        self.server = server
+        host, port = self.address
+        log.info(
+            "scp.listening",
+            ae_title=self.settings.ae_title,
+            host=host,
+            port=port,
+            tls=self.settings.tls.enabled,
+            storage_classes=len(accepted_storage_classes()),
+        )
+
+    def stop(self, grace_s: float) -> int:
+        """Stop accepting, wait up to ``grace_s`` for in-flight associations, abort the rest.
+
+        Returns the number of associations aborted.
+        """
+        if self.server is None:
+            return 0
+        server, self.server = self.server, None
+        server.shutdown()
+        deadline = time.monotonic() + grace_s
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        remaining = server.active_associations
+        for assoc in remaining:
+            assoc.abort()
+        for assoc in remaining:
+            assoc.join(timeout=5)
+        log.info("scp.stopped", aborted=len(remaining))
+        return len(remaining)
+
+    # -- handlers ----------------------------------------------------------------------------------------
+
+    def _on_echo(self, event: Any) -> int:
+        return SUCCESS
+
+    def _on_accepted(self, event: Any) -> None:
+        req = event.assoc.requestor
+        log.info(
+            "scp.association.accepted",
+            calling_aet=req.ae_title,
+            peer=req.address,
+            contexts=len(event.assoc.accepted_contexts),
+        )
+
+    def _on_rejected(self, event: Any) -> None:
+        req = event.assoc.requestor
+        log.warning(
+            "scp.association.rejected",
+            calling_aet=req.ae_title,
+            called_aet=event.assoc.acceptor.ae_title,
+            peer=req.address,
+        )
+
+    def _on_aborted(self, event: Any) -> None:
+        log.warning("scp.association.aborted", calling_aet=event.assoc.requestor.ae_title)
+
+    def _on_store(self, event: Any) -> int:
+        req = event.request
+        calling = event.assoc.requestor.ae_title
+        try:
+            return self._store(event, req, calling)
+        except Refusal as refusal:
+            log.warning(
+                "scp.store.refused",
+                status=f"0x{refusal.status:04X}",
+                reason=refusal.reason,
+                calling_aet=calling,
+                sop_class=str(req.AffectedSOPClassUID or ""),
+            )
+            return refusal.status
+        except Exception as exc:  # a bug must not take the association (or the service) down
+            log.error("scp.store.failed", error=type(exc).__name__, calling_aet=calling)
+            return OUT_OF_RESOURCES
+
+    def _store(self, event: Any, req: Any, calling: str) -> int:
+        data: bytes = req.DataSet.getvalue()
+        transfer_syntax = str(event.context.transfer_syntax)
+        try:
+            ident = read_identity(data, transfer_syntax)
+        except HeaderError as exc:
+            raise Refusal(CANNOT_UNDERSTAND, f"unparseable: {exc}") from None
+        uids = {
+            "sop_instance_uid": ident.sop_instance_uid,
+            "study_uid": ident.study_uid,
+            "series_uid": ident.series_uid,
+            "sop_class_uid": ident.sop_class_uid,
+        }
+        for name, value in uids.items():
+            if value is None:
+                raise Refusal(DATASET_DOES_NOT_MATCH, f"missing {name}")
+            if not is_valid_uid(value):
+                raise Refusal(CANNOT_UNDERSTAND, f"invalid {name}")
+        if not ident.patient_id:
+            raise Refusal(DATASET_DOES_NOT_MATCH, "missing patient_id")
+        if ident.sop_instance_uid != str(req.AffectedSOPInstanceUID):
+            raise Refusal(DATASET_DOES_NOT_MATCH, "sop_instance_uid differs from the request")
+        if ident.sop_class_uid != str(req.AffectedSOPClassUID):
+            raise Refusal(DATASET_DOES_NOT_MATCH, "sop_class_uid differs from the request")
+        assert ident.study_uid and ident.series_uid and ident.sop_instance_uid and ident.sop_class_uid
+
+        meta = file_meta(ident.sop_class_uid, ident.sop_instance_uid, transfer_syntax, calling)
+        if not self.spool.has_room(len(meta) + len(data)):
+            raise Refusal(OUT_OF_RESOURCES, "spool below its free-space floor")
+        relative = self.spool.relative_path(ident.study_uid, ident.series_uid, ident.sop_instance_uid)
+        try:
+            size = self.spool.write(relative, (meta, data))
+        except SpoolError as exc:
+            raise Refusal(OUT_OF_RESOURCES, f"spool write failed: {exc}") from None
+
+        record = InstanceRecord(
+            patient_id=ident.patient_id,
+            issuer_of_patient_id=ident.issuer_of_patient_id or "",
+            patient_name=ident.patient_name,
+            patient_birth_date=ident.patient_birth_date,
+            study_uid=ident.study_uid,
+            study_date=ident.study_date,
+            study_time=ident.study_time,
+            accession_number=ident.accession_number,
+            study_description=ident.study_description,
+            series_uid=ident.series_uid,
+            modality=ident.modality,
+            series_number=ident.series_number,
+            series_description=ident.series_description,
+            body_part=ident.body_part,
+            sop_uid=ident.sop_instance_uid,
+            sop_class_uid=ident.sop_class_uid,
+            transfer_syntax_uid=transfer_syntax,
+            instance_number=ident.instance_number,
+            path=relative.as_posix(),
+            size=size,
+            calling_aet=calling or None,
+        )
+        try:
+            with self.sessions.begin() as session:
+                recorded = record_instance(session, record, utcnow())
+        except Exception as exc:
+            # The file is on disk; a retry by the sender replaces it and indexes it.
+            raise Refusal(OUT_OF_RESOURCES, f"index write failed: {type(exc).__name__}") from None
+        if recorded.replaced_path:
+            self.spool.remove(recorded.replaced_path)
+        if recorded.previous_state not in (None, StudyState.RECEIVING.value):
+            log.info(
+                "study.reopened", study=uid_hash(ident.study_uid), previous_state=recorded.previous_state
+            )
+        log.info(
+            "scp.stored",
+            study=uid_hash(ident.study_uid),
+            series=uid_hash(ident.series_uid),
+            sop=uid_hash(ident.sop_instance_uid),
+            sop_class=_STORAGE_CLASSES_BY_UID.get(ident.sop_class_uid, ident.sop_class_uid),
+            transfer_syntax=transfer_syntax,
+            bytes=size,
+            replaced=recorded.replaced,
+            calling_aet=calling,
+        )
+        return SUCCESS
+
+
+_STORAGE_CLASSES_BY_UID = {uid: name for name, uid in _STORAGE_CLASSES.items()}

@@ -1,0 +1,108 @@
+"""The durable job queue in the database: enqueue idempotently, claim with a lease, finish.
+
+A job row outlives crashes: a claimed job whose lease has expired (the worker died) is claimed again. On
+PostgreSQL, claimers skip rows locked by others (``FOR UPDATE SKIP LOCKED``); on SQLite, whose writers are
+serialised anyway, a compare-and-set on the row's state and lease does the same job.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from agent.db.models import ACTIVE_JOB_STATES, Job, JobState, Study, StudyState, utcnow
+from agent.log import get_logger, uid_hash
+
+log = get_logger(__name__)
+
+PROCESS_STUDY = "process_study"
+
+
+def enqueue(
+    session: Session, kind: str, study_pk: int | None, now: datetime | None = None
+) -> tuple[Job, bool]:
+    """Return the active (pending or running) job of ``kind`` for the study, creating it if there is none.
+
+    The second value says whether a new row was created. A unique partial index guarantees at most one
+    active job per (kind, study) even when two enqueuers race. The caller commits.
+    """
+    existing = _active(session, kind, study_pk)
+    if existing is not None:
+        return existing, False
+    now = now or utcnow()
+    job = Job(
+        kind=kind, study_pk=study_pk, state=JobState.PENDING.value, attempts=0, created_at=now, updated_at=now
+    )
+    try:
+        with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        found = _active(session, kind, study_pk)
+        if found is None:
+            raise
+        return found, False
+    return job, True
+
+
+def _active(session: Session, kind: str, study_pk: int | None) -> Job | None:
+    return session.execute(
+        select(Job).where(Job.kind == kind, Job.study_pk == study_pk, Job.state.in_(ACTIVE_JOB_STATES))
+    ).scalar_one_or_none()
+
+
+def claim(
+    session: Session, kinds: tuple[str, ...], lease_s: float, now: datetime | None = None
+) -> Job | None:
+    """Claim the oldest claimable job of one of ``kinds``: pending, or running with an expired lease.
+
+    A ``process_study`` job is claimable only while its study is not receiving again (an instance that
+    reopened the study postpones the work until the study is stable once more). The caller commits.
+    """
+    now = now or utcnow()
+    claimable = or_(
+        Job.state == JobState.PENDING.value,
+        and_(Job.state == JobState.RUNNING.value, Job.lease_until < now),
+    )
+    query = (
+        select(Job.id, Job.state, Job.lease_until)
+        .outerjoin(Study, Study.id == Job.study_pk)
+        .where(Job.kind.in_(kinds), claimable)
+        .where(or_(Job.study_pk.is_(None), Study.state != StudyState.RECEIVING.value))
+        .order_by(Job.id)
+    )
+    postgres = session.get_bind().dialect.name == "postgresql"
+    query = query.with_for_update(skip_locked=True, of=Job).limit(1) if postgres else query.limit(8)
+    for job_id, state, lease in session.execute(query).all():
+        cas = update(Job).where(Job.id == job_id, Job.state == state)
+        cas = cas.where(Job.lease_until.is_(None) if lease is None else Job.lease_until == lease)
+        result = session.execute(
+            cas.values(
+                state=JobState.RUNNING.value,
+                lease_until=now + timedelta(seconds=lease_s),
+                attempts=Job.attempts + 1,
+                updated_at=now,
+            ).execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            job = session.get(Job, job_id, populate_existing=True)
+            assert job is not None
+            log.info("job.claimed", job=job.id, kind=job.kind, attempt=job.attempts)
+            return job
+    return None
+
+
+def finish(session: Session, job: Job, error: str | None = None, now: datetime | None = None) -> None:
+    """Mark a claimed job done, or failed with ``error``. The caller commits."""
+    now = now or utcnow()
+    job.state = JobState.FAILED.value if error else JobState.DONE.value
+    job.last_error = error
+    job.lease_until = None
+    job.updated_at = now
+    log.info("job.finished", job=job.id, kind=job.kind, state=job.state)
+
+
+def log_enqueued(job: Job, study_uid: str | None) -> None:
+    log.info("job.enqueued", job=job.id, kind=job.kind, study=uid_hash(study_uid))

@@ -1,0 +1,96 @@
+"""Study completeness: a study is ``stable`` once no instance arrived for ``stable_after_s``.
+
+It is forced stable ``max_wait_s`` after its receiving episode began, when instances keep trickling in. All
+timestamps live in the database (written by the C-STORE handler), so a restart loses no pending study: the
+first tick after start finds whatever became quiet meanwhile. Each study that turns stable gets exactly one
+durable ``process_study`` job row, in the same transaction as its state change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.config import StabilitySettings
+from agent.db.models import Study, StudyState, utcnow
+from agent.log import get_logger, uid_hash
+from agent.pipeline.jobs import PROCESS_STUDY, enqueue, log_enqueued
+
+log = get_logger(__name__)
+
+
+def mark_stable(
+    sessions: sessionmaker[Session], stable_after_s: float, max_wait_s: float, now: datetime | None = None
+) -> list[str]:
+    """Turn every quiet (or overdue) receiving study stable and enqueue its job; return their UIDs."""
+    now = now or utcnow()
+    quiet_before = now - timedelta(seconds=stable_after_s)
+    overdue_before = now - timedelta(seconds=max_wait_s)
+    with sessions() as session:
+        candidates = session.execute(
+            select(Study.id, Study.study_uid, Study.last_received_at, Study.receiving_since).where(
+                Study.state == StudyState.RECEIVING.value,
+                or_(Study.last_received_at <= quiet_before, Study.receiving_since <= overdue_before),
+            )
+        ).all()
+    stabilised = []
+    for study_pk, study_uid, last, since in candidates:
+        with sessions.begin() as session:
+            # Compare-and-set: an instance that arrived since the query keeps the study receiving.
+            result = session.execute(
+                update(Study)
+                .where(Study.id == study_pk, Study.state == StudyState.RECEIVING.value)
+                .where(Study.last_received_at == last)
+                .values(state=StudyState.STABLE.value, stable_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:
+                continue
+            job, created = enqueue(session, PROCESS_STUDY, study_pk, now)
+            session.flush()
+        forced = last > quiet_before
+        log.info(
+            "study.stable",
+            study=uid_hash(study_uid),
+            forced=forced,
+            quiet_s=round((now - last).total_seconds(), 1),
+            receiving_s=round((now - since).total_seconds(), 1),
+        )
+        if created:
+            log_enqueued(job, study_uid)
+        stabilised.append(study_uid)
+    return stabilised
+
+
+class StabilityMonitor:
+    """Runs ``mark_stable`` every ``check_interval_s`` on an APScheduler background thread."""
+
+    def __init__(self, sessions: sessionmaker[Session], settings: StabilitySettings) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+
+    def tick(self) -> None:
+        try:
+            mark_stable(self.sessions, self.settings.stable_after_s, self.settings.max_wait_s)
+        except Exception as exc:  # the next tick retries; the scheduler must keep running
+            log.error("study.stability_check_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    def start(self) -> None:
+        self.scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=self.settings.check_interval_s,
+            id="stability",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow(),
+        )
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
