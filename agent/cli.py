@@ -19,7 +19,6 @@ COMMAND_MODULES = (
     "agent.commands.serve",
     "agent.commands.echo",
     "agent.commands.assess",
-    "agent.commands.assess",
     "agent.commands.check_config",
     "agent.commands.db",
 )
