@@ -1,0 +1,911 @@
+"""Alert rules of SPEC §9: discordance between criteria, ancillary signs, comparability and data quality.
+
+``evaluate(timeline, results)`` runs after every criterion and reads the timeline and the results; it never
+changes a response (the alert is the explanation). Every alert carries its code, severity, time point index,
+one sentence a radiologist can act on, and the citation of the rule. Alerts are keyed ``(code, timepoint)``:
+several findings of one code at one time point are merged into one alert. Discordance alerts (``DISC_*``)
+fire only for criteria listed in ``context.criteria``. Never imports anything but the standard library and
+``agent.response``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cached_property
+
+from agent.response import choi, morphology, recist
+from agent.response.model import (
+    Alert,
+    Category,
+    Criterion,
+    CriterionResult,
+    Lesion,
+    LesionKind,
+    LesionStatus,
+    Severity,
+    Timeline,
+    TimepointAssessment,
+)
+from agent.response.registry import Problem, Registry, registry_of
+
+C = Category
+
+# --------------------------------------------------------------------------------------------------------
+# Catalogue: code -> (default severity, citation)
+
+_RECIST = "Eisenhauer EA et al. Eur J Cancer 2009;45:228-247 (RECIST 1.1)"
+_RECIST_FAQ = "EORTC RECIST 1.1 FAQ (recist.eortc.org)"
+_CHOI = "Choi H et al. J Clin Oncol 2007;25:1753-1759; Benjamin RS et al. J Clin Oncol 2007;25:1760-1764"
+_CHUN = "Chun YS et al. JAMA 2009;302:2338-2344"
+_ESGAR = "Dioguardi Burgio M, Ronot M, Vilgrain V. Eur Radiol 2025 (ESGAR ESR Essentials)"
+_IRECIST = "Seymour L et al. Lancet Oncol 2017;18:e143-e152 (iRECIST); EORTC iRECIST FAQ"
+_MRECIST = "Lencioni R, Llovet JM. Semin Liver Dis 2010;30:52-60 (mRECIST)"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDefinition:
+    code: str
+    severity: Severity
+    citation: str
+
+
+def _defs(*rows: tuple[str, Severity, str]) -> dict[str, AlertDefinition]:
+    return {code: AlertDefinition(code, severity, citation) for code, severity, citation in rows}
+
+
+CATALOGUE: dict[str, AlertDefinition] = _defs(
+    # 9.1 discordance and ancillary signs
+    ("DISC_RECIST_PD_CHOI_PR", Severity.CRITICAL, _CHOI),
+    ("DISC_RECIST_SD_CHOI_PR", Severity.WARNING, _CHOI),
+    ("DISC_CHOI_PD_RECIST_NOT_PD", Severity.CRITICAL, _CHOI),
+    ("DISC_RECIST_PD_CHUN_OPTIMAL", Severity.WARNING, f"{_CHUN}; {_ESGAR}"),
+    ("DISC_RECIST_SD_CHUN_OPTIMAL", Severity.WARNING, _CHUN),
+    ("DISC_RECIST_RESPONSE_CHUN_NONE", Severity.INFO, _CHUN),
+    ("DISC_IRECIST_IUPD_RECIST_PD", Severity.WARNING, _IRECIST),
+    ("DISC_PSEUDOPROGRESSION", Severity.INFO, _IRECIST),
+    ("DISC_MRECIST_RECIST", Severity.INFO, _MRECIST),
+    ("ANC_ATTENUATION_DROP_SIZE_STABLE", Severity.WARNING, f"{_ESGAR}; {_CHOI}"),
+    ("ANC_SIZE_UP_ATTENUATION_DOWN", Severity.WARNING, f"{_ESGAR}; {_CHOI}"),
+    ("ANC_MORPHOLOGIC_RESPONSE_SIGNS", Severity.INFO, _ESGAR),
+    # 9.2 comparability and data quality
+    ("MODALITY_CHANGED", Severity.WARNING, f"{_RECIST}; {_CHOI}"),
+    ("PHASE_MISMATCH", Severity.WARNING, f"{_CHOI}; {_RECIST} Appendix II"),
+    ("CHOI_DENSITY_NOT_EVALUABLE", Severity.WARNING, f"{_CHOI} (density on portal venous contrast CT)"),
+    ("CHUN_NOT_EVALUABLE_MODALITY", Severity.WARNING, f"{_CHUN}; {_ESGAR}"),
+    ("SLICE_THICKNESS_GT_5MM", Severity.WARNING, f"{_RECIST} Appendix II"),
+    ("TARGET_NOT_MEASURABLE_AT_BASELINE", Severity.CRITICAL, f"{_RECIST} §3.1 and Appendix II"),
+    ("TARGET_LIMITS_EXCEEDED", Severity.CRITICAL, f"{_RECIST} §3.3; RECIST 1.1 Q&A (lymph nodes)"),
+    ("LOCALLY_TREATED_TARGET", Severity.WARNING, f"{_RECIST} §3.1 (previously treated lesions)"),
+    ("BASELINE_MISSING", Severity.CRITICAL, _RECIST),
+    ("BASELINE_AFTER_TREATMENT_START", Severity.CRITICAL, f"{_RECIST} §3.2"),
+    ("BASELINE_TOO_EARLY", Severity.WARNING, f"{_RECIST} §3.2 (within 4 weeks before treatment)"),
+    ("NO_BASELINE_DISEASE", Severity.WARNING, _RECIST),
+    ("TARGET_NOT_ASSESSED", Severity.WARNING, f"{_RECIST} §4.3; {_RECIST_FAQ}"),
+    ("LESION_TRACKING_MISMATCH", Severity.CRITICAL, f"{_RECIST}; DICOM TID 1500 tracking identifiers"),
+    ("NEW_LESION_PREVIOUSLY_SEEN", Severity.CRITICAL, f"{_RECIST} §4.3.2"),
+    ("NEW_LESION_EQUIVOCAL", Severity.WARNING, f"{_RECIST} §4.3.2"),
+    ("PD_DATE_BACKDATED", Severity.INFO, f"{_RECIST} §4.3.2"),
+    ("REAPPEARANCE_AFTER_CR", Severity.WARNING, f"{_RECIST_FAQ} (reappearance after CR)"),
+    ("BORDERLINE_THRESHOLD", Severity.INFO, "project convention [P] (measurement variability)"),
+    ("INTERVAL_TOO_LONG", Severity.INFO, "project convention [P] (max_interval_days)"),
+    ("IRECIST_CONFIRMATION_OUTSIDE_WINDOW", Severity.WARNING, _IRECIST),
+    ("POST_PD_TIMEPOINT", Severity.INFO, f"{_RECIST} §4.4"),
+    (
+        "DLM_CT_DISAPPEARED_LIVER_LESION",
+        Severity.INFO,
+        f"{_ESGAR}; Auer RC et al. Cancer 2010;116:1502-1509 (disappearing liver metastases)",
+    ),
+    ("CRITERION_NOT_APPLICABLE", Severity.INFO, f"{_MRECIST}; Bruix J et al. J Hepatol 2001;35:421-430"),
+    ("CRITERION_OUTSIDE_VALIDATED_SETTING", Severity.INFO, f"{_ESGAR}; {_CHOI}; {_CHUN}"),
+)
+
+
+def make_alert(code: str, timepoint: int | None, message: str, severity: Severity | None = None) -> Alert:
+    """An alert of the catalogue, with its default severity unless the rule raises it."""
+    definition = CATALOGUE[code]
+    return Alert(code, timepoint, severity or definition.severity, message, definition.citation)
+
+
+# --------------------------------------------------------------------------------------------------------
+# What the rules look at
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The timeline, the requested criteria and the results, shared by every rule."""
+
+    timeline: Timeline
+    results: dict[Criterion, CriterionResult]
+
+    @cached_property
+    def requested(self) -> frozenset[Criterion]:
+        return frozenset(self.timeline.context.criteria)
+
+    @cached_property
+    def registry(self) -> Registry:
+        return registry_of(self.timeline)
+
+    @property
+    def followups(self) -> range:
+        return range(1, len(self.timeline.timepoints))
+
+    def compared(self, *criteria: Criterion) -> bool:
+        """Discordance rules need every criterion requested in the context and computed."""
+        return all(c in self.requested and c in self.results for c in criteria)
+
+    def step(self, criterion: Criterion, t: int) -> TimepointAssessment | None:
+        result = self.results.get(criterion)
+        if result is None or t >= len(result.timepoints):
+            return None
+        return result.timepoints[t]
+
+    def category(self, criterion: Criterion, t: int) -> Category | None:
+        step = self.step(criterion, t)
+        return step.category if step is not None else None
+
+    @cached_property
+    def density_criterion(self) -> Criterion | None:
+        """Choi when requested, else modified Choi: the criterion the Choi discordance rules compare."""
+        for criterion in (Criterion.CHOI, Criterion.MCHOI):
+            if criterion in self.requested and criterion in self.results:
+                return criterion
+        return None
+
+
+Rule = Callable[[Facts], Iterable[Alert]]
+
+
+def _mm(value: Decimal) -> str:
+    return f"{value.quantize(Decimal('0.1')).normalize():f} mm"
+
+
+def _pct(value: Decimal | None) -> str:
+    return "n/a" if value is None else f"{value.quantize(Decimal('0.1')):+f} %"
+
+
+def _ids(lesions: Iterable[str]) -> str:
+    return ", ".join(lesions)
+
+
+def _is_liver(lesion: Lesion) -> bool:
+    return lesion.organ.strip().lower() == "liver"
+
+
+def _organ_key(lesion: Lesion) -> str:
+    """All lymph nodes form one organ for the "2 per organ" rule (RECIST Q&A)."""
+    organ = lesion.organ.strip().lower()
+    return "lymph_node" if lesion.is_node or organ in ("lymph_node", "lymph node") else organ
+
+
+# --------------------------------------------------------------------------------------------------------
+# Baseline (SPEC §2.1-§2.2)
+
+
+def baseline_timing(f: Facts) -> Iterator[Alert]:
+    """BASELINE_AFTER_TREATMENT_START, BASELINE_TOO_EARLY (more than 28 days before treatment start)."""
+    start = f.timeline.context.treatment_start
+    baseline = f.timeline.baseline
+    if start is None:
+        return
+    days = (start - baseline.date).days
+    if days < 0:
+        yield make_alert(
+            "BASELINE_AFTER_TREATMENT_START",
+            0,
+            f"The baseline scan ({baseline.date}) is {-days} days after treatment start ({start}), so it may "
+            "already show treatment effect; responses are computed against it anyway.",
+        )
+    elif days > 28:
+        yield make_alert(
+            "BASELINE_TOO_EARLY",
+            0,
+            f"The baseline scan ({baseline.date}) is {days} days before treatment start ({start}); RECIST "
+            "asks for one within 4 weeks, so growth before treatment may be counted as progression.",
+        )
+
+
+def baseline_disease(f: Facts) -> Iterator[Alert]:
+    """NO_BASELINE_DISEASE: no target and no non-target at baseline."""
+    if not f.registry.targets and not f.registry.non_targets:
+        yield make_alert(
+            "NO_BASELINE_DISEASE",
+            0,
+            "No target or non-target lesion was recorded at baseline, so only new lesions (PD) can be "
+            "assessed.",
+        )
+
+
+def measurability_threshold(lesion: Lesion, slice_thickness: Decimal | None) -> Decimal:
+    """Minimum baseline size of a target: max(10, 2 × slice) mm long axis; nodes max(15, 2 × slice) short."""
+    minimum = Decimal(15) if lesion.is_node else Decimal(10)
+    if slice_thickness is not None and 2 * slice_thickness > minimum:
+        return 2 * slice_thickness
+    return minimum
+
+
+def target_not_measurable(f: Facts) -> Iterator[Alert]:
+    """TARGET_NOT_MEASURABLE_AT_BASELINE: a declared target below its measurability threshold."""
+    baseline = f.timeline.baseline
+    problems: list[str] = []
+    for lesion in f.registry.targets:
+        minimum = measurability_threshold(lesion, baseline.slice_thickness_mm)
+        value = recist.target_value(lesion) if lesion.status is LesionStatus.MEASURED else None
+        axis = "short axis" if lesion.is_node else "long axis"
+        if value is None:
+            problems.append(f"{lesion.id} has no measured {axis} (needs >= {_mm(minimum)})")
+        elif value < minimum:
+            problems.append(f"{lesion.id} {axis} {_mm(value)} < {_mm(minimum)}")
+    if problems:
+        yield make_alert(
+            "TARGET_NOT_MEASURABLE_AT_BASELINE",
+            0,
+            f"Declared target(s) below the measurability threshold ({'; '.join(problems)}); the response is "
+            "computed on the declared targets but is not RECIST-compliant.",
+        )
+
+
+def target_limits(f: Facts) -> Iterator[Alert]:
+    """TARGET_LIMITS_EXCEEDED: more than 5 targets, or more than 2 in one organ (lymph nodes = one organ)."""
+    targets = f.registry.targets
+    problems: list[str] = []
+    if len(targets) > 5:
+        problems.append(f"{len(targets)} targets (maximum 5)")
+    per_organ: dict[str, list[str]] = {}
+    for lesion in targets:
+        per_organ.setdefault(_organ_key(lesion), []).append(lesion.id)
+    for organ, ids in per_organ.items():
+        if len(ids) > 2:
+            problems.append(f"{len(ids)} targets in {organ} ({_ids(ids)}; maximum 2)")
+    if problems:
+        yield make_alert(
+            "TARGET_LIMITS_EXCEEDED",
+            0,
+            f"Target selection exceeds the RECIST limits ({'; '.join(problems)}); the response is computed "
+            "on the declared targets but is not RECIST-compliant.",
+        )
+
+
+def locally_treated_targets(f: Facts) -> Iterator[Alert]:
+    """LOCALLY_TREATED_TARGET: a baseline target previously ablated, embolised or irradiated."""
+    treated = [lesion.id for lesion in f.registry.targets if lesion.locally_treated]
+    if treated:
+        yield make_alert(
+            "LOCALLY_TREATED_TARGET",
+            0,
+            f"Target(s) {_ids(treated)} were treated locally before; such lesions are not measurable unless "
+            "they progressed afterwards, so consider making them non-targets.",
+        )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Comparability (SPEC §9.2)
+
+
+def slice_thickness(f: Facts) -> Iterator[Alert]:
+    """SLICE_THICKNESS_GT_5MM at every time point reconstructed with slices thicker than 5 mm."""
+    for t, tp in enumerate(f.timeline.timepoints):
+        st = tp.slice_thickness_mm
+        if st is not None and st > 5:
+            yield make_alert(
+                "SLICE_THICKNESS_GT_5MM",
+                t,
+                f"Slices are {_mm(st)} thick: the minimum measurable size becomes {_mm(2 * st)} and small "
+                "lesions are measured unreliably.",
+            )
+
+
+def modality_changed(f: Facts) -> Iterator[Alert]:
+    """MODALITY_CHANGED: the follow-up modality differs from the baseline one."""
+    base = f.timeline.baseline.modality
+    for t in f.followups:
+        now = f.timeline.timepoints[t].modality
+        if base is None or now is None or base.strip().upper() == now.strip().upper():
+            continue
+        affected = [c.value for c in (Criterion.CHOI, Criterion.MCHOI, Criterion.CHUN) if c in f.requested]
+        tail = f"; {', '.join(affected)} cannot be assessed (CT only)" if affected else ""
+        yield make_alert(
+            "MODALITY_CHANGED",
+            t,
+            f"Modality changed from {base} at baseline to {now}: measurements are less comparable and new "
+            f"findings caused by the change are not unequivocal{tail}.",
+        )
+
+
+def phase_mismatch(f: Facts) -> Iterator[Alert]:
+    """PHASE_MISMATCH: a target measured in another contrast phase than at baseline."""
+    baseline = f.timeline.baseline
+    for t in f.followups:
+        tp = f.timeline.timepoints[t]
+        changed: list[str] = []
+        for base, record in zip(f.registry.targets, f.registry.target_records[t], strict=True):
+            if record is None:
+                continue
+            before, now = baseline.lesion_phase(base), tp.lesion_phase(record)
+            if before is not None and now is not None and before is not now:
+                changed.append(f"{base.id} {before.value} -> {now.value}")
+        if changed:
+            yield make_alert(
+                "PHASE_MISMATCH",
+                t,
+                f"Target(s) measured in another contrast phase than at baseline ({_ids(changed)}); size and "
+                "especially attenuation depend on the phase.",
+            )
+
+
+def interval_too_long(f: Facts) -> Iterator[Alert]:
+    """INTERVAL_TOO_LONG: more than ``max_interval_days`` since the previous time point [P]."""
+    limit = f.timeline.options.max_interval_days
+    tps = f.timeline.timepoints
+    for t in f.followups:
+        days = (tps[t].date - tps[t - 1].date).days
+        if days > limit:
+            yield make_alert(
+                "INTERVAL_TOO_LONG",
+                t,
+                f"{days} days since the previous scan (more than {limit}): the nadir or the date of "
+                "progression may be imprecise.",
+            )
+
+
+def _disappeared(lesion: Lesion) -> bool:
+    if lesion.status in (LesionStatus.DISAPPEARED, LesionStatus.ABSENT):
+        return True
+    return (
+        lesion.kind is LesionKind.TARGET
+        and lesion.status is LesionStatus.MEASURED
+        and not lesion.is_node
+        and not lesion.fragments_mm
+        and lesion.long_axis_mm == 0
+    )
+
+
+def disappeared_liver_lesion(f: Facts) -> Iterator[Alert]:
+    """DLM_CT_DISAPPEARED_LIVER_LESION: a liver lesion first reported disappeared/absent, on CT."""
+    reported: set[str] = set()
+    for t in f.followups:
+        tp = f.timeline.timepoints[t]
+        first = [
+            les.id for les in tp.lesions if _is_liver(les) and _disappeared(les) and les.id not in reported
+        ]
+        reported.update(les.id for les in tp.lesions if _disappeared(les))
+        if first and choi.is_ct(tp):
+            yield make_alert(
+                "DLM_CT_DISAPPEARED_LIVER_LESION",
+                t,
+                f"Liver lesion(s) {_ids(first)} disappeared on CT; disappearing liver metastases often hold "
+                "residual disease, so confirm with hepatobiliary-phase MRI and DWI before surgical planning.",
+            )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Tracking and lesion records (SPEC §1.3, §2.4, §2.7)
+
+
+def tracking(f: Facts) -> Iterator[Alert]:
+    """LESION_TRACKING_MISMATCH and NEW_LESION_PREVIOUSLY_SEEN from the lesion registry."""
+    mismatch = (Problem.UNKNOWN_ID, Problem.KIND_CHANGED, Problem.ORGAN_CHANGED)
+    for t in f.followups:
+        problems = f.registry.problems_at(t)
+        wrong = [p.detail for p in problems if p.problem in mismatch]
+        if wrong:
+            yield make_alert(
+                "LESION_TRACKING_MISMATCH",
+                t,
+                f"Lesion records do not match the baseline ({'; '.join(wrong)}); wrong pairing corrupts the "
+                "sums and the nadir, so check the lesion identities.",
+            )
+        seen = [p.detail for p in problems if p.problem is Problem.PREVIOUSLY_SEEN]
+        if seen:
+            yield make_alert(
+                "NEW_LESION_PREVIOUSLY_SEEN",
+                t,
+                f"A lesion labelled new was already present ({'; '.join(seen)}); it is not counted as a new "
+                "lesion and does not trigger progression.",
+            )
+
+
+def equivocal_new(f: Facts) -> Iterator[Alert]:
+    """NEW_LESION_EQUIVOCAL: an equivocal new lesion, to confirm at the next scan."""
+    for t in f.followups:
+        ids = [les.id for les in f.registry.equivocal_new(t)]
+        if ids:
+            yield make_alert(
+                "NEW_LESION_EQUIVOCAL",
+                t,
+                f"Equivocal new lesion(s) {_ids(ids)}: not progression yet; if the next scan confirms it, "
+                "progression is dated back to this scan.",
+            )
+
+
+def target_not_assessed(f: Facts) -> Iterator[Alert]:
+    """TARGET_NOT_ASSESSED: a baseline target without a value at a follow-up."""
+    for t in f.followups:
+        missing = [
+            base.id
+            for base, record in zip(f.registry.targets, f.registry.target_records[t], strict=True)
+            if recist.target_value(record) is None
+        ]
+        if missing:
+            yield make_alert(
+                "TARGET_NOT_ASSESSED",
+                t,
+                f"Target(s) {_ids(missing)} have no measurement here, so the sum is unknown and the response "
+                "is NE unless progression is established otherwise.",
+            )
+
+
+# --------------------------------------------------------------------------------------------------------
+# RECIST series (SPEC §2.7-§2.10)
+
+
+def backdated_pd(f: Facts) -> Iterator[Alert]:
+    """PD_DATE_BACKDATED: the final response differs from the provisional one (equivocal lesion confirmed)."""
+    result = f.results.get(Criterion.RECIST)
+    if result is None:
+        return
+    for step in result.timepoints:
+        if step is None:
+            continue
+        provisional = step.provisional_category
+        if step.backdated or (provisional is not None and provisional is not step.category):
+            was = provisional.value if provisional is not None else "?"
+            yield make_alert(
+                "PD_DATE_BACKDATED",
+                step.index,
+                f"Reported {was} at the time, now {step.category.value}: the equivocal new lesion seen here "
+                "was confirmed later, so progression is dated to this scan.",
+            )
+
+
+def reappearance_after_cr(f: Facts) -> Iterator[Alert]:
+    """REAPPEARANCE_AFTER_CR: PD while the previous evaluable overall response was CR."""
+    previous: Category | None = None
+    for t in f.followups:
+        category = f.category(Criterion.RECIST, t)
+        if category is None:
+            return
+        if category is C.PD and previous is C.CR:
+            yield make_alert(
+                "REAPPEARANCE_AFTER_CR",
+                t,
+                "Disease reappeared after a complete response, which is progression whatever its size; check "
+                "that the earlier CR was genuine (the lesion may always have been there).",
+            )
+        if category is not C.NE:
+            previous = category
+
+
+def post_pd(f: Facts) -> Iterator[Alert]:
+    """POST_PD_TIMEPOINT: RECIST time points after the first PD."""
+    result = f.results.get(Criterion.RECIST)
+    if result is None or result.pd_index is None:
+        return
+    for t in range(result.pd_index + 1, len(f.timeline.timepoints)):
+        yield make_alert(
+            "POST_PD_TIMEPOINT",
+            t,
+            f"Scan after RECIST progression ({result.pd_date}): not part of the RECIST assessment; consider "
+            "a new baseline if therapy changed.",
+        )
+
+
+def borderline(step: TimepointAssessment, pp: Decimal, mm: Decimal) -> str | None:
+    """Which RECIST threshold the target sum is borderline to, if any [P] (SPEC §9.2).
+
+    Within ``pp`` points of -30 % vs baseline; within ``pp`` points of +20 % vs nadir with an increase of
+    at least ``5 - mm``; or at least ``20 - pp`` % above the nadir with an increase within ``mm`` of 5 mm.
+    Cross-multiplied and inclusive; a zero nadir makes any increase infinite.
+    """
+    s, s0, n = step.sum_mm, step.baseline_sum_mm, step.nadir_sum_mm
+    if s is None or s0 is None or n is None or step.target in (C.CR, C.NE, C.NONE):
+        return None
+    if s0 > 0 and abs(100 * (s - s0) + 30 * s0) <= pp * s0:
+        return f"{_pct(step.change_vs_baseline_pct)} vs baseline {_mm(s0)} is close to the -30 % PR threshold"
+    increase = s - n
+    if n > 0 and abs(100 * increase - 20 * n) <= pp * n and increase >= 5 - mm:
+        return (
+            f"{_pct(step.change_vs_nadir_pct)} (+{_mm(increase)}) vs nadir {_mm(n)} is close to the +20 % "
+            "PD threshold"
+        )
+    relative = increase > 0 if n == 0 else 100 * increase >= (20 - pp) * n
+    if relative and abs(increase - 5) <= mm:
+        return f"+{_mm(increase)} vs nadir {_mm(n)} is close to the 5 mm PD threshold"
+    return None
+
+
+def borderline_threshold(f: Facts) -> Iterator[Alert]:
+    """BORDERLINE_THRESHOLD: measurement variability could flip the RECIST category [P]."""
+    options = f.timeline.options
+    for t in f.followups:
+        step = f.step(Criterion.RECIST, t)
+        why = borderline(step, options.borderline_pp, options.borderline_mm) if step is not None else None
+        if step is not None and why is not None:
+            yield make_alert(
+                "BORDERLINE_THRESHOLD",
+                t,
+                f"Target sum {_mm(step.sum_mm or Decimal(0))}: {why}; measurement variability could change "
+                f"the category ({step.target.value}), so a second read is suggested.",
+            )
+
+
+# --------------------------------------------------------------------------------------------------------
+# iRECIST (SPEC §3)
+
+_IRECIST_RESPONSE = (C.ICR, C.IPR, C.ISD, C.INN)
+
+
+def _iupd_opens_episode(categories: list[Category | None], t: int) -> bool:
+    """``t`` is iUPD and the previous evaluable (non-NE) iRECIST response was not iUPD: a new episode."""
+    if categories[t] is not C.IUPD:
+        return False
+    for k in range(t - 1, 0, -1):
+        if categories[k] is not C.NE:
+            return categories[k] is not C.IUPD
+    return True
+
+
+def irecist_first_iupd_recist_pd(f: Facts) -> Iterator[Alert]:
+    """DISC_IRECIST_IUPD_RECIST_PD: the first iUPD of an episode while RECIST says PD."""
+    if not f.compared(Criterion.RECIST, Criterion.IRECIST):
+        return
+    categories = f.results[Criterion.IRECIST].categories()
+    for t in f.followups:
+        if _iupd_opens_episode(categories, t) and f.category(Criterion.RECIST, t) is C.PD:
+            yield make_alert(
+                "DISC_IRECIST_IUPD_RECIST_PD",
+                t,
+                "RECIST 1.1 progression is only unconfirmed progression (iUPD) under iRECIST: if the patient "
+                "is clinically stable, confirm with imaging in 4-8 weeks before stopping immunotherapy.",
+            )
+
+
+def pseudoprogression(f: Facts) -> Iterator[Alert]:
+    """DISC_PSEUDOPROGRESSION: iCR/iPR/iSD/iNN directly after an iUPD (NE visits skipped)."""
+    if not f.compared(Criterion.IRECIST):
+        return
+    categories = f.results[Criterion.IRECIST].categories()
+    previous: Category | None = None
+    for t in f.followups:
+        category = categories[t]
+        if category in _IRECIST_RESPONSE and previous is C.IUPD:
+            yield make_alert(
+                "DISC_PSEUDOPROGRESSION",
+                t,
+                f"Pseudoprogression pattern: {category.value} after unconfirmed progression (iUPD); RECIST "
+                "1.1 would have stopped at progression.",
+            )
+        if category is not None and category is not C.NE:
+            previous = category
+
+
+def irecist_confirmation_window(f: Facts) -> Iterator[Alert]:
+    """IRECIST_CONFIRMATION_OUTSIDE_WINDOW: the scan after a new iUPD is < 28 or > 56 days later (±2 days)."""
+    if Criterion.IRECIST not in f.results:
+        return
+    categories = f.results[Criterion.IRECIST].categories()
+    tps = f.timeline.timepoints
+    for t in f.followups:
+        if t + 1 >= len(tps) or not _iupd_opens_episode(categories, t):
+            continue
+        days = (tps[t + 1].date - tps[t].date).days
+        if days < 28 - 2 or days > 56 + 2:
+            yield make_alert(
+                "IRECIST_CONFIRMATION_OUTSIDE_WINDOW",
+                t + 1,
+                f"This scan is {days} days after the unconfirmed progression (iUPD); confirmation is due 4-8 "
+                "weeks later, and a scan before 4 weeks confirms only with an additional new lesion on a "
+                "scan for new symptoms.",
+            )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Choi, mChoi and ancillary attenuation (SPEC §4, §9.1)
+
+
+def choi_discordance(f: Facts) -> Iterator[Alert]:
+    """DISC_RECIST_PD_CHOI_PR, DISC_RECIST_SD_CHOI_PR, DISC_CHOI_PD_RECIST_NOT_PD."""
+    density = f.density_criterion
+    if density is None or not f.compared(Criterion.RECIST, density):
+        return
+    name = "Choi" if density is Criterion.CHOI else "modified Choi"
+    for t in f.followups:
+        rec, cho = f.category(Criterion.RECIST, t), f.category(density, t)
+        if rec is C.PD and cho is C.PR:
+            yield make_alert(
+                "DISC_RECIST_PD_CHOI_PR",
+                t,
+                f"RECIST progression but {name} partial response: possible pseudoprogression (haemorrhage, "
+                "myxoid or cystic change) in a responding tumour; do not stop an effective TKI on size "
+                "alone.",
+            )
+        elif rec is C.SD and cho is C.PR:
+            yield make_alert(
+                "DISC_RECIST_SD_CHOI_PR",
+                t,
+                f"RECIST stable disease but {name} partial response (density drop or 10-29 % shrinkage): a "
+                "responder that RECIST misses.",
+            )
+        elif cho is C.PD and rec in (C.CR, C.PR, C.SD, C.NON_CR_NON_PD):
+            assert rec is not None
+            yield make_alert(
+                "DISC_CHOI_PD_RECIST_NOT_PD",
+                t,
+                f"{name} progression while RECIST is {rec.value}: possible early resistance (a nodule within "
+                "a mass, or growth without a density response) that RECIST misses.",
+            )
+
+
+def choi_density_not_evaluable(f: Facts) -> Iterator[Alert]:
+    """CHOI_DENSITY_NOT_EVALUABLE: Choi/mChoi requested, density not evaluable, Choi not already CR or PD."""
+    criteria = [c for c in (Criterion.CHOI, Criterion.MCHOI) if c in f.requested and c in f.results]
+    if not criteria:
+        return
+    timeline = f.timeline
+    target_ids = tuple(lesion.id for lesion in f.registry.targets)
+    phase = timeline.options.choi_density_phase
+    for t in f.followups:
+        if all(f.category(c, t) in (C.CR, C.PD) for c in criteria):
+            continue
+        density = choi.paired_density(timeline.baseline, timeline.timepoints[t], target_ids, phase)
+        if not density.evaluable:
+            yield make_alert(
+                "CHOI_DENSITY_NOT_EVALUABLE",
+                t,
+                f"Choi density cannot be compared ({density.reason}); a PR by size still counts, but stable "
+                "disease or progression cannot be told apart from a density response.",
+            )
+
+
+def _paired_density_drop(f: Facts, t: int) -> choi.PairedDensity | None:
+    """Paired target density on comparable CT (same phase per lesion) that fell by at least 15 %."""
+    target_ids = tuple(lesion.id for lesion in f.registry.targets)
+    density = choi.paired_density(f.timeline.baseline, f.timeline.timepoints[t], target_ids, None)
+    if (
+        density.evaluable
+        and density.sum_hu is not None
+        and density.baseline_sum_hu is not None
+        and choi.choi_density_pr(density.sum_hu, density.baseline_sum_hu)
+    ):
+        return density
+    return None
+
+
+def _density_text(density: choi.PairedDensity) -> str:
+    before, now = density.baseline_mean_hu, density.mean_hu
+    assert before is not None and now is not None
+    change = (now - before) * 100 / before
+    return f"mean target attenuation {before:.0f} -> {now:.0f} HU ({_pct(change)})"
+
+
+def ancillary_attenuation(f: Facts) -> Iterator[Alert]:
+    """ANC_ATTENUATION_DROP_SIZE_STABLE and ANC_SIZE_UP_ATTENUATION_DOWN (Choi/mChoi not requested)."""
+    if Criterion.CHOI in f.requested or Criterion.MCHOI in f.requested or Criterion.RECIST not in f.results:
+        return
+    for t in f.followups:
+        step = f.step(Criterion.RECIST, t)
+        if step is None or step.category not in (C.SD, C.PD):
+            continue
+        targets_only_pd = (
+            step.category is C.PD
+            and step.target is C.PD
+            and not step.new_lesion
+            and step.non_target is not C.PD
+        )
+        if step.category is C.SD or targets_only_pd:
+            density = _paired_density_drop(f, t)
+            if density is None:
+                continue
+            if step.category is C.SD:
+                yield make_alert(
+                    "ANC_ATTENUATION_DROP_SIZE_STABLE",
+                    t,
+                    f"Size stable (RECIST SD) but {_density_text(density)}, suggesting necrosis: possibly a "
+                    "responder that RECIST misses.",
+                )
+            else:
+                yield make_alert(
+                    "ANC_SIZE_UP_ATTENUATION_DOWN",
+                    t,
+                    f"Targets grew (RECIST PD) while {_density_text(density)}: possible pseudoprogression by "
+                    "haemorrhage, necrosis or cystic change.",
+                )
+
+
+def ancillary_signs(f: Facts) -> Iterator[Alert]:
+    """ANC_MORPHOLOGIC_RESPONSE_SIGNS: RECIST SD or PD while a target shows an ancillary response sign."""
+    if Criterion.RECIST not in f.results:
+        return
+    for t in f.followups:
+        category = f.category(Criterion.RECIST, t)
+        if category not in (C.SD, C.PD):
+            continue
+        signs = [
+            f"{record.id}: {', '.join(sorted(sign.value for sign in record.ancillary))}"
+            for record in f.registry.target_records[t]
+            if record is not None and record.ancillary
+        ]
+        if signs:
+            assert category is not None
+            yield make_alert(
+                "ANC_MORPHOLOGIC_RESPONSE_SIGNS",
+                t,
+                f"RECIST {category.value} while target(s) show ancillary response signs "
+                f"({'; '.join(signs)}), which ESGAR counts as indicators of response.",
+            )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Chun (SPEC §7)
+
+
+def chun_modality(f: Facts) -> Iterator[Alert]:
+    """CHUN_NOT_EVALUABLE_MODALITY: Chun requested, baseline or follow-up not CT."""
+    if Criterion.CHUN not in f.requested:
+        return
+    baseline = f.timeline.baseline
+    for t in f.followups:
+        tp = f.timeline.timepoints[t]
+        if not morphology.is_ct(baseline) or not morphology.is_ct(tp):
+            yield make_alert(
+                "CHUN_NOT_EVALUABLE_MODALITY",
+                t,
+                f"Chun morphologic response is validated on CT only (baseline {baseline.modality}, this scan "
+                f"{tp.modality}), so it is not evaluable here.",
+            )
+
+
+def chun_discordance(f: Facts) -> Iterator[Alert]:
+    """DISC_RECIST_PD_CHUN_OPTIMAL, DISC_RECIST_SD_CHUN_OPTIMAL, DISC_RECIST_RESPONSE_CHUN_NONE."""
+    if not f.compared(Criterion.RECIST, Criterion.CHUN):
+        return
+    for t in f.followups:
+        rec, chun = f.category(Criterion.RECIST, t), f.category(Criterion.CHUN, t)
+        if chun is C.OPTIMAL and rec is C.PD:
+            yield make_alert(
+                "DISC_RECIST_PD_CHUN_OPTIMAL",
+                t,
+                "RECIST progression but optimal morphologic response (Chun): on bevacizumab, morphology "
+                "predicts pathological response and survival better than size.",
+            )
+        elif chun is C.OPTIMAL and rec is C.SD:
+            yield make_alert(
+                "DISC_RECIST_SD_CHUN_OPTIMAL",
+                t,
+                "RECIST stable disease but optimal morphologic response (Chun): a responder that RECIST "
+                "misses.",
+            )
+        elif chun is C.NO_RESPONSE and rec in (C.PR, C.CR):
+            assert rec is not None
+            yield make_alert(
+                "DISC_RECIST_RESPONSE_CHUN_NONE",
+                t,
+                f"RECIST {rec.value} without morphologic change (Chun no response): the pathological "
+                "response may be weaker than the shrinkage suggests.",
+            )
+
+
+# --------------------------------------------------------------------------------------------------------
+# mRECIST (SPEC §5)
+
+
+def mrecist_discordance(f: Facts) -> Iterator[Alert]:
+    """DISC_MRECIST_RECIST: HCC, mRECIST category differs from RECIST (warning if exactly one is PD)."""
+    if not f.compared(Criterion.RECIST, Criterion.MRECIST) or not f.results[Criterion.MRECIST].applicable:
+        return
+    for t in f.followups:
+        rec, mrec = f.category(Criterion.RECIST, t), f.category(Criterion.MRECIST, t)
+        if rec is None or mrec is None or mrec is C.NA or rec is mrec:
+            continue
+        one_pd = (rec is C.PD) != (mrec is C.PD)
+        yield make_alert(
+            "DISC_MRECIST_RECIST",
+            t,
+            f"mRECIST {mrec.value} (viable, arterially enhancing tumour) differs from RECIST {rec.value} "
+            "(total size): the viable-tumour response is not captured by size.",
+            Severity.WARNING if one_pd else None,
+        )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Applicability (SPEC §0)
+
+
+def _is_crc(primary: str) -> bool:
+    return primary.strip().upper() in ("CRC", "COLORECTAL", "COLON", "RECTAL")
+
+
+def _on_bevacizumab(therapy: tuple[str, ...]) -> bool:
+    return any("bevacizumab" in agent.lower() or "avastin" in agent.lower() for agent in therapy)
+
+
+def criterion_applicability(f: Facts) -> Iterator[Alert]:
+    """CRITERION_NOT_APPLICABLE (mRECIST/EASL outside HCC) and CRITERION_OUTSIDE_VALIDATED_SETTING."""
+    context = f.timeline.context
+    primary = context.primary
+    hcc_only = [c.value for c in (Criterion.MRECIST, Criterion.EASL) if c in f.requested]
+    if hcc_only and primary.strip().upper() != "HCC":
+        yield make_alert(
+            "CRITERION_NOT_APPLICABLE",
+            0,
+            f"{' and '.join(hcc_only)} are defined for hepatocellular carcinoma only, not for {primary}; "
+            "they are reported as NA.",
+        )
+    outside: list[str] = []
+    if Criterion.CHOI in f.requested and primary.strip().upper() != "GIST":
+        outside.append(f"Choi was validated in GIST on imatinib, not in {primary}")
+    if Criterion.CHUN in f.requested and not (_is_crc(primary) and _on_bevacizumab(context.therapy)):
+        outside.append(
+            f"Chun was validated in colorectal liver metastases on bevacizumab (here {primary}, "
+            f"{', '.join(context.therapy) or 'therapy not given'})"
+        )
+    if outside:
+        yield make_alert(
+            "CRITERION_OUTSIDE_VALIDATED_SETTING",
+            0,
+            f"{'; '.join(outside)}: computed, but interpret with care.",
+        )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Entry point
+
+RULES: tuple[Rule, ...] = (
+    baseline_timing,
+    baseline_disease,
+    target_not_measurable,
+    target_limits,
+    locally_treated_targets,
+    criterion_applicability,
+    slice_thickness,
+    modality_changed,
+    phase_mismatch,
+    interval_too_long,
+    tracking,
+    target_not_assessed,
+    equivocal_new,
+    disappeared_liver_lesion,
+    backdated_pd,
+    reappearance_after_cr,
+    borderline_threshold,
+    post_pd,
+    irecist_first_iupd_recist_pd,
+    pseudoprogression,
+    irecist_confirmation_window,
+    choi_density_not_evaluable,
+    choi_discordance,
+    ancillary_attenuation,
+    ancillary_signs,
+    chun_modality,
+    chun_discordance,
+    mrecist_discordance,
+)
+
+_SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+def merge(alerts: Iterable[Alert]) -> tuple[Alert, ...]:
+    """One alert per ``(code, timepoint)``: messages joined, highest severity kept; ordered by time point."""
+    merged: dict[tuple[str, int | None], Alert] = {}
+    for alert in alerts:
+        key = (alert.code, alert.timepoint)
+        earlier = merged.get(key)
+        if earlier is None:
+            merged[key] = alert
+        elif alert.message not in earlier.message:
+            severity = min(earlier.severity, alert.severity, key=_SEVERITY_RANK.__getitem__)
+            merged[key] = Alert(
+                alert.code, alert.timepoint, severity, f"{earlier.message} {alert.message}", alert.citation
+            )
+    return tuple(sorted(merged.values(), key=lambda a: -1 if a.timepoint is None else a.timepoint))
+
+
+def evaluate(timeline: Timeline, results: tuple[CriterionResult, ...]) -> tuple[Alert, ...]:
+    """Every alert of SPEC §9 for ``timeline`` given the criteria ``results`` (which it never changes)."""
+    if not timeline.timepoints:
+        return (
+            make_alert("BASELINE_MISSING", None, "No baseline examination: no response can be computed."),
+        )
+    facts = Facts(timeline, {result.criterion: result for result in results})
+    return merge(alert for rule in RULES for alert in rule(facts))
