@@ -118,6 +118,7 @@ class _Rules:
     citation: str
     name: str
     unit: str
+    require_5mm: bool = False
 
 
 def viable_sums(
@@ -308,6 +309,8 @@ def next_thresholds(
     if rules.criterion is Criterion.MRECIST:
         pr_value, pr_text = baseline * 7 / 10, "at least 30 % below"
         pd_value, pd_text = nadir * 6 / 5, "at least 20 % above"
+        if rules.require_5mm and nadir + 5 > pd_value:
+            pd_value, pd_text = nadir + 5, "at least 5 mm above"
     else:
         pr_value, pr_text = baseline / 2, "at least 50 % below"
         pd_value, pd_text = nadir * 5 / 4, "at least 25 % above"
@@ -336,6 +339,7 @@ def assess_mrecist(timeline: Timeline) -> CriterionResult:
         CITATION_MRECIST,
         "mrecist",
         "diameter",
+        require_5mm,
     )
     return _assess(timeline, rules)
 
