@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "agent.commands.serve",
     "agent.commands.echo",
     "agent.commands.assess",
+    "agent.commands.sr",
     "agent.commands.check_config",
     "agent.commands.db",
 )

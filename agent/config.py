@@ -123,6 +123,34 @@ class WebSettings(Section):
     enabled: bool = True
 
 
+class PhaseRuleSettings(Section):
+    # Case-insensitive regular expression searched in the series description and Contrast/Bolus Agent.
+    pattern: str
+    phase: Literal["unenhanced", "arterial", "portal_venous", "delayed", "hepatobiliary"]
+
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+
+class SRSettings(Section):
+    # Contrast-phase rules, first match wins; empty uses the built-in rules (agent/sr/context.py).
+    phase_rules: list[PhaseRuleSettings] = Field(default_factory=list)
+    # Link lesions across studies by organ and 3D position within this distance (mm); null disables.
+    link_distance_mm: float | None = Field(None, gt=0)
+    # Reader bounds: content-tree depth, number of content items, file size.
+    max_depth: int = Field(48, ge=4, le=1000)
+    max_items: int = Field(20_000, ge=10)
+    max_file_mb: float = Field(64, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LIVER_AGENT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -136,6 +164,7 @@ class Settings(BaseSettings):
     peers: dict[str, PeerSettings] = Field(default_factory=dict)
     uids: UIDSettings = Field(default_factory=UIDSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    sr: SRSettings = Field(default_factory=SRSettings)
 
     @classmethod
     def settings_customise_sources(

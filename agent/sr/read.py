@@ -55,7 +55,7 @@ HIGHDICOM_SOP_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.88.34",
 )
 # Image storage SOP class -> modality, to know the modality from the evidence when nothing else says it.
-_SOP_CLASS_MODALITY = {
+SOP_CLASS_MODALITY = {
     "1.2.840.10008.5.1.4.1.1.2": "CT",
     "1.2.840.10008.5.1.4.1.1.2.1": "CT",
     "1.2.840.10008.5.1.4.1.1.4": "MR",

@@ -1,0 +1,190 @@
+"""Measurement groups -> lesion observations of one SR (before identities are linked across studies).
+
+An :class:`Observation` holds what a group says about one lesion at one time point, in the units and words
+of the response model (SPEC §1.2): organ, node or not, long/short axis, mean HU, the role and status when
+the SR states them (Baseline Category, our private role/status codes), and a ``source`` record naming the
+file, SOP Instance UID, tracking identifier/UID and the concept codes each value came from. Roles the SR
+does not state are inferred later, across the whole timeline, by ``agent.pipeline.tracking``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from agent.response.model import STATUSES_BY_KIND, LesionKind, LesionStatus, Phase
+from agent.sr import codes
+from agent.sr.codes import Code, matches
+from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesLookup, image_phase
+from agent.sr.read import Measurement, MeasurementGroup, MeasurementKind, Region, SRReport, is_lesion_group
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One lesion as one SR reports it."""
+
+    tracking_uid: str | None
+    tracking_identifier: str | None
+    organ: str
+    is_node: bool
+    long_axis_mm: Decimal | None
+    short_axis_mm: Decimal | None
+    mean_hu: Decimal | None
+    kind: LesionKind | None  # stated by the SR; None = to be inferred
+    status: LesionStatus | None
+    phase: Phase | None
+    site_codes: tuple[Code, ...]
+    location: tuple[float, ...] | None  # SCOORD3D centre in patient coordinates (mm), if any
+    area_mm2: Decimal | None = None
+    volume_mm3: Decimal | None = None
+    notes: tuple[str, ...] = ()
+    source: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+
+def observations(
+    report: SRReport,
+    lookup: SeriesLookup | None = None,
+    rules: Sequence[PhaseRule] = DEFAULT_PHASE_RULES,
+) -> tuple[list[Observation], list[str]]:
+    """The lesion observations of ``report`` and warnings about the groups that were not used."""
+    out: list[Observation] = []
+    warns: list[str] = []
+    for group in report.groups:
+        if not is_lesion_group(group):
+            warns.append(f"group {group.label!r} is not a lesion measurement; not used")
+            continue
+        baseline_category = group.evaluation(codes.BASELINE_CATEGORY)
+        if baseline_category and matches(baseline_category.code, codes.NON_LESION_AT_BASELINE):
+            warns.append(f"group {group.label!r} is a non-lesion at baseline; not used")
+            continue
+        out.append(_observation(report, group, lookup, rules))
+    return out, warns
+
+
+def _observation(
+    report: SRReport, group: MeasurementGroup, lookup: SeriesLookup | None, rules: Sequence[PhaseRule]
+) -> Observation:
+    notes: list[str] = []
+    used: list[Measurement] = []
+    long_m = group.first(MeasurementKind.LONG_AXIS)
+    if long_m is None and (long_m := group.first(MeasurementKind.LENGTH)) is not None:
+        notes.append(f"long axis taken from {long_m.name.meaning or long_m.name.value}")
+    short_m = group.first(MeasurementKind.SHORT_AXIS)
+    if short_m is None and (short_m := group.first(MeasurementKind.PERPENDICULAR)) is not None:
+        notes.append(f"short axis taken from {short_m.name.meaning or short_m.name.value}")
+    hu_m = group.first(MeasurementKind.MEAN_HU)
+    for axis, chosen in ((MeasurementKind.LONG_AXIS, long_m), (MeasurementKind.SHORT_AXIS, short_m)):
+        others = [
+            m for m in group.measurements if m.kind is axis and chosen is not None and m.value != chosen.value
+        ]
+        if others:
+            notes.append(f"{len(others) + 1} different {axis.value} values; the first one is used")
+    used = [m for m in (long_m, short_m, hu_m) if m is not None]
+    area = group.first(MeasurementKind.AREA)
+    volume = group.first(MeasurementKind.VOLUME)
+
+    is_node = matches(group.finding, codes.NODE_FINDINGS) or any(
+        matches(s, codes.LYMPH_NODE) for s in group.finding_sites
+    )
+    organ, organ_note = _organ(group.finding_sites, is_node)
+    if organ_note:
+        notes.append(organ_note)
+    kind, status = _stated_role(group, notes)
+    phase = image_phase(report, group.images, lookup, rules)
+    location = _location(group.regions, [m.region for m in used])
+    source: dict[str, object] = {
+        "file": report.source,
+        "sop_instance_uid": report.sop_instance_uid,
+        "tracking_identifier": group.tracking_identifier,
+        "tracking_uid": group.tracking_uid,
+        "reader": report.reader,
+        "template": group.template,
+        "concepts": {
+            name: _code_text(m.name) + (f" [{_code_text(m.raw_unit)}]" if m.raw_unit else "")
+            for name, m in (("long_axis_mm", long_m), ("short_axis_mm", short_m), ("mean_hu", hu_m))
+            if m is not None
+        },
+        "finding": _code_text(group.finding) if group.finding else None,
+        "finding_sites": [_code_text(s) for s in group.finding_sites],
+        "images": [img.sop_instance_uid for img in group.images][:16],
+    }
+    return Observation(
+        tracking_uid=group.tracking_uid,
+        tracking_identifier=group.tracking_identifier,
+        organ=organ,
+        is_node=is_node,
+        long_axis_mm=long_m.value if long_m else None,
+        short_axis_mm=short_m.value if short_m else None,
+        mean_hu=hu_m.value if hu_m else None,
+        kind=kind,
+        status=status,
+        phase=phase,
+        site_codes=group.finding_sites,
+        location=location,
+        area_mm2=area.value if area else None,
+        volume_mm3=volume.value if volume else None,
+        notes=tuple(notes) + group.warnings,
+        source=source,
+    )
+
+
+def _organ(sites: Sequence[Code], is_node: bool) -> tuple[str, str | None]:
+    if is_node:
+        return "lymph_node", None
+    for site in sites:
+        for code, organ in codes.ORGANS:
+            if matches(site, code):
+                return organ, None
+    if sites:
+        slug = re.sub(r"[^a-z0-9]+", "_", (sites[0].meaning or sites[0].value).lower()).strip("_")[:40]
+        slug = slug or "unspecified"
+        return slug, f"organ {slug!r} named from the finding site meaning (code not in the organ table)"
+    return "unspecified", "no finding site: organ unspecified"
+
+
+def _stated_role(group: MeasurementGroup, notes: list[str]) -> tuple[LesionKind | None, LesionStatus | None]:
+    kind: LesionKind | None = None
+    role = group.evaluation(codes.LESION_ROLE)
+    if role is not None and role.code is not None:
+        for name, code in codes.ROLES.items():
+            if matches(role.code, code):
+                kind = LesionKind(name)
+    if kind is None:
+        category = group.evaluation(codes.BASELINE_CATEGORY)
+        if category is not None and category.code is not None:
+            if matches(category.code, codes.TARGET_LESION_AT_BASELINE):
+                kind = LesionKind.TARGET
+            elif matches(category.code, codes.NON_TARGET_LESION_AT_BASELINE):
+                kind = LesionKind.NON_TARGET
+    status: LesionStatus | None = None
+    stated = group.evaluation(codes.LESION_STATUS)
+    if (
+        stated is not None
+        and stated.code is not None
+        and stated.code.scheme_designator == codes.PRIVATE_SCHEME
+    ):
+        try:
+            status = LesionStatus(stated.code.value)
+        except ValueError:
+            notes.append(f"unknown lesion status {stated.code.value!r}; ignored")
+        if status is not None and kind is not None and status not in STATUSES_BY_KIND[kind]:
+            notes.append(f"status {status.value!r} is not valid for a {kind.value} lesion; ignored")
+            status = None
+    return kind, status
+
+
+def _location(regions: Sequence[Region], measured: Sequence[Region | None]) -> tuple[float, ...] | None:
+    for region in [*measured, *regions]:
+        if region is not None and region.frame_of_reference_uid is not None:
+            centre = region.centre
+            if len(centre) == 3:
+                return centre
+    return None
+
+
+def _code_text(code: Code | None) -> str:
+    if code is None:
+        return ""
+    return f"({code.value}, {code.scheme_designator}, {code.meaning!r})"
