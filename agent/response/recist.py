@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from agent.response.model import (
     Category,
@@ -339,7 +340,7 @@ def assess(timeline: Timeline) -> CriterionResult:
     last_overall: Category | None = None  # last evaluable provisional overall response
     pr_confirmed = False
     provisional: list[Category] = []
-    steps: list[TimepointAssessment | None] = [None]
+    steps: list[dict[str, Any]] = []
     for t in range(1, len(tps)):
         tp = tps[t]
         values = tuple(target_value(r) for r in registry.target_records[t])
@@ -393,48 +394,45 @@ def assess(timeline: Timeline) -> CriterionResult:
         if registry.equivocal_new(t):
             notes.append("equivocal new lesion: confirm at the next scan")
         steps.append(
-            TimepointAssessment(
-                index=t,
-                date=tp.date,
-                category=category,
-                target=t_cat,
-                non_target=nt_cat,
-                new_lesion=new_unequivocal,
-                sum_mm=current if has_targets else None,
-                partial_sum_mm=partial if has_targets and current is None else None,
-                baseline_sum_mm=baseline_sum if has_targets else None,
-                nadir_sum_mm=nadir_sum if has_targets else None,
-                change_vs_baseline_pct=percent_change(current, baseline_sum) if has_targets else None,
-                change_vs_nadir_pct=percent_change(current, nadir_sum) if has_targets else None,
-                ne_reason=ne_reason,
-                rule=f"{rule}; {t_rule}" if has_targets else rule,
-                citation=CITE_REAPPEARANCE if reappeared and category is C.PD else CITE_OVERALL,
-                provisional_category=category,
-                missing_targets=missing,
-                reappearance_after_cr=reappeared and category is C.PD,
-                notes=tuple(notes),
-            )
+            {
+                "index": t,
+                "date": tp.date,
+                "category": category,
+                "target": t_cat,
+                "non_target": nt_cat,
+                "new_lesion": new_unequivocal,
+                "sum_mm": current if has_targets else None,
+                "partial_sum_mm": partial if has_targets and current is None else None,
+                "baseline_sum_mm": baseline_sum if has_targets else None,
+                "nadir_sum_mm": nadir_sum if has_targets else None,
+                "change_vs_baseline_pct": percent_change(current, baseline_sum) if has_targets else None,
+                "change_vs_nadir_pct": percent_change(current, nadir_sum) if has_targets else None,
+                "ne_reason": ne_reason,
+                "rule": f"{rule}; {t_rule}" if has_targets else rule,
+                "citation": CITE_REAPPEARANCE if reappeared and category is C.PD else CITE_OVERALL,
+                "provisional_category": category,
+                "missing_targets": missing,
+                "reappearance_after_cr": reappeared and category is C.PD,
+                "notes": tuple(notes),
+            }
         )
 
     # Final responses: an equivocal new lesion confirmed later back-dates PD to its first scan (SPEC §2.7).
     final: list[TimepointAssessment | None] = [None]
     first_pd: int | None = None
-    for t in range(1, len(tps)):
-        step = steps[t]
-        assert step is not None
-        if step.category is not C.PD and _new_lesion_confirmed_later(registry, t):
-            step = _replace(
-                step,
-                category=C.PD,
-                backdated=True,
-                rule=f"PD back-dated: the equivocal new lesion seen here was confirmed later; {step.rule}",
-                citation=CITE_NEW,
+    for t, step in enumerate(steps, start=1):
+        if step["category"] is not C.PD and _new_lesion_confirmed_later(registry, t):
+            step["category"] = C.PD
+            step["backdated"] = True
+            step["rule"] = (
+                f"PD back-dated: the equivocal new lesion seen here was confirmed later; {step['rule']}"
             )
+            step["citation"] = CITE_NEW
         if first_pd is not None:
-            step = _replace(step, post_pd=True)
-        elif step.category is C.PD:
+            step["post_pd"] = True
+        elif step["category"] is C.PD:
             first_pd = t
-        final.append(step)
+        final.append(TimepointAssessment(**step))
 
     window = [s for s in final[1 : (first_pd + 1 if first_pd is not None else len(final))] if s is not None]
     bor, bor_rule = best_overall_response(
@@ -454,12 +452,6 @@ def assess(timeline: Timeline) -> CriterionResult:
         next_thresholds=thresholds,
         notes=("RECIST CR of non-target disease also needs normal tumour markers (outside this tool).",),
     )
-
-
-def _replace(step: TimepointAssessment, **changes: object) -> TimepointAssessment:
-    from dataclasses import replace
-
-    return replace(step, **changes)  # type: ignore[arg-type]
 
 
 _last: tuple[Timeline, CriterionResult] | None = None

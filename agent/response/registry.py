@@ -45,18 +45,20 @@ class Registry:
     first_seen: dict[str, int]
     problems: tuple[TrackingProblem, ...]
 
+    present_new: tuple[tuple[Lesion, ...], ...] = ()  # filled by build_registry (see new_present)
+    unequivocal: tuple[tuple[Lesion, ...], ...] = ()
+    equivocal: tuple[tuple[Lesion, ...], ...] = ()
+
     def new_present(self, t: int) -> tuple[Lesion, ...]:
         """New lesions present at ``t`` (unequivocal or equivocal), nodes only from 10 mm short axis."""
-        return tuple(
-            n for n in self.new_records[t] if n.status is not LesionStatus.ABSENT and counts_as_new(n)
-        )
+        return self.present_new[t]
 
     def unequivocal_new(self, t: int) -> tuple[Lesion, ...]:
         """New lesions present at ``t`` that are unequivocal (they give RECIST PD)."""
-        return tuple(n for n in self.new_present(t) if n.status is LesionStatus.UNEQUIVOCAL)
+        return self.unequivocal[t]
 
     def equivocal_new(self, t: int) -> tuple[Lesion, ...]:
-        return tuple(n for n in self.new_present(t) if n.status is LesionStatus.EQUIVOCAL)
+        return self.equivocal[t]
 
     def problems_at(self, t: int) -> tuple[TrackingProblem, ...]:
         return tuple(p for p in self.problems if p.timepoint == t)
@@ -174,7 +176,14 @@ def build_registry(timeline: Timeline) -> Registry:
         target_records.append(tuple(trec))
         nt_records.append(tuple(nrec))
         new_records.append(tuple(new))
+    present = tuple(
+        tuple(n for n in recs if n.status is not LesionStatus.ABSENT and counts_as_new(n))
+        for recs in new_records
+    )
     return Registry(
+        present_new=present,
+        unequivocal=tuple(tuple(n for n in p if n.status is LesionStatus.UNEQUIVOCAL) for p in present),
+        equivocal=tuple(tuple(n for n in p if n.status is LesionStatus.EQUIVOCAL) for p in present),
         targets=targets,
         non_targets=non_targets,
         target_records=tuple(target_records),
