@@ -8,9 +8,12 @@ exits 0. Runs with no configuration at all (SQLite and spool under ./var, 127.0.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import threading
 from typing import Any
+
+import pydicom.config
 
 from agent.commands import settings_or_exit
 from agent.db import make_engine, session_factory, upgrade
@@ -27,9 +30,23 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def quiet_libraries(level: str) -> None:
+    """Keep raw UIDs out of the log: pydicom and pynetdicom warn about a non-conformant UID with its value.
+
+    The SCP refuses such instances itself and logs the refusal with hashed UIDs; above DEBUG the library
+    warnings are dropped (pydicom does not validate values while decoding command sets).
+    """
+    if level == "DEBUG":
+        return
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    logging.getLogger("pynetdicom").setLevel(logging.ERROR)
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_or_exit(args.config)
     configure_logging(settings.log.level, settings.log.format)
+    quiet_libraries(settings.log.level)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

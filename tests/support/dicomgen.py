@@ -2,7 +2,8 @@
 
 ``make_study`` builds a follow-up liver study of three series: an uncompressed CT series (Explicit VR Little
 Endian), an RLE-compressed CT series (stored as received, never decoded) and a Comprehensive SR with nested
-content (undefined-length sequences). ``dataset_bytes`` returns the part of a DICOM file after its File
+content. The SR's sequences have defined lengths unless ``sr_undefined_lengths``: DCMTK's storescu re-encodes
+undefined-length sequences with explicit lengths on the wire, so only defined lengths travel byte for byte. ``dataset_bytes`` returns the part of a DICOM file after its File
 Meta Information: what travels in a C-STORE and what "byte-identical" compares.
 """
 
@@ -89,7 +90,7 @@ def _ct(study: Study, series_uid: str, index: int, number: int, size: int) -> Da
     return ds
 
 
-def _sr(study: Study, series_uid: str, number: int) -> Dataset:
+def _sr(study: Study, series_uid: str, number: int, undefined_lengths: bool) -> Dataset:
     ds = _base(study, series_uid, ComprehensiveSRStorage, uid(series_uid, "sr"), "SR", number)
     ds.InstanceNumber = 1
     ds.ValueType = "CONTAINER"
@@ -99,7 +100,11 @@ def _sr(study: Study, series_uid: str, number: int) -> Dataset:
     ds.ContentDate = "20240312"
     ds.ContentTime = "110000"
     title = Dataset()
-    title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning = "126000", "DCM", "Imaging Measurement Report"
+    title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning = (
+        "126000",
+        "DCM",
+        "Imaging Measurement Report",
+    )
     ds.ConceptNameCodeSequence = Sequence([title])
     items = []
     for i in range(3):
@@ -122,6 +127,8 @@ def _sr(study: Study, series_uid: str, number: int) -> Dataset:
         group.ContentSequence = Sequence([item])
         items.append(group)
     ds.ContentSequence = Sequence(items)
+    if not undefined_lengths:
+        return ds
     # Undefined lengths, as many SR producers write them: sequences end with delimiters, not byte counts.
     ds["ContentSequence"].is_undefined_length = True
     for group in ds.ContentSequence:
@@ -152,6 +159,7 @@ def make_study(
     birth_date: str = "19610214",
     ct_instances: int = 4,
     ct_size: int = 64,
+    sr_undefined_lengths: bool = False,
 ) -> Study:
     """Three series (CT explicit LE, CT RLE Lossless, Comprehensive SR) written under ``directory``."""
     study = Study(uid(key, "study"), patient_name, patient_id, birth_date)
@@ -166,7 +174,7 @@ def make_study(
         ds.compress(RLELossless, encoding_plugin="pydicom")
         path = save(ds, directory / "s2" / f"rle{i:03d}.dcm", RLELossless)
         study.series.setdefault(rle, []).append(path)
-    study.series[sr] = [save(_sr(study, sr, 3), directory / "s3" / "sr.dcm")]
+    study.series[sr] = [save(_sr(study, sr, 3, sr_undefined_lengths), directory / "s3" / "sr.dcm")]
     study.files = [p for paths in study.series.values() for p in paths]
     return study
 

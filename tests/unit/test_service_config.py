@@ -47,7 +47,12 @@ def test_invalid_values_name_the_field(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    ["dicom:\n  port: [\n", "dicom:\n  ae_title: THIS_TITLE_IS_FAR_TOO_LONG\n", "nonsense_section: 1\n", "- a\n"],
+    [
+        "dicom:\n  port: [\n",
+        "dicom:\n  ae_title: THIS_TITLE_IS_FAR_TOO_LONG\n",
+        "nonsense_section: 1\n",
+        "- a\n",
+    ],
 )
 def test_check_config_exits_2_on_an_invalid_file(tmp_path: Path, content: str) -> None:
     cfg = tmp_path / "bad.yaml"

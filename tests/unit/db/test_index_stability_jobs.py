@@ -122,7 +122,9 @@ def test_claim_lease_expiry_and_finish(sessions) -> None:
     with sessions.begin() as s:
         assert claim(s, (PROCESS_STUDY,), 30, now=T0 + timedelta(seconds=70)) is None  # leased
     with sessions.begin() as s:
-        again = claim(s, (PROCESS_STUDY,), 30, now=T0 + timedelta(seconds=93))  # lease expired: crashed worker
+        again = claim(
+            s, (PROCESS_STUDY,), 30, now=T0 + timedelta(seconds=93)
+        )
         assert again is not None and again.id == job.id and again.attempts == 2
         finish(s, again)
     with sessions.begin() as s:

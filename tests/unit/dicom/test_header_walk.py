@@ -19,7 +19,11 @@ from agent.dicom.header import HeaderError, read_identity
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory):
     return make_study(
-        tmp_path_factory.mktemp("study"), patient_name="Müller^Jörg", ct_instances=2, ct_size=16
+        tmp_path_factory.mktemp("study"),
+        patient_name="Müller^Jörg",
+        ct_instances=2,
+        ct_size=16,
+        sr_undefined_lengths=True,
     )
 
 
