@@ -170,7 +170,7 @@ def _ids(lesions: Iterable[str]) -> str:
 
 
 def _is_liver(lesion: Lesion) -> bool:
-    return lesion.organ.strip().lower() == "liver"
+    return lesion.organ == "liver" or lesion.organ.strip().lower() == "liver"
 
 
 def _organ_key(lesion: Lesion) -> str:
@@ -350,14 +350,16 @@ def interval_too_long(f: Facts) -> Iterator[Alert]:
 
 
 def _disappeared(lesion: Lesion) -> bool:
-    if lesion.status in (LesionStatus.DISAPPEARED, LesionStatus.ABSENT):
+    """Reported gone: a target ``disappeared`` (or measured 0 mm), a non-target or new lesion ``absent``."""
+    status = lesion.status
+    if status is LesionStatus.DISAPPEARED or status is LesionStatus.ABSENT:
         return True
     return (
-        lesion.kind is LesionKind.TARGET
-        and lesion.status is LesionStatus.MEASURED
+        status is LesionStatus.MEASURED
+        and lesion.long_axis_mm == 0
+        and lesion.kind is LesionKind.TARGET
         and not lesion.is_node
         and not lesion.fragments_mm
-        and lesion.long_axis_mm == 0
     )
 
 
@@ -366,10 +368,11 @@ def disappeared_liver_lesion(f: Facts) -> Iterator[Alert]:
     reported: set[str] = set()
     for t in f.followups:
         tp = f.timeline.timepoints[t]
-        first = [
-            les.id for les in tp.lesions if _is_liver(les) and _disappeared(les) and les.id not in reported
-        ]
-        reported.update(les.id for les in tp.lesions if _disappeared(les))
+        gone = [les for les in tp.lesions if _disappeared(les)]
+        if not gone:
+            continue
+        first = [les.id for les in gone if les.id not in reported and _is_liver(les)]
+        reported.update(les.id for les in gone)
         if first and choi.is_ct(tp):
             yield make_alert(
                 "DLM_CT_DISAPPEARED_LIVER_LESION",
@@ -422,11 +425,12 @@ def equivocal_new(f: Facts) -> Iterator[Alert]:
 def target_not_assessed(f: Facts) -> Iterator[Alert]:
     """TARGET_NOT_ASSESSED: a baseline target without a value at a follow-up."""
     for t in f.followups:
-        missing = [
-            base.id
-            for base, record in zip(f.registry.targets, f.registry.target_records[t], strict=True)
-            if recist.target_value(record) is None
-        ]
+        step = f.step(Criterion.RECIST, t)
+        if step is not None:
+            missing = list(step.missing_targets)
+        else:
+            targets, records = f.registry.targets, f.registry.target_records[t]
+            missing = [b.id for b, r in zip(targets, records, strict=True) if recist.target_value(r) is None]
         if missing:
             yield make_alert(
                 "TARGET_NOT_ASSESSED",
@@ -642,14 +646,12 @@ def choi_density_not_evaluable(f: Facts) -> Iterator[Alert]:
     criteria = [c for c in (Criterion.CHOI, Criterion.MCHOI) if c in f.requested and c in f.results]
     if not criteria:
         return
-    timeline = f.timeline
-    target_ids = tuple(lesion.id for lesion in f.registry.targets)
-    phase = timeline.options.choi_density_phase
+    densities = choi.choi_inputs(f.timeline).density
     for t in f.followups:
         if all(f.category(c, t) in (C.CR, C.PD) for c in criteria):
             continue
-        density = choi.paired_density(timeline.baseline, timeline.timepoints[t], target_ids, phase)
-        if not density.evaluable:
+        density = densities[t]
+        if density is not None and not density.evaluable:
             yield make_alert(
                 "CHOI_DENSITY_NOT_EVALUABLE",
                 t,
@@ -660,8 +662,11 @@ def choi_density_not_evaluable(f: Facts) -> Iterator[Alert]:
 
 def _paired_density_drop(f: Facts, t: int) -> choi.PairedDensity | None:
     """Paired target density on comparable CT (same phase per lesion) that fell by at least 15 %."""
-    target_ids = tuple(lesion.id for lesion in f.registry.targets)
-    density = choi.paired_density(f.timeline.baseline, f.timeline.timepoints[t], target_ids, None)
+    registry = f.registry
+    timeline = f.timeline
+    density = choi.paired_density(
+        timeline.baseline, timeline.timepoints[t], registry.targets, registry.target_records[t], None
+    )
     if (
         density.evaluable
         and density.sum_hu is not None

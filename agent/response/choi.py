@@ -10,6 +10,7 @@ Never imports anything but the standard library and ``agent.response``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -81,7 +82,8 @@ def percent_change(value: Decimal, reference: Decimal) -> Decimal | None:
 
 def is_ct(timepoint: TimePoint) -> bool:
     """Choi is validated on CT only (SPEC §4.2)."""
-    return (timepoint.modality or "").strip().upper() == "CT"
+    modality = timepoint.modality
+    return modality == "CT" or (modality or "").strip().upper() == "CT"
 
 
 def is_contrast_enhanced(timepoint: TimePoint, phase: Phase | None) -> bool:
@@ -109,44 +111,47 @@ class PairedDensity:
 
 
 def paired_density(
-    baseline: TimePoint, current: TimePoint, target_ids: tuple[str, ...], phase: Phase | None
+    baseline: TimePoint,
+    current: TimePoint,
+    baseline_records: Sequence[Lesion | None],
+    current_records: Sequence[Lesion | None],
+    phase: Phase | None,
 ) -> PairedDensity:
-    """Pair the targets' mean HU at baseline and now (SPEC §4.2).
+    """Pair the targets' mean HU at baseline and now (SPEC §4.2); records are aligned target by target.
 
     Evaluable only on contrast-enhanced CT at both time points, with every target's ROI in ``phase`` at both
     (``phase=None``: any phase, but the same for a lesion at both time points, the "comparable CT" of the
     ancillary alerts), every target having ``mean_hu`` at both, and a positive baseline density. The density
     is the unweighted mean of the per-lesion means [P].
     """
-    if not target_ids:
+    if not baseline_records:
         return PairedDensity(False, reason="no target lesion")
     if not is_ct(baseline) or not is_ct(current):
         return PairedDensity(False, reason="density (HU) needs CT at both time points")
-    before = {lesion.id: lesion for lesion in baseline.lesions}
-    now = {lesion.id: lesion for lesion in current.lesions}
+    if baseline.contrast is False or current.contrast is False:
+        return PairedDensity(False, reason="density needs contrast-enhanced CT at both time points")
     baseline_sum = Decimal(0)
     current_sum = Decimal(0)
-    for lesion_id in target_ids:
-        b, c = before.get(lesion_id), now.get(lesion_id)
+    for b, c in zip(baseline_records, current_records, strict=True):
         if b is None or c is None or b.mean_hu is None or c.mean_hu is None:
+            lesion_id = b.id if b is not None else "?"
             return PairedDensity(False, reason=f"target {lesion_id} has no mean HU at both time points")
-        b_phase, c_phase = baseline.lesion_phase(b), current.lesion_phase(c)
-        if not is_contrast_enhanced(baseline, b_phase) or not is_contrast_enhanced(current, c_phase):
-            return PairedDensity(False, reason=f"target {lesion_id} not measured on contrast-enhanced CT")
+        b_phase = b.phase if b.phase is not None else baseline.phase
+        c_phase = c.phase if c.phase is not None else current.phase
         wanted = phase if phase is not None else b_phase
-        if b_phase is not wanted or c_phase is not wanted:
+        if b_phase is not wanted or c_phase is not wanted or wanted is None or wanted is Phase.UNENHANCED:
             return PairedDensity(
                 False,
                 reason=(
-                    f"target {lesion_id} density phase {_phase_name(b_phase)} -> {_phase_name(c_phase)}, "
-                    f"needs {_phase_name(wanted)} at both time points"
+                    f"target {b.id} density phase {_phase_name(b_phase)} -> {_phase_name(c_phase)}, "
+                    f"needs {_phase_name(wanted)} contrast phase at both time points"
                 ),
             )
         baseline_sum += b.mean_hu
         current_sum += c.mean_hu
     if baseline_sum <= 0:
         return PairedDensity(False, reason="baseline density is not above 0 HU")
-    return PairedDensity(True, baseline_sum, current_sum, len(target_ids))
+    return PairedDensity(True, baseline_sum, current_sum, len(baseline_records))
 
 
 def _phase_name(phase: Phase | None) -> str:
@@ -155,11 +160,10 @@ def _phase_name(phase: Phase | None) -> str:
 
 def has_intratumoral_nodule(lesions: tuple[Lesion, ...]) -> bool:
     """A new or enlarging intratumoral nodule ("nodule within a mass") in a known tumour is Choi PD [V]."""
-    return any(
-        lesion.kind is not LesionKind.NEW
-        and lesion.intratumoral_nodule in (IntratumoralNodule.NEW, IntratumoralNodule.ENLARGING)
-        for lesion in lesions
-    )
+    for lesion in lesions:
+        if lesion.intratumoral_nodule is not IntratumoralNodule.NONE and lesion.kind is not LesionKind.NEW:
+            return True
+    return False
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -204,54 +208,104 @@ def choi_target_response(
 
 
 @dataclass(frozen=True, slots=True)
-class _Series:
-    """The size sums over the baseline targets at every time point (``None``: a target not assessed)."""
+class ChoiInputs:
+    """Everything Choi and mChoi read from a timeline, per time point (computed once, shared by both).
+
+    ``sums`` is the RECIST 1.1 target sum (``None`` when a target is not assessed); ``nadirs[t]`` the
+    smallest complete sum before ``t`` (baseline included); ``density[t]`` the paired density vs baseline
+    in ``options.choi_density_phase`` (``None`` at the baseline).
+    """
 
     target_ids: tuple[str, ...]
     sums: tuple[Decimal | None, ...]
     partial_sums: tuple[Decimal, ...]
+    nadirs: tuple[Decimal | None, ...]
     all_disappeared: tuple[bool, ...]
     missing: tuple[tuple[str, ...], ...]
+    density: tuple[PairedDensity | None, ...]
+    non_target: tuple[Category, ...]
+    new_lesion: tuple[bool, ...]
+    nodule: tuple[bool, ...]
 
 
-def size_series(timeline: Timeline) -> _Series:
-    """Choi size = the RECIST 1.1 sum of the declared targets at every time point (SPEC §4.1)."""
+def choi_inputs(timeline: Timeline) -> ChoiInputs:
+    """Choi size = the RECIST 1.1 target sum (SPEC §4.1), so the sums, the non-target category, the new
+    lesions and the target CR test are read from the RECIST 1.1 result; density as ``paired_density``.
+    Cached for the last timeline (Choi, mChoi and the alert rules share it)."""
+    global _last
+    cached = _last
+    if cached is not None and cached[0] is timeline:
+        return cached[1]
     registry = registry_of(timeline)
+    rec = recist.assess_cached(timeline)
     targets = registry.targets
-    sums: list[Decimal | None] = []
-    partials: list[Decimal] = []
-    gone: list[bool] = []
-    missing: list[tuple[str, ...]] = []
-    for records in registry.target_records:
-        values = tuple(recist.target_value(r) for r in records)
-        total, partial = recist.target_sum(values)
+    tps = timeline.timepoints
+    phase = timeline.options.choi_density_phase
+    baseline_sum = rec.baseline_sum_mm if targets else None
+    sums: list[Decimal | None] = [baseline_sum]
+    partials: list[Decimal] = [baseline_sum if baseline_sum is not None else Decimal(0)]
+    nadirs: list[Decimal | None] = [None]
+    gone = [False]
+    missing: list[tuple[str, ...]] = [()]
+    density: list[PairedDensity | None] = [None]
+    non_target = [Category.NONE]
+    new_lesion = [False]
+    nodule = [False]
+    low = baseline_sum
+    for t in range(1, len(tps)):
+        step = rec.timepoints[t]
+        assert step is not None
+        total = step.sum_mm
         sums.append(total)
-        partials.append(partial)
-        gone.append(bool(targets) and recist.targets_disappeared(targets, values))
-        missing.append(tuple(t.id for t, v in zip(targets, values, strict=True) if v is None))
-    return _Series(tuple(t.id for t in targets), tuple(sums), tuple(partials), tuple(gone), tuple(missing))
+        partials.append(step.partial_sum_mm if step.partial_sum_mm is not None else total or Decimal(0))
+        nadirs.append(low)
+        if total is not None and low is not None and total < low:
+            low = total
+        gone.append(step.target is Category.CR)
+        missing.append(step.missing_targets)
+        density.append(paired_density(tps[0], tps[t], targets, registry.target_records[t], phase))
+        non_target.append(step.non_target)
+        new_lesion.append(step.new_lesion)
+        nodule.append(has_intratumoral_nodule(tps[t].lesions))
+    inputs = ChoiInputs(
+        target_ids=tuple(b.id for b in targets),
+        sums=tuple(sums),
+        partial_sums=tuple(partials),
+        nadirs=tuple(nadirs),
+        all_disappeared=tuple(gone),
+        missing=tuple(missing),
+        density=tuple(density),
+        non_target=tuple(non_target),
+        new_lesion=tuple(new_lesion),
+        nodule=tuple(nodule),
+    )
+    _last = (timeline, inputs)
+    return inputs
 
 
-def size_reference(series: _Series, index: int, pd_reference: ChoiPdReference) -> Decimal | None:
+_last: tuple[Timeline, ChoiInputs] | None = None
+
+
+def size_reference(inputs: ChoiInputs, index: int, pd_reference: ChoiPdReference) -> Decimal | None:
     """The size the Choi PD test compares with: the nadir before ``index`` (default) or the baseline [P]."""
-    baseline = series.sums[0]
-    if pd_reference is ChoiPdReference.BASELINE or baseline is None:
-        return baseline
-    earlier = [s for s in series.sums[:index] if s is not None]
-    return min(earlier)
+    if pd_reference is ChoiPdReference.BASELINE:
+        return inputs.sums[0]
+    if index < len(inputs.nadirs):
+        return inputs.nadirs[index]
+    complete = [s for s in inputs.sums if s is not None]
+    return min(complete) if complete and inputs.sums[0] is not None else None
 
 
-def choi_timepoint(timeline: Timeline, series: _Series, index: int, modified: bool) -> TimepointAssessment:
+def choi_timepoint(timeline: Timeline, series: ChoiInputs, index: int, modified: bool) -> TimepointAssessment:
     """Choi (or modified Choi) response at follow-up ``index`` (SPEC §4.3)."""
     baseline, current = timeline.baseline, timeline.timepoints[index]
-    options = timeline.options
     citation = CITATION_MCHOI if modified else CITATION_CHOI
     baseline_size, size = series.sums[0], series.sums[index]
-    reference = size_reference(series, index, options.choi_pd_reference)
-    density = paired_density(baseline, current, series.target_ids, options.choi_density_phase)
-    registry = registry_of(timeline)
-    non_target = recist.non_target_response(registry.non_target_records[index])
-    new_lesion = bool(registry.unequivocal_new(index))
+    reference = size_reference(series, index, timeline.options.choi_pd_reference)
+    density = series.density[index]
+    assert density is not None
+    non_target = series.non_target[index]
+    new_lesion = series.new_lesion[index]
 
     def result(
         category: Category, target: Category, rule: str, ne_reason: str | None = None
@@ -288,7 +342,7 @@ def choi_timepoint(timeline: Timeline, series: _Series, index: int, modified: bo
             "choi_no_targets",
             "no measured target at baseline",
         )
-    elif has_intratumoral_nodule(current.lesions):
+    elif series.nodule[index]:
         target, target_rule, target_reason = Category.PD, "choi_pd_intratumoral_nodule", None
     elif size is None or reference is None or baseline_size is None:
         missing = ", ".join(series.missing[index])
@@ -358,7 +412,7 @@ def _days_on_treatment(when: date, treatment_start: date | None) -> int:
     return (when - treatment_start).days if treatment_start is not None else 0
 
 
-def next_thresholds(timeline: Timeline, series: _Series, modified: bool) -> tuple[Threshold, ...]:
+def next_thresholds(timeline: Timeline, series: ChoiInputs, modified: bool) -> tuple[Threshold, ...]:
     """Size and density values at which the next read would change category (SPEC issue: pre-read table).
 
     PR by size at ``<= 0.9 × baseline`` sum, PR by density at ``<= 0.85 × baseline`` mean HU (mChoi: both),
@@ -432,7 +486,7 @@ def baseline_density(timeline: Timeline, target_ids: tuple[str, ...]) -> Decimal
 
 
 def _assess(timeline: Timeline, modified: bool) -> CriterionResult:
-    series = size_series(timeline)
+    series = choi_inputs(timeline)
     followups = tuple(
         choi_timepoint(timeline, series, index, modified) for index in range(1, len(timeline.timepoints))
     )

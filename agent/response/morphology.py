@@ -9,6 +9,7 @@ are RECIST's business. Never imports anything but the standard library and ``age
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.response.model import (
@@ -19,11 +20,11 @@ from agent.response.model import (
     Criterion,
     CriterionResult,
     Lesion,
-    LesionKind,
     Timeline,
     TimePoint,
     TimepointAssessment,
 )
+from agent.response.registry import registry_of
 
 CITATION = (
     "Chun YS et al. JAMA 2009;302:2338-2344 (morphologic criteria); "
@@ -47,7 +48,8 @@ class LesionMorphology:
 
 def is_ct(timepoint: TimePoint) -> bool:
     """Chun (like Choi) is validated on CT only."""
-    return (timepoint.modality or "").strip().upper() == "CT"
+    modality = timepoint.modality
+    return modality == "CT" or (modality or "").strip().upper() == "CT"
 
 
 def morphology_group(lesion: Lesion) -> int | None:
@@ -93,13 +95,9 @@ def worst_lesion_response(responses: list[Category]) -> Category:
     return max(responses, key=_RANK.__getitem__)
 
 
-def liver_targets(baseline: TimePoint) -> tuple[Lesion, ...]:
-    """The liver target lesions declared at baseline: the lesions Chun assesses."""
-    return tuple(
-        lesion
-        for lesion in baseline.lesions
-        if lesion.kind is LesionKind.TARGET and lesion.organ.strip().lower() == "liver"
-    )
+def _is_liver(lesion: Lesion) -> bool:
+    """Chun assesses the liver target lesions declared at baseline."""
+    return lesion.organ == "liver" or lesion.organ.strip().lower() == "liver"
 
 
 def compare_lesion(baseline_lesion: Lesion, current: Lesion | None) -> LesionMorphology:
@@ -131,8 +129,13 @@ def compare_lesion(baseline_lesion: Lesion, current: Lesion | None) -> LesionMor
     return LesionMorphology(baseline_lesion.id, baseline_group, group, response, reason)
 
 
-def chun_timepoint(timeline: Timeline, index: int) -> TimepointAssessment:
-    """Chun response at follow-up ``index``: CT at both time points, all liver targets grouped, worst wins."""
+def chun_timepoint(
+    timeline: Timeline, index: int, targets: Sequence[Lesion], records: Sequence[Lesion | None]
+) -> TimepointAssessment:
+    """Chun response at follow-up ``index``: CT at both time points, all liver targets grouped, worst wins.
+
+    ``targets`` are the baseline liver targets and ``records`` their records at ``index`` (``None``: missing).
+    """
     baseline, current = timeline.baseline, timeline.timepoints[index]
 
     def result(
@@ -154,11 +157,9 @@ def chun_timepoint(timeline: Timeline, index: int) -> TimepointAssessment:
             "chun_ct_only",
             f"Chun is validated on CT only (baseline {baseline.modality}, follow-up {current.modality})",
         )
-    targets = liver_targets(baseline)
     if not targets:
         return result(Category.NE, "chun_liver_targets", "no liver target lesion at baseline")
-    by_id = {lesion.id: lesion for lesion in current.lesions}
-    lesions = [compare_lesion(target, by_id.get(target.id)) for target in targets]
+    lesions = [compare_lesion(target, record) for target, record in zip(targets, records, strict=True)]
     detail = tuple(
         f"{m.lesion_id}: G{m.baseline_group or '?'} -> G{m.group or '?'} = {m.response.value}"
         for m in lesions
@@ -180,7 +181,13 @@ def best_morphologic_response(categories: list[Category]) -> Category:
 
 def assess(timeline: Timeline) -> CriterionResult:
     """Chun morphologic response at every follow-up time point."""
-    followups = tuple(chun_timepoint(timeline, i) for i in range(1, len(timeline.timepoints)))
+    registry = registry_of(timeline)
+    liver = [i for i, lesion in enumerate(registry.targets) if _is_liver(lesion)]
+    targets = [registry.targets[i] for i in liver]
+    followups = tuple(
+        chun_timepoint(timeline, t, targets, [registry.target_records[t][i] for i in liver])
+        for t in range(1, len(timeline.timepoints))
+    )
     bor = best_morphologic_response([tp.category for tp in followups])
     return CriterionResult(
         criterion=Criterion.CHUN,

@@ -132,7 +132,8 @@ def test_missing_hu_or_non_positive_baseline_density_is_not_evaluable() -> None:
 
 def test_unenhanced_ct_density_is_not_evaluable() -> None:
     tl = timeline(visit(t("T1", 50, 40)), visit(t("T1", 50, 30), contrast=False), **GIST)
-    density = choi.paired_density(tl.baseline, tl.timepoints[1], ("T1",), tl.options.choi_density_phase)
+    records = tl.baseline.lesions, tl.timepoints[1].lesions
+    density = choi.paired_density(tl.baseline, tl.timepoints[1], *records, tl.options.choi_density_phase)
     assert not density.evaluable
     assert density.reason is not None and "contrast" in density.reason
 
