@@ -162,12 +162,16 @@ class Agent:
     def store(self, *files: Path, calling: str = "STORESCU", extra: tuple[str, ...] = ("--propose-rle",)):
         # --propose-rle: per SOP class one context for RLE Lossless and one for the uncompressed syntaxes,
         # so each generated file travels in its own transfer syntax and nothing is transcoded.
-        return dcmtk("storescu", *extra, "-aet", calling, "-aec", "LIVERAGENT", "127.0.0.1", self.port, *files)
+        return dcmtk(
+            "storescu", *extra, "-aet", calling, "-aec", "LIVERAGENT", "127.0.0.1", self.port, *files
+        )
 
     def wait_state(self, study_uid: str, state: str, timeout: float = 20) -> bool:
         return wait_until(
-            lambda: self.db_path.exists()
-            and self.scalar("SELECT state FROM studies WHERE study_uid = :u", u=study_uid) == state,
+            lambda: (
+                self.db_path.exists()
+                and self.scalar("SELECT state FROM studies WHERE study_uid = :u", u=study_uid) == state
+            ),
             timeout,
         )
 
