@@ -34,9 +34,20 @@ def send_raw(port: int, path: Path) -> str:
     """Send a file's bytes unchanged with pynetdicom as the peer (DCMTK refuses to send a broken file)."""
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     proc = subprocess.run(
-        [sys.executable, "-c", SEND_RAW, str(port), str(path), ds.SOPClassUID, ds.file_meta.TransferSyntaxUID],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            SEND_RAW,
+            str(port),
+            str(path),
+            ds.SOPClassUID,
+            ds.file_meta.TransferSyntaxUID,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
@@ -161,11 +172,14 @@ def test_sigterm_lets_an_in_flight_association_finish(make_agent, tmp_path: Path
     env_files = [str(p) for p in study.files]
     proc = subprocess.Popen(
         ["storescu", "--propose-rle", "-aec", "LIVERAGENT", "127.0.0.1", str(agent.port), *env_files],
-        env={**os.environ, "TCP_NODELAY": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env={**os.environ, "TCP_NODELAY": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert wait_until(lambda: len(agent.events("scp.stored")) >= 3, 20)
     assert agent.stop(signal.SIGTERM) == 0
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert agent.scalar("SELECT count(*) FROM instances") == len(study.files)
     # The listener no longer accepts once stopped.
