@@ -208,14 +208,18 @@ def _assess(timeline: Timeline, rules: _Rules) -> CriterionResult:
         return _not_applicable(timeline, rules)
     sums = viable_sums(timeline, rules.value)
     baseline = sums[0][0]
-    registry = registry_of(timeline)
-    has_targets = bool(registry.targets)
+    has_targets = bool(registry_of(timeline).targets)
+    rec = recist.assess_cached(timeline)  # non-target and new-lesion categories are RECIST's
     followups: list[TimepointAssessment] = []
+    low = baseline  # nadir: smallest complete viable sum so far (NE visits never set it)
     for index in range(1, len(timeline.timepoints)):
         current, partial = sums[index]
-        nadir = min(s for s, _ in sums[:index] if s is not None) if baseline is not None else None
-        non_target = recist.non_target_response(registry.non_target_records[index])
-        new_lesion = bool(registry.unequivocal_new(index))
+        nadir = low
+        if current is not None and low is not None and current < low:
+            low = current
+        step = rec.timepoints[index]
+        assert step is not None
+        non_target, new_lesion = step.non_target, step.new_lesion
         ne_reason: str | None = None
         if not has_targets:
             target, rule = Category.NONE, f"{rules.name}_no_targets"
