@@ -99,6 +99,8 @@ class PeerSettings(Section):
     # Send our results to this peer.
     store: bool = True
     retrieve_method: Literal["move", "get"] = "move"
+    # C-MOVE destination AE title the peer sends priors to (it must know it); null = our dicom.ae_title.
+    move_destination: str | None = None
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
 
@@ -117,10 +119,67 @@ class UIDSettings(Section):
         return body + "."
 
 
+class APITokenSettings(Section):
+    """A bearer token of the HTTP API, stored only as a hash (``liver-agent web hash-token``)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    # "sha256$<hex>" or "pbkdf2_sha256$<iterations>$<salt>$<hex>".
+    hash: SecretStr
+    # read: GET endpoints; acknowledge: also POST acknowledgements.
+    scopes: list[Literal["read", "acknowledge"]] = Field(default_factory=lambda: ["read"])
+
+
+class WebUserSettings(Section):
+    """A person who may log in to the worklist pages (and see patient names and IDs)."""
+
+    username: str = Field(min_length=1, max_length=64)
+    # pbkdf2_sha256 hash from ``liver-agent web hash-token``.
+    password_hash: SecretStr
+    display_name: str | None = None
+
+
 class WebSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     enabled: bool = True
+    # Bearer tokens accepted by /api/*; none configured means the API refuses every request.
+    tokens: list[APITokenSettings] = Field(default_factory=list)
+    # Users of the worklist pages.
+    users: list[WebUserSettings] = Field(default_factory=list)
+    # Key signing the session cookie; empty draws a random key at start (sessions end with the process).
+    session_secret: SecretStr = SecretStr("")
+    # Lifetime of a login session, in minutes.
+    session_minutes: int = Field(480, ge=1)
+    # Send the session cookie only over HTTPS (set when a TLS proxy fronts the agent).
+    secure_cookies: bool = False
+
+
+class AlertSinkSettings(BaseModel):
+    """One alert destination; ``type`` names a sink class, the other keys are that class's options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # webhook, hl7 or log (agent/alerts/sinks.py lists them).
+    type: str
+    # Severities sent to this sink.
+    severities: list[Literal["critical", "warning", "info"]] = Field(
+        default_factory=lambda: ["critical", "warning", "info"]
+    )
+
+
+class AlertSettings(Section):
+    # Destinations of alerts, by name.
+    sinks: dict[str, AlertSinkSettings] = Field(default_factory=dict)
+    # Seconds between passes of the delivery loop.
+    delivery_interval_s: float = Field(5, gt=0)
+    # Exponential back-off of a failed delivery: first wait, factor, ceiling (seconds).
+    retry_initial_s: float = Field(10, gt=0)
+    retry_factor: float = Field(2, ge=1)
+    retry_max_s: float = Field(900, gt=0)
+    # A delivery still failing this long after it was queued is given up (and raises an operational alert).
+    give_up_after_s: float = Field(86_400, gt=0)
+    # Raise the DISK_LOW operational alert when free space on the spool falls below this many MiB.
+    disk_low_mb: int = Field(2_000, ge=0)
 
 
 class PhaseRuleSettings(Section):
@@ -151,6 +210,96 @@ class SRSettings(Section):
     max_file_mb: float = Field(64, gt=0)
 
 
+def _check_regex(value: str) -> str:
+    import re
+
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from exc
+    return value
+
+
+class ClassifySettings(Section):
+    """Which received studies are liver follow-ups; every other study is marked ``ignored``."""
+
+    # Image modalities that can make a study a liver follow-up.
+    modalities: list[str] = Field(default_factory=lambda: ["CT", "MR"])
+    # Case-insensitive regular expressions; an image series of those modalities matching any one qualifies.
+    body_part_pattern: str = r"abd|liver|leber|foie|hígado|chest.?abd|tap|cap|whole.?body"
+    description_pattern: str = r"liver|hepat|leber|foie|abd|oncolog|follow|restag|\btap\b|\bcap\b|thorax.?abd"
+    # Procedure Code Sequence values (CodeValue, or SCHEME:VALUE) that qualify a study on their own.
+    procedure_codes: list[str] = Field(default_factory=list)
+    # Study or series descriptions matching this exclude the series (empty: none).
+    exclude_pattern: str = r"\b(head|brain|cranial|spine|knee|hand|foot)\b"
+
+    _re = field_validator("body_part_pattern", "description_pattern", "exclude_pattern")(
+        classmethod(lambda cls, v: _check_regex(v))
+    )
+
+
+class PatientRuleSettings(Section):
+    """One rule giving a patient's primary / therapy / criteria; every ``match`` entry must match."""
+
+    # Attribute -> case-insensitive regex. Attributes: patient_id, issuer, study_description,
+    # accession_number, admitting_diagnoses, reason_for_procedure, clinical_trial_protocol_id, procedure_code.
+    match: dict[str, str] = Field(default_factory=dict)
+    primary: str | None = None
+    therapy: list[str] | None = None
+    treatment_start: str | None = None  # YYYY-MM-DD
+    # Explicit criteria (replace the defaults of SPEC §0), e.g. [RECIST1.1, Choi].
+    criteria: list[str] | None = None
+
+
+class AssessSettings(Section):
+    """Where a patient's primary tumour and therapy come from, and hence the criteria (SPEC §0)."""
+
+    # Rules by patient or study attributes; first match wins, then built-in detection, then the defaults.
+    rules: list[PatientRuleSettings] = Field(default_factory=list)
+    # Detect primary / therapy from the study's own text (description, admitting diagnoses, reason).
+    detect_from_study: bool = True
+    default_primary: str = "unknown"
+    default_therapy: list[str] = Field(default_factory=list)
+    # Therapy names that mean immune checkpoint inhibition (iRECIST is added).
+    immunotherapy: list[str] = Field(
+        default_factory=lambda: [
+            "immunotherapy", "checkpoint", "pembrolizumab", "nivolumab", "ipilimumab", "atezolizumab",
+            "durvalumab", "avelumab", "cemiplimab", "tremelimumab", "dostarlimab",
+        ]
+    )
+
+
+class PipelineSettings(Section):
+    # Run the study worker inside ``serve``.
+    enabled: bool = True
+    # Seconds between looks for claimable jobs.
+    poll_interval_s: float = Field(2, gt=0)
+    # A claimed job is claimed again by another worker when its lease expires (crash recovery).
+    lease_s: float = Field(300, gt=0)
+    # Attempts before a failing job stays failed; a failed attempt waits ``retry_after_s``.
+    max_attempts: int = Field(5, ge=1)
+    retry_after_s: float = Field(60, ge=0)
+    # Prior studies searched on the PACS: this many years back, these modalities.
+    prior_years: float = Field(3, gt=0)
+    prior_modalities: list[str] = Field(default_factory=lambda: ["CT", "MR", "SR"])
+    # Directory of the objects we write (SR, summary), kept until delivered and afterwards.
+    results_dir: Path = Path("var/results")
+    classify: ClassifySettings = Field(default_factory=ClassifySettings)
+    assess: AssessSettings = Field(default_factory=AssessSettings)
+
+
+class OutboxSettings(Section):
+    # Seconds between delivery rounds.
+    interval_s: float = Field(5, gt=0)
+    # Retry back-off: first wait, doubling per failure, capped (dcm4chee-like 30 s .. 10 min).
+    backoff_initial_s: float = Field(30, gt=0)
+    backoff_max_s: float = Field(600, gt=0)
+    # A delivery still pending after this long raises an operational alert (the object is kept).
+    give_up_after_s: float = Field(86_400, gt=0)
+    # Objects sent per association.
+    batch: int = Field(50, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LIVER_AGENT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -165,6 +314,9 @@ class Settings(BaseSettings):
     uids: UIDSettings = Field(default_factory=UIDSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     sr: SRSettings = Field(default_factory=SRSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -218,6 +370,10 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
     data = settings.model_dump(mode="json")
     url = settings.database.url.get_secret_value()
     data["database"]["url"] = _mask_url(url)
+    for sink in data.get("alerts", {}).get("sinks", {}).values():
+        for key in sink:
+            if "secret" in key or "password" in key:
+                sink[key] = "**********"
     return data
 
 
