@@ -177,7 +177,90 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A failed attempt is retried no earlier than this (None: at once).
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     study: Mapped[Study | None] = relationship(back_populates="jobs")
+
+
+class ResultKind(enum.StrEnum):
+    PRE_READ = "pre_read"  # the current study has images only: prior table and thresholds for the read
+    FINAL = "final"  # the current study has measurements: its response
+
+
+class OutputVersion(Base):
+    """One version of our output for a study: the SR and summary we wrote, and what they were made from.
+
+    ``digest`` identifies the inputs; the same inputs map to the same version, hence the same SOP Instance
+    UIDs, so re-running a study never produces a second object in the PACS. Exactly one row per study is
+    ``current``; a newer version lists the earlier SR as its predecessor.
+    """
+
+    __tablename__ = "output_versions"
+    __table_args__ = (
+        UniqueConstraint("study_pk", "version", name="uq_output_versions_study_pk_version"),
+        UniqueConstraint("study_pk", "digest", name="uq_output_versions_study_pk_digest"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str] = mapped_column(String(64))
+    current: Mapped[bool] = mapped_column(default=True)
+    series_uid: Mapped[str] = mapped_column(String(UID_LEN))
+    sr_sop_uid: Mapped[str] = mapped_column(String(UID_LEN))
+    summary_sop_uid: Mapped[str | None] = mapped_column(String(UID_LEN))
+    # JSON: the assessment and the inputs used (SR instance UIDs, criteria, context).
+    detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    QUARANTINED = "quarantined"  # permanent failure status: waits for an operator (``outbox retry``)
+
+
+class OutboxItem(Base):
+    """One object to deliver to one destination; a row is never deleted."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("destination", "sop_uid", name="uq_outbox_destination_sop_uid"),
+        Index("ix_outbox_state_next", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    study_pk: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), index=True)
+    output_pk: Mapped[int | None] = mapped_column(ForeignKey("output_versions.id"))
+    sop_uid: Mapped[str] = mapped_column(String(UID_LEN))
+    sop_class_uid: Mapped[str] = mapped_column(String(UID_LEN))
+    path: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # When the give-up alert was raised (delivery still pending after outbox.give_up_after_s).
+    alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class OperationalAlert(Base):
+    """Something an operator must look at (a quarantined or long-undelivered object, a failing job)."""
+
+    __tablename__ = "operational_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(48))
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    study_pk: Mapped[int | None] = mapped_column(ForeignKey("studies.id"))
+    outbox_pk: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
