@@ -537,7 +537,8 @@ def borderline_threshold(f: Facts) -> Iterator[Alert]:
 # --------------------------------------------------------------------------------------------------------
 # iRECIST (SPEC §3)
 
-_IRECIST_RESPONSE = (C.ICR, C.IPR, C.ISD, C.INN)
+#: SPEC §9.1 lists iSD/iPR/iCR; iNN (non-target-only disease) is left out as written.
+_IRECIST_RESPONSE = (C.ICR, C.IPR, C.ISD)
 
 
 def _iupd_opens_episode(categories: list[Category | None], t: int) -> bool:
@@ -566,7 +567,7 @@ def irecist_first_iupd_recist_pd(f: Facts) -> Iterator[Alert]:
 
 
 def pseudoprogression(f: Facts) -> Iterator[Alert]:
-    """DISC_PSEUDOPROGRESSION: iCR/iPR/iSD/iNN directly after an iUPD (NE visits skipped)."""
+    """DISC_PSEUDOPROGRESSION: iCR/iPR/iSD directly after an iUPD (NE visits skipped)."""
     if not f.compared(Criterion.IRECIST):
         return
     categories = f.results[Criterion.IRECIST].categories()
