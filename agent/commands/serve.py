@@ -43,6 +43,28 @@ def quiet_libraries(level: str) -> None:
     logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
+def add_pipeline(monitor: StabilityMonitor, settings: Any, sessions: Any, scp: StoreSCP) -> None:
+    """The study worker and the delivery outbox run on the stability monitor's scheduler."""
+    from agent.pipeline.outbox import OutboxRunner
+    from agent.pipeline.process import Deps, Worker
+
+    if settings.pipeline.enabled:
+        worker = Worker(Deps(settings, sessions, store_handler=scp._on_store))
+        monitor.scheduler.add_job(
+            worker.tick,
+            "interval",
+            seconds=settings.pipeline.poll_interval_s,
+            id="worker",
+            max_instances=1,
+            coalesce=True,
+        )
+    runner = OutboxRunner(sessions, settings.peers, settings.dicom.ae_title, settings.outbox)
+    interval = settings.outbox.interval_s
+    monitor.scheduler.add_job(
+        runner.tick, "interval", seconds=interval, id="outbox", max_instances=1, coalesce=True
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_or_exit(args.config)
     configure_logging(settings.log.level, settings.log.format)
@@ -76,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         log.error("scp.start_failed", error=type(exc).__name__, detail=str(exc)[:300])
         return 1
+    add_pipeline(monitor, settings, sessions, scp)
     monitor.start()
     log.info("agent.started", spool=str(spool.root), database=engine.dialect.name)
     try:

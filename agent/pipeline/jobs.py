@@ -8,8 +8,9 @@ serialised anyway, a compare-and-set on the row's state and lease does the same 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,6 +71,7 @@ def claim(
         select(Job.id, Job.state, Job.lease_until)
         .outerjoin(Study, Study.id == Job.study_pk)
         .where(Job.kind.in_(kinds), claimable)
+        .where(or_(Job.not_before.is_(None), Job.not_before <= now))
         .where(or_(Job.study_pk.is_(None), Study.state != StudyState.RECEIVING.value))
         .order_by(Job.id)
     )
@@ -86,7 +88,7 @@ def claim(
                 updated_at=now,
             ).execution_options(synchronize_session=False)
         )
-        if result.rowcount == 1:
+        if cast(CursorResult[Any], result).rowcount == 1:
             job = session.get(Job, job_id, populate_existing=True)
             assert job is not None
             log.info("job.claimed", job=job.id, kind=job.kind, attempt=job.attempts)
@@ -102,6 +104,26 @@ def finish(session: Session, job: Job, error: str | None = None, now: datetime |
     job.lease_until = None
     job.updated_at = now
     log.info("job.finished", job=job.id, kind=job.kind, state=job.state)
+
+
+def renew(session: Session, job: Job, lease_s: float, now: datetime | None = None) -> None:
+    """Extend a claimed job's lease (a long step must not let another worker take the job over)."""
+    now = now or utcnow()
+    job.lease_until = now + timedelta(seconds=lease_s)
+    job.updated_at = now
+
+
+def retry_later(
+    session: Session, job: Job, error: str, delay_s: float, now: datetime | None = None
+) -> None:
+    """Give a claimed job back as pending, claimable again ``delay_s`` from now. The caller commits."""
+    now = now or utcnow()
+    job.state = JobState.PENDING.value
+    job.last_error = error
+    job.lease_until = None
+    job.not_before = now + timedelta(seconds=delay_s)
+    job.updated_at = now
+    log.info("job.retry_later", job=job.id, kind=job.kind, attempt=job.attempts, delay_s=delay_s)
 
 
 def log_enqueued(job: Job, study_uid: str | None) -> None:

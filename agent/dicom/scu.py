@@ -1,0 +1,392 @@
+"""The agent as a DICOM client of the PACS: C-ECHO, C-FIND, C-MOVE / C-GET of prior SRs, C-STORE of results.
+
+Every association uses the destination's own settings (``agent.config.PeerSettings``: AE title, host, port,
+timeouts, maximum PDU) and has Nagle's algorithm off on its socket. Failures are split in two, because the
+outbox treats them differently:
+
+* :class:`TransientError`: no association (refused, rejected, unreachable), timeout, abort. Retry later.
+* a DICOM failure status returned by the peer: :func:`classify_status` says whether it is worth retrying
+  (out of resources, resource limitation) or permanent (the peer refuses this object).
+
+Nothing here touches the database; retrieved instances are handed to a caller-supplied C-STORE handler
+(C-GET) or arrive at our own listener (C-MOVE).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role, evt
+from pynetdicom.association import Association
+
+from agent.config import PeerSettings
+from agent.log import get_logger
+
+log = get_logger(__name__)
+
+Verification = "1.2.840.10008.1.1"
+StudyRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.2.1"
+StudyRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.2.2"
+StudyRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.2.3"
+UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+# SR storage classes we accept as C-GET storage SCP (the prior reports).
+SR_STORAGE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+    "1.2.840.10008.5.1.4.1.1.88.35",  # Extensible SR
+)
+SUCCESS_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
+# Failure statuses that say "not now" rather than "never": out of resources, resource limitation,
+# duplicate invocation.
+TRANSIENT_STATUSES = {0x0210, 0x0213}
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+def classify_status(status: int | None) -> Outcome:
+    """Success (and warnings), a failure worth retrying, or a permanent refusal."""
+    if status is None:
+        return Outcome.TRANSIENT
+    if status in SUCCESS_STATUSES:
+        return Outcome.OK
+    if status in TRANSIENT_STATUSES or 0xA700 <= status <= 0xA7FF:
+        return Outcome.TRANSIENT
+    return Outcome.PERMANENT
+
+
+class SCUError(Exception):
+    """A DICOM operation with a peer did not complete."""
+
+
+class TransientError(SCUError):
+    """No association, a timeout or an abort: the same request may well succeed later."""
+
+
+class StatusError(SCUError):
+    """The peer answered with a failure status."""
+
+    def __init__(self, operation: str, status: int) -> None:
+        super().__init__(f"{operation}: status 0x{status:04X}")
+        self.status = status
+        self.outcome = classify_status(status)
+
+
+@dataclass(frozen=True, slots=True)
+class StudyMatch:
+    study_uid: str
+    study_date: str | None
+    modalities: tuple[str, ...]
+    description: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceMatch:
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveResult:
+    completed: int
+    failed: int
+    warning: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreItem:
+    path: Path
+    sop_class_uid: str
+    sop_uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    item: StoreItem
+    outcome: Outcome
+    status: int | None
+    detail: str
+
+
+def _set_nodelay(assoc: Association) -> None:
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _status(ds: Dataset | None) -> int | None:
+    return int(ds.Status) if ds is not None and "Status" in ds else None
+
+
+def _dicom_date(d: date) -> str:
+    return d.strftime("%Y%m%d")
+
+
+class PeerClient:
+    """Operations against one configured peer; each call opens and releases its own association."""
+
+    def __init__(self, name: str, peer: PeerSettings, calling_aet: str) -> None:
+        self.name = name
+        self.peer = peer
+        self.calling_aet = calling_aet
+
+    def _ae(self) -> AE:
+        ae = AE(ae_title=self.calling_aet)
+        ae.acse_timeout = self.peer.acse_timeout_s
+        ae.dimse_timeout = self.peer.dimse_timeout_s
+        ae.network_timeout = self.peer.network_timeout_s
+        ae.connection_timeout = self.peer.acse_timeout_s
+        ae.maximum_pdu_size = self.peer.max_pdu
+        return ae
+
+    @contextlib.contextmanager
+    def _association(
+        self, ae: AE, ext_neg: list[Any] | None = None, handlers: list[Any] | None = None
+    ) -> Iterator[Association]:
+        p = self.peer
+        try:
+            assoc = ae.associate(p.host, p.port, ae_title=p.ae_title, ext_neg=ext_neg, evt_handlers=handlers)
+        except (OSError, RuntimeError) as exc:
+            raise TransientError(f"{self.name}: cannot associate ({type(exc).__name__})") from exc
+        if not assoc.is_established:
+            reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no association"
+            raise TransientError(f"{self.name}: {reason}")
+        _set_nodelay(assoc)
+        try:
+            yield assoc
+        finally:
+            if assoc.is_established:
+                assoc.release()
+            else:
+                with contextlib.suppress(Exception):
+                    assoc.abort()
+
+    def _check_alive(self, assoc: Association, operation: str) -> None:
+        if not assoc.is_established:
+            raise TransientError(f"{self.name}: {operation}: association lost (timeout or abort)")
+
+    # -- verification ------------------------------------------------------------------------------------
+
+    def echo(self) -> None:
+        ae = self._ae()
+        ae.add_requested_context(Verification)
+        with self._association(ae) as assoc:
+            status = _status(assoc.send_c_echo())
+            self._check_alive(assoc, "C-ECHO")
+        if status != 0x0000:
+            raise StatusError("C-ECHO", status if status is not None else 0xFFFF)
+
+    # -- query -------------------------------------------------------------------------------------------
+
+    def _find(self, identifier: Dataset) -> list[Dataset]:
+        ae = self._ae()
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        out: list[Dataset] = []
+        with self._association(ae) as assoc:
+            for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+                code = _status(status)
+                if code is None:
+                    raise TransientError(f"{self.name}: C-FIND: no response (timeout or abort)")
+                if code in (0xFF00, 0xFF01):
+                    if ds is not None:
+                        out.append(ds)
+                elif code != 0x0000:
+                    raise StatusError("C-FIND", code)
+            self._check_alive(assoc, "C-FIND")
+        return out
+
+    def find_studies(
+        self,
+        patient_id: str,
+        issuer: str | None,
+        since: date | None,
+        until: date | None,
+        modalities: Sequence[str],
+    ) -> list[StudyMatch]:
+        """Studies of the patient (Patient ID, plus Issuer when known) in the date window with a modality."""
+        q = Dataset()
+        q.QueryRetrieveLevel = "STUDY"
+        q.PatientID = patient_id
+        if issuer:
+            q.IssuerOfPatientID = issuer
+        q.StudyInstanceUID = ""
+        q.StudyDate = f"{_dicom_date(since) if since else ''}-{_dicom_date(until) if until else ''}"
+        if q.StudyDate == "-":
+            q.StudyDate = ""
+        q.ModalitiesInStudy = list(modalities) if modalities else ""
+        q.StudyDescription = ""
+        wanted = {m.upper() for m in modalities}
+        matches = []
+        for ds in self._find(q):
+            uid = str(ds.get("StudyInstanceUID", "") or "")
+            if not uid:
+                continue
+            mods_value = ds.get("ModalitiesInStudy", "") or []
+            mods = tuple(
+                str(m) for m in (mods_value if isinstance(mods_value, list | tuple) else [mods_value])
+            )
+            mods = tuple(m for m in mods if m)
+            # Peers that ignore the modality key are filtered here; an empty list is kept (unknown).
+            if wanted and mods and not wanted.intersection(m.upper() for m in mods):
+                continue
+            matches.append(
+                StudyMatch(
+                    study_uid=uid,
+                    study_date=str(ds.get("StudyDate", "") or "") or None,
+                    modalities=mods,
+                    description=str(ds.get("StudyDescription", "") or "") or None,
+                )
+            )
+        return matches
+
+    def find_sr_instances(self, study_uid: str) -> list[InstanceMatch]:
+        """The SR instances of a study: series level (Modality SR), then instance level for each series."""
+        q = Dataset()
+        q.QueryRetrieveLevel = "SERIES"
+        q.StudyInstanceUID = study_uid
+        q.SeriesInstanceUID = ""
+        q.Modality = "SR"
+        series = [str(ds.SeriesInstanceUID) for ds in self._find(q) if ds.get("SeriesInstanceUID")]
+        out: list[InstanceMatch] = []
+        for series_uid in series:
+            q = Dataset()
+            q.QueryRetrieveLevel = "IMAGE"
+            q.StudyInstanceUID = study_uid
+            q.SeriesInstanceUID = series_uid
+            q.SOPInstanceUID = ""
+            q.SOPClassUID = ""
+            for ds in self._find(q):
+                sop = str(ds.get("SOPInstanceUID", "") or "")
+                if sop:
+                    out.append(
+                        InstanceMatch(
+                            study_uid, series_uid, sop, str(ds.get("SOPClassUID", "") or "") or None
+                        )
+                    )
+        return out
+
+    # -- retrieve ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _retrieve_identifiers(instances: Sequence[InstanceMatch]) -> Iterator[Dataset]:
+        by_series: dict[tuple[str, str], list[str]] = {}
+        for inst in instances:
+            by_series.setdefault((inst.study_uid, inst.series_uid), []).append(inst.sop_uid)
+        for (study_uid, series_uid), sops in by_series.items():
+            q = Dataset()
+            q.QueryRetrieveLevel = "IMAGE"
+            q.StudyInstanceUID = study_uid
+            q.SeriesInstanceUID = series_uid
+            q.SOPInstanceUID = sops if len(sops) > 1 else sops[0]
+            yield q
+
+    def _retrieve_responses(self, responses: Any, operation: str) -> RetrieveResult:
+        completed = failed = warning = 0
+        final: int | None = None
+        for status, _ds in responses:
+            code = _status(status)
+            if code is None:
+                raise TransientError(f"{self.name}: {operation}: no response (timeout or abort)")
+            final = code
+            if code in (0xFF00, 0xFF01):
+                continue
+            completed += int(status.get("NumberOfCompletedSuboperations", 0) or 0)
+            failed += int(status.get("NumberOfFailedSuboperations", 0) or 0)
+            warning += int(status.get("NumberOfWarningSuboperations", 0) or 0)
+        if final is None:
+            raise TransientError(f"{self.name}: {operation}: no final response")
+        if final not in (0x0000, 0xB000) and classify_status(final) is not Outcome.OK:
+            raise StatusError(operation, final)
+        return RetrieveResult(completed, failed, warning)
+
+    def move(self, instances: Sequence[InstanceMatch], destination: str) -> RetrieveResult:
+        """C-MOVE the instances to ``destination`` (our own AE: they arrive at our listener)."""
+        if not instances:
+            return RetrieveResult(0, 0, 0)
+        ae = self._ae()
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        total = RetrieveResult(0, 0, 0)
+        with self._association(ae) as assoc:
+            for q in self._retrieve_identifiers(instances):
+                r = self._retrieve_responses(
+                    assoc.send_c_move(q, destination, StudyRootQueryRetrieveInformationModelMove), "C-MOVE"
+                )
+                total = RetrieveResult(
+                    total.completed + r.completed, total.failed + r.failed, total.warning + r.warning
+                )
+            self._check_alive(assoc, "C-MOVE")
+        return total
+
+    def get(self, instances: Sequence[InstanceMatch], on_store: Callable[[Any], int]) -> RetrieveResult:
+        """C-GET the instances; each arrives on this association and is handed to ``on_store(event)``."""
+        if not instances:
+            return RetrieveResult(0, 0, 0)
+        ae = self._ae()
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        classes = sorted({i.sop_class_uid for i in instances if i.sop_class_uid} | set(SR_STORAGE_CLASSES))
+        roles = []
+        for uid in classes:
+            ae.add_requested_context(uid, list(UNCOMPRESSED))
+            roles.append(build_role(uid, scp_role=True))
+        total = RetrieveResult(0, 0, 0)
+        with self._association(ae, ext_neg=roles, handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
+            for q in self._retrieve_identifiers(instances):
+                r = self._retrieve_responses(
+                    assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet), "C-GET"
+                )
+                total = RetrieveResult(
+                    total.completed + r.completed, total.failed + r.failed, total.warning + r.warning
+                )
+            self._check_alive(assoc, "C-GET")
+        return total
+
+    # -- store -------------------------------------------------------------------------------------------
+
+    def store(self, items: Sequence[StoreItem]) -> list[StoreResult]:
+        """C-STORE each file over one association; one result per item, in order.
+
+        Raises :class:`TransientError` when no association can be made at all. An item whose SOP class the
+        peer did not accept gets a permanent outcome; items left when the association drops are transient.
+        """
+        if not items:
+            return []
+        ae = self._ae()
+        for uid in dict.fromkeys(i.sop_class_uid for i in items):
+            ae.add_requested_context(uid, list(UNCOMPRESSED))
+        results: list[StoreResult] = []
+        with self._association(ae) as assoc:
+            accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
+            for item in items:
+                if not assoc.is_established:
+                    results.append(StoreResult(item, Outcome.TRANSIENT, None, "association lost"))
+                    continue
+                if item.sop_class_uid not in accepted:
+                    results.append(
+                        StoreResult(item, Outcome.PERMANENT, None, "SOP class not accepted by peer")
+                    )
+                    continue
+                try:
+                    rsp = assoc.send_c_store(item.path)
+                except (OSError, ValueError) as exc:
+                    results.append(StoreResult(item, Outcome.PERMANENT, None, f"cannot send file: {exc}"))
+                    continue
+                code = _status(rsp)
+                detail = "no response (timeout or abort)" if code is None else f"status 0x{code:04X}"
+                results.append(StoreResult(item, classify_status(code), code, detail))
+        return results

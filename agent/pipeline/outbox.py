@@ -1,0 +1,312 @@
+"""The delivery outbox: every object we send is a durable row until the destination has confirmed it.
+
+* :func:`queue` adds one row per (destination, SOP Instance UID); queueing the same object again is a no-op,
+  so a re-run never sends a second copy of what is already delivered or waiting.
+* :func:`deliver_due` sends what is due, one association per destination. Success (and warning statuses)
+  marks the row delivered. A transient failure (no association, timeout, abort, out of resources) schedules
+  the next attempt with exponential back-off: ``backoff_initial_s`` doubling, capped at ``backoff_max_s``
+  (dcm4chee's 30 s .. 10 min by default). A permanent failure status quarantines the row and raises an
+  operational alert; ``liver-agent outbox retry`` sends it again. A row still pending ``give_up_after_s``
+  after it was queued raises one operational alert and keeps being retried: nothing is ever dropped.
+* State lives in the database only, so a restart resumes where the last run stopped. A crash between the
+  peer's success and our commit re-sends the same SOP Instance UID, which a PACS stores as the same object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.config import OutboxSettings, PeerSettings
+from agent.db.models import OperationalAlert, OutboxItem, OutboxState, utcnow
+from agent.dicom.scu import Outcome, PeerClient, StoreItem, TransientError
+from agent.log import get_logger, uid_hash
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundObject:
+    path: Path
+    sop_class_uid: str
+    sop_uid: str
+
+
+def backoff_s(attempts: int, settings: OutboxSettings) -> float:
+    """Wait after the ``attempts``-th failed attempt (1-based): initial, doubling, capped."""
+    exponent = max(0, attempts - 1)
+    if exponent > 60:
+        return settings.backoff_max_s
+    return float(min(settings.backoff_initial_s * (2**exponent), settings.backoff_max_s))
+
+
+def store_destinations(peers: dict[str, PeerSettings]) -> list[str]:
+    return [name for name, peer in peers.items() if peer.store]
+
+
+def queue(
+    session: Session,
+    destinations: Sequence[str],
+    objects: Sequence[OutboundObject],
+    study_pk: int | None,
+    output_pk: int | None,
+    now: datetime | None = None,
+) -> int:
+    """Add a pending row per destination and object unless one exists; returns the rows added."""
+    now = now or utcnow()
+    added = 0
+    for dest in destinations:
+        for obj in objects:
+            exists = session.execute(
+                select(OutboxItem.id).where(OutboxItem.destination == dest, OutboxItem.sop_uid == obj.sop_uid)
+            ).scalar()
+            if exists is not None:
+                continue
+            session.add(
+                OutboxItem(
+                    destination=dest,
+                    study_pk=study_pk,
+                    output_pk=output_pk,
+                    sop_uid=obj.sop_uid,
+                    sop_class_uid=obj.sop_class_uid,
+                    path=str(obj.path),
+                    state=OutboxState.PENDING.value,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+            added += 1
+    session.flush()
+    return added
+
+
+def _alert(session: Session, item: OutboxItem, code: str, severity: str, message: str, now: datetime) -> None:
+    session.add(
+        OperationalAlert(
+            code=code,
+            severity=severity,
+            message=message,
+            study_pk=item.study_pk,
+            outbox_pk=item.id,
+            created_at=now,
+        )
+    )
+    log.warning("outbox.alert", code=code, item=item.id, destination=item.destination)
+
+
+@dataclass
+class DeliveryRound:
+    delivered: int = 0
+    retried: int = 0
+    quarantined: int = 0
+
+
+def deliver_due(
+    sessions: sessionmaker[Session],
+    peers: dict[str, PeerSettings],
+    calling_aet: str,
+    settings: OutboxSettings,
+    now: datetime | None = None,
+) -> DeliveryRound:
+    """One delivery round over every destination with due rows."""
+    now = now or utcnow()
+    summary = DeliveryRound()
+    _raise_give_up_alerts(sessions, settings, now)
+    with sessions() as session:
+        destinations = list(
+            session.execute(
+                select(OutboxItem.destination)
+                .where(OutboxItem.state == OutboxState.PENDING.value, OutboxItem.next_attempt_at <= now)
+                .distinct()
+            ).scalars()
+        )
+    for dest in destinations:
+        peer = peers.get(dest)
+        if peer is None:
+            log.warning("outbox.unknown_destination", destination=dest)
+            continue
+        with sessions() as session:
+            rows = (
+                session.execute(
+                    select(OutboxItem)
+                    .where(
+                        OutboxItem.destination == dest,
+                        OutboxItem.state == OutboxState.PENDING.value,
+                        OutboxItem.next_attempt_at <= now,
+                    )
+                    .order_by(OutboxItem.id)
+                    .limit(settings.batch)
+                )
+                .scalars()
+                .all()
+            )
+            snapshot = [(r.id, StoreItem(Path(r.path), r.sop_class_uid, r.sop_uid)) for r in rows]
+        _deliver_batch(sessions, PeerClient(dest, peer, calling_aet), snapshot, settings, summary)
+    return summary
+
+
+def _deliver_batch(
+    sessions: sessionmaker[Session],
+    client: PeerClient,
+    batch: list[tuple[int, StoreItem]],
+    settings: OutboxSettings,
+    summary: DeliveryRound,
+) -> None:
+    missing = [(pk, it) for pk, it in batch if not it.path.is_file()]
+    present = [(pk, it) for pk, it in batch if it.path.is_file()]
+    outcomes: dict[int, tuple[Outcome, int | None, str]] = {
+        pk: (Outcome.PERMANENT, None, "file missing from the results directory") for pk, _ in missing
+    }
+    started = utcnow()
+    if present:
+        try:
+            results = client.store([it for _, it in present])
+            for (pk, _), res in zip(present, results, strict=True):
+                outcomes[pk] = (res.outcome, res.status, res.detail)
+        except TransientError as exc:
+            for pk, _ in present:
+                outcomes[pk] = (Outcome.TRANSIENT, None, str(exc))
+    end = utcnow()
+    with sessions.begin() as session:
+        for pk, (outcome, status, detail) in outcomes.items():
+            item = session.get(OutboxItem, pk)
+            if item is None or item.state != OutboxState.PENDING.value:
+                continue
+            item.attempts += 1
+            item.last_attempt_at = end
+            item.last_status = status
+            if outcome is Outcome.OK:
+                item.state = OutboxState.DELIVERED.value
+                item.delivered_at = end
+                item.last_error = None
+                summary.delivered += 1
+                log.info(
+                    "outbox.delivered",
+                    item=item.id,
+                    destination=item.destination,
+                    sop=uid_hash(item.sop_uid),
+                    attempts=item.attempts,
+                    ms=round((end - started).total_seconds() * 1000, 1),
+                )
+            elif outcome is Outcome.TRANSIENT:
+                wait = backoff_s(item.attempts, settings)
+                item.next_attempt_at = end + timedelta(seconds=wait)
+                item.last_error = detail[:500]
+                summary.retried += 1
+                log.warning(
+                    "outbox.retry_later",
+                    item=item.id,
+                    destination=item.destination,
+                    attempts=item.attempts,
+                    wait_s=wait,
+                    reason=detail[:200],
+                )
+            else:
+                item.state = OutboxState.QUARANTINED.value
+                item.last_error = detail[:500]
+                summary.quarantined += 1
+                _alert(
+                    session,
+                    item,
+                    "OUTBOX_QUARANTINED",
+                    "critical",
+                    f"{item.destination} refused object {item.id} ({detail}); it is kept in quarantine, "
+                    "'liver-agent outbox retry' sends it again",
+                    end,
+                )
+
+
+def _raise_give_up_alerts(sessions: sessionmaker[Session], settings: OutboxSettings, now: datetime) -> None:
+    cutoff = now - timedelta(seconds=settings.give_up_after_s)
+    with sessions.begin() as session:
+        overdue = (
+            session.execute(
+                select(OutboxItem).where(
+                    OutboxItem.state == OutboxState.PENDING.value,
+                    OutboxItem.created_at <= cutoff,
+                    OutboxItem.alerted_at.is_(None),
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for item in overdue:
+            item.alerted_at = now
+            _alert(
+                session,
+                item,
+                "OUTBOX_UNDELIVERED",
+                "critical",
+                f"object {item.id} for {item.destination} still undelivered after "
+                f"{settings.give_up_after_s:.0f} s ({item.attempts} attempts; "
+                f"last: {item.last_error or '-'}); "
+                "still retrying",
+                now,
+            )
+
+
+def retry(session: Session, ids: Sequence[int] | None = None, now: datetime | None = None) -> int:
+    """Make quarantined (and waiting) rows due now: all of them, or those in ``ids``. Returns the count."""
+    now = now or utcnow()
+    query = select(OutboxItem).where(
+        OutboxItem.state.in_((OutboxState.PENDING.value, OutboxState.QUARANTINED.value))
+    )
+    if ids:
+        query = query.where(OutboxItem.id.in_(list(ids)))
+    n = 0
+    for item in session.execute(query).scalars():
+        item.state = OutboxState.PENDING.value
+        item.next_attempt_at = now
+        n += 1
+    return n
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxDepth:
+    pending: int
+    quarantined: int
+    delivered: int
+    oldest_pending: datetime | None
+
+
+def depth(session: Session) -> OutboxDepth:
+    counts = dict(
+        session.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state)).tuples().all()
+    )
+    oldest = session.execute(
+        select(func.min(OutboxItem.created_at)).where(OutboxItem.state == OutboxState.PENDING.value)
+    ).scalar()
+    return OutboxDepth(
+        pending=counts.get(OutboxState.PENDING.value, 0),
+        quarantined=counts.get(OutboxState.QUARANTINED.value, 0),
+        delivered=counts.get(OutboxState.DELIVERED.value, 0),
+        oldest_pending=oldest,
+    )
+
+
+class OutboxRunner:
+    """The scheduler's delivery tick."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        peers: dict[str, PeerSettings],
+        calling_aet: str,
+        settings: OutboxSettings,
+    ) -> None:
+        self.sessions = sessions
+        self.peers = peers
+        self.calling_aet = calling_aet
+        self.settings = settings
+
+    def tick(self) -> None:
+        try:
+            deliver_due(self.sessions, self.peers, self.calling_aet, self.settings)
+        except Exception as exc:  # the next tick retries; the scheduler must keep running
+            log.error("outbox.round_failed", error=type(exc).__name__, detail=str(exc)[:200])

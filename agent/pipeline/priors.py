@@ -1,0 +1,154 @@
+"""Gather a patient's measurement SRs: the local index first, then the PACS.
+
+1. **Local**: every SR instance of the patient already in the index (the PACS routed it to us, or an
+   earlier run retrieved it), in any of the patient's studies, the current one included.
+2. **PACS**: on each peer configured for query/retrieve, C-FIND (Study Root) the patient's studies (Patient
+   ID, plus Issuer of Patient ID when known) in the window ``pipeline.prior_years`` before the current
+   study, modalities ``pipeline.prior_modalities``; then series level (Modality SR) and instance level; the SR
+   instances not held locally are retrieved by C-MOVE to our own AE (they arrive at our listener and are
+   indexed like any other instance) or by C-GET (handed to the same C-STORE handler on the C-GET
+   association).
+
+Our own output (SOP Instance UIDs under ``uids.org_root``) is never an input.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.config import Settings
+from agent.db.models import Instance, Series, Study
+from agent.dicom.scu import InstanceMatch, PeerClient
+from agent.log import get_logger, uid_hash
+
+log = get_logger(__name__)
+
+SR_ROOT = "1.2.840.10008.5.1.4.1.1.88."
+
+
+class StoreHandler(Protocol):
+    def __call__(self, event: Any) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSR:
+    study_uid: str
+    study_date: str | None
+    sop_uid: str
+    path: Path
+
+
+@dataclass
+class PriorSearch:
+    reports: list[LocalSR]
+    studies_found: int = 0
+    retrieved: int = 0
+    find_s: float = 0.0
+    retrieve_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def is_ours(sop_uid: str, org_root: str) -> bool:
+    return sop_uid.startswith(org_root)
+
+
+def local_srs(session: Session, patient_pk: int, spool_root: Path, org_root: str) -> list[LocalSR]:
+    rows = session.execute(
+        select(Study.study_uid, Study.study_date, Instance.sop_uid, Instance.path)
+        .join(Series, Series.study_pk == Study.id)
+        .join(Instance, Instance.series_pk == Series.id)
+        .where(Study.patient_pk == patient_pk, Instance.sop_class_uid.startswith(SR_ROOT))
+        .order_by(Study.study_date, Instance.sop_uid)
+    ).all()
+    return [
+        LocalSR(study_uid, study_date, sop_uid, spool_root / path)
+        for study_uid, study_date, sop_uid, path in rows
+        if not is_ours(sop_uid, org_root)
+    ]
+
+
+def _parse_date(value: str | None) -> date | None:
+    if not value or len(value) < 8:
+        return None
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+    except ValueError:
+        return None
+
+
+def gather(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    *,
+    patient_pk: int,
+    patient_id: str,
+    issuer: str | None,
+    study_uid: str,
+    study_date: str | None,
+    store_handler: StoreHandler | None,
+) -> PriorSearch:
+    """All usable SRs of the patient after looking in the index and on every query/retrieve peer.
+
+    Raises :class:`agent.dicom.scu.SCUError` when a peer cannot be queried or retrieval fails: the caller
+    retries the job later rather than assessing without the priors.
+    """
+    spool_root = Path(settings.storage.spool_dir)
+    org_root = settings.uids.org_root
+    with sessions() as session:
+        local = local_srs(session, patient_pk, spool_root, org_root)
+    known = {r.sop_uid for r in local}
+    search = PriorSearch(reports=local)
+    until = _parse_date(study_date) or date.today()
+    since = until - timedelta(days=round(365.25 * settings.pipeline.prior_years))
+    for name, peer in settings.peers.items():
+        if not peer.query_retrieve:
+            continue
+        client = PeerClient(name, peer, settings.dicom.ae_title)
+        t0 = time.perf_counter()
+        studies = client.find_studies(
+            patient_id, issuer or None, since, until, settings.pipeline.prior_modalities
+        )
+        wanted: list[InstanceMatch] = []
+        for match in studies:
+            if match.modalities and "SR" not in {m.upper() for m in match.modalities}:
+                continue
+            for inst in client.find_sr_instances(match.study_uid):
+                if inst.sop_uid in known or is_ours(inst.sop_uid, org_root):
+                    continue
+                known.add(inst.sop_uid)
+                wanted.append(inst)
+        search.find_s += time.perf_counter() - t0
+        search.studies_found += len(studies)
+        if not wanted:
+            continue
+        t0 = time.perf_counter()
+        if peer.retrieve_method == "get":
+            if store_handler is None:
+                raise RuntimeError("C-GET retrieval needs a C-STORE handler")
+            result = client.get(wanted, store_handler)
+        else:
+            result = client.move(wanted, peer.move_destination or settings.dicom.ae_title)
+        search.retrieve_s += time.perf_counter() - t0
+        search.retrieved += result.completed
+        if result.failed:
+            search.warnings.append(f"{name}: {result.failed} prior SR(s) could not be retrieved")
+        log.info(
+            "priors.retrieved",
+            peer=name,
+            method=peer.retrieve_method,
+            study=uid_hash(study_uid),
+            wanted=len(wanted),
+            completed=result.completed,
+            failed=result.failed,
+        )
+    if search.retrieved:
+        with sessions() as session:
+            search.reports = local_srs(session, patient_pk, spool_root, org_root)
+    return search

@@ -1,0 +1,652 @@
+"""Process one stable study: classify, gather priors, read and track, assess, write, queue for delivery.
+
+The worker (:class:`Worker`, an APScheduler tick in ``serve``) claims ``process_study`` job rows from the
+durable queue (``jobs.claim``: ``SKIP LOCKED`` on PostgreSQL, a compare-and-set lease on SQLite; a job whose
+worker died is claimed again when its lease expires) and runs :func:`process_study`:
+
+1. **Classify** (``pipeline.classify``): the study is a liver follow-up when one of its image series of an
+   accepted modality matches the body-part or description patterns (study or series description), or its
+   Procedure Code Sequence holds a configured code, and is not excluded. Otherwise the study is ``ignored``.
+   A study holding no image at all (only SRs, e.g. priors we retrieved) is ignored too.
+2. **Priors** (``agent.pipeline.priors``): local index first, then the PACS.
+3. **Read and track** (``agent.sr.read``, ``agent.pipeline.tracking``): one time point per study up to the
+   current one. The current study has a time point only when a measurement SR for it has arrived: then the
+   result is ``final``; otherwise it is a ``pre_read`` (the prior table and the thresholds for this read).
+4. **Assess** (``agent.response.table``) with the criteria chosen for the patient (:func:`choose_context`).
+5. **Write** the response SR and the summary (``agent.sr.write``), then in one transaction record the output
+   version, queue one outbox row per object and store destination, and mark the study ``done``.
+
+Idempotence: the inputs (SR instances used, kind, patient context, criteria) are hashed; the same digest
+maps to the same output version, whose SOP Instance UIDs derive from the study UID and the version under
+``uids.org_root``. Re-running a study with unchanged inputs writes and sends nothing new; changed inputs (the
+radiologist's SR arrived) make version n+1, whose SR lists version n in Predecessor Documents Sequence.
+
+Where the patient's primary tumour and therapy come from (:func:`choose_context`): the first rule of
+``pipeline.assess.rules`` whose ``match`` patterns all match the patient / study attributes; else, with
+``detect_from_study``, words in the study's own text (Study Description, Admitting Diagnoses, Reason for the
+Requested Procedure: "GIST", "HCC", "colorectal", an immunotherapy drug, "bevacizumab"); else the defaults.
+The criteria then follow SPEC §0: RECIST 1.1 always; + Choi for GIST; + Chun for CRC on bevacizumab; +
+iRECIST on immunotherapy; mRECIST and EASL for HCC. A rule may list its criteria explicitly instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent import __version__
+from agent.config import AssessSettings, ClassifySettings, Settings
+from agent.db.models import (
+    Instance,
+    Job,
+    OperationalAlert,
+    OutputVersion,
+    Patient,
+    ResultKind,
+    Series,
+    Study,
+    StudyState,
+    utcnow,
+)
+from agent.dicom.scu import SCUError
+from agent.log import get_logger, uid_hash
+from agent.pipeline import jobs, outbox
+from agent.pipeline.priors import LocalSR, StoreHandler, gather
+from agent.pipeline.tracking import ReportInput, TrackedTimeline, TrackingError, build_timeline
+from agent.response.model import Assessment, Context, Criterion, Phase
+from agent.response.table import assess_timeline
+from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesInfo, study_context
+from agent.sr.observations import observations
+from agent.sr.read import Limits, SRReadError, read_sr, require_measurements
+
+log = get_logger(__name__)
+
+IMAGE_MODALITIES_DEFAULT = ("CT", "MR")
+_HEADER_TAGS = [
+    "StudyDescription",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "ProcedureCodeSequence",
+    "AdmittingDiagnosesDescription",
+    "RequestAttributesSequence",
+    "ClinicalTrialProtocolID",
+    "IssuerOfPatientID",
+    "AccessionNumber",
+    "SliceThickness",
+    "ContrastBolusAgent",
+    "ContrastBolusRoute",
+    "Modality",
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# 1. Classification
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesFacts:
+    series_uid: str
+    modality: str
+    body_part: str
+    study_description: str
+    series_description: str
+    procedure_codes: tuple[str, ...]
+    attributes: dict[str, str]
+    slice_thickness_mm: str | None
+    contrast_agent: str | None
+    contrast_route: str | None
+
+
+def _text(ds: Any, keyword: str) -> str:
+    value = ds.get(keyword, "") if ds is not None else ""
+    if isinstance(value, pydicom.multival.MultiValue | list):
+        return " ".join(str(v) for v in value)
+    return str(value or "")
+
+
+def read_series_facts(path: Path, series_uid: str, modality: str) -> SeriesFacts:
+    """The classification and context attributes of a series, from the header of one of its files."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except Exception:  # an unreadable file classifies on what the index knows
+        ds = None
+    codes: list[str] = []
+    for item in (ds.get("ProcedureCodeSequence", []) if ds is not None else []) or []:
+        value = str(item.get("CodeValue", "") or "")
+        scheme = str(item.get("CodingSchemeDesignator", "") or "")
+        if value:
+            codes += [value, f"{scheme}:{value}"]
+    reason = ""
+    for item in (ds.get("RequestAttributesSequence", []) if ds is not None else []) or []:
+        reason += " " + _text(item, "ReasonForTheRequestedProcedure")
+        reason += " " + _text(item, "RequestedProcedureDescription")
+    attrs = {
+        "study_description": _text(ds, "StudyDescription"),
+        "admitting_diagnoses": _text(ds, "AdmittingDiagnosesDescription"),
+        "reason_for_procedure": reason.strip(),
+        "clinical_trial_protocol_id": _text(ds, "ClinicalTrialProtocolID"),
+        "accession_number": _text(ds, "AccessionNumber"),
+        "procedure_code": " ".join(codes),
+    }
+    thickness = _text(ds, "SliceThickness") or None
+    return SeriesFacts(
+        series_uid=series_uid,
+        modality=(_text(ds, "Modality") or modality or "").upper(),
+        body_part=_text(ds, "BodyPartExamined"),
+        study_description=attrs["study_description"],
+        series_description=_text(ds, "SeriesDescription"),
+        procedure_codes=tuple(codes),
+        attributes=attrs,
+        slice_thickness_mm=thickness,
+        contrast_agent=_text(ds, "ContrastBolusAgent") or None,
+        contrast_route=_text(ds, "ContrastBolusRoute") or None,
+    )
+
+
+def _search(pattern: str, text: str) -> bool:
+    return bool(pattern) and bool(text) and re.search(pattern, text, re.IGNORECASE) is not None
+
+
+def classify(series: Sequence[SeriesFacts], rules: ClassifySettings) -> tuple[bool, str]:
+    """(liver follow-up?, reason)."""
+    modalities = {m.upper() for m in rules.modalities}
+    images = [s for s in series if s.modality in modalities]
+    if not images:
+        return False, "no image series of an accepted modality"
+    codes = set(rules.procedure_codes)
+    for s in images:
+        descriptions = f"{s.study_description} {s.series_description}"
+        if _search(rules.exclude_pattern, descriptions):
+            continue
+        if codes and codes.intersection(s.procedure_codes):
+            return True, "procedure code"
+        if _search(rules.body_part_pattern, s.body_part.replace("_", " ")):
+            return True, "body part"
+        if _search(rules.description_pattern, descriptions):
+            return True, "description"
+    return False, "no series matches the liver follow-up rules"
+
+
+# --------------------------------------------------------------------------------------------------------
+# 4. Patient context and criteria (SPEC §0)
+
+_PRIMARY_WORDS = (
+    ("GIST", r"\bGIST\b|gastro-?intestinal stromal"),
+    ("HCC", r"\bHCC\b|hepatocellular"),
+    ("CRC", r"\bCRC\b|\bCRLM\b|colo-?rectal|\bcolon\b|\brectal\b"),
+)
+_BEVACIZUMAB = r"bevacizumab|avastin"
+
+
+def choose_context(attrs: dict[str, str], settings: AssessSettings) -> Context:
+    """The patient's primary, therapy and criteria from the config rules, the study's text or defaults."""
+    primary: str | None = None
+    therapy: list[str] | None = None
+    start: date | None = None
+    explicit: list[str] | None = None
+    for rule in settings.rules:
+        if all(_search(pattern, attrs.get(key, "")) for key, pattern in rule.match.items()):
+            primary, therapy, explicit = rule.primary, rule.therapy, rule.criteria
+            if rule.treatment_start:
+                start = date.fromisoformat(rule.treatment_start)
+            break
+    text = " ".join(
+        attrs.get(k, "") for k in ("study_description", "admitting_diagnoses", "reason_for_procedure")
+    )
+    if settings.detect_from_study:
+        if primary is None:
+            primary = next((name for name, pattern in _PRIMARY_WORDS if _search(pattern, text)), None)
+        if therapy is None:
+            found = [t for t in settings.immunotherapy if _search(rf"\b{re.escape(t)}\b", text)]
+            if _search(_BEVACIZUMAB, text):
+                found.append("bevacizumab")
+            therapy = found or None
+    primary = primary or settings.default_primary
+    therapy = therapy if therapy is not None else list(settings.default_therapy)
+    if explicit:
+        criteria = tuple(dict.fromkeys(Criterion(c) for c in explicit))
+    else:
+        criteria = default_criteria(primary, therapy, settings.immunotherapy)
+    return Context(treatment_start=start, primary=primary, therapy=tuple(therapy), criteria=criteria)
+
+
+def default_criteria(
+    primary: str, therapy: Sequence[str], immunotherapy: Sequence[str]
+) -> tuple[Criterion, ...]:
+    """SPEC §0: RECIST 1.1; + Choi (GIST), Chun (CRC on bevacizumab), iRECIST (immunotherapy), mRECIST/EASL (HCC)."""
+    p = primary.upper()
+    lowered = {t.lower() for t in therapy}
+    out = [Criterion.RECIST]
+    if p == "GIST":
+        out.append(Criterion.CHOI)
+    if p in ("CRC", "CRLM") and any(re.search(_BEVACIZUMAB, t) for t in lowered):
+        out.append(Criterion.CHUN)
+    if lowered.intersection(i.lower() for i in immunotherapy):
+        out.append(Criterion.IRECIST)
+    if p == "HCC":
+        out += [Criterion.MRECIST, Criterion.EASL]
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Stable UIDs and digests
+
+
+def stable_uid(org_root: str, *parts: object) -> str:
+    """A UID under ``org_root`` derived from ``parts``: the same parts always give the same UID."""
+    room = 64 - len(org_root)
+    digest = int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest(), 16)
+    return f"{org_root}{digest % (10 ** min(room, 30)) or 1}"
+
+
+def inputs_digest(kind: str, context: Context, sr_uids: Sequence[str], study_uid: str) -> str:
+    data = {
+        "agent": __version__,
+        "study": study_uid,
+        "kind": kind,
+        "srs": sorted(sr_uids),
+        "primary": context.primary,
+        "therapy": list(context.therapy),
+        "start": context.treatment_start.isoformat() if context.treatment_start else None,
+        "criteria": [c.value for c in context.criteria],
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------
+# 5. Writing (the SR writer, agent.sr.write)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """Everything the SR writer needs for one output version."""
+
+    tracked: TrackedTimeline
+    assessment: Assessment
+    pre_read: bool
+    study_uid: str
+    series_uid: str
+    sr_sop_uid: str
+    summary_sop_uid: str
+    version: int
+    predecessor: tuple[str, str, str, str] | None  # (study, series, SOP class, SOP instance) of version n-1
+    out_dir: Path
+    org_root: str
+    current_image: Path | None  # one image of the current study, for the patient/study header
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    objects: tuple[outbox.OutboundObject, ...]
+
+
+def write_outputs(req: WriteRequest) -> Written:
+    """Write the response SR and the summary of ``req`` into ``req.out_dir`` (agent.sr.write)."""
+    from agent.sr import write as sr_write  # the writer lives in the SR layer
+
+    return sr_write_outputs(sr_write, req)
+
+
+def sr_write_outputs(sr_write: Any, req: WriteRequest) -> Written:
+    req.out_dir.mkdir(parents=True, exist_ok=True)
+    result = sr_write.write_response_sr(req)
+    objects = []
+    for path in result:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        objects.append(outbox.OutboundObject(Path(path), str(ds.SOPClassUID), str(ds.SOPInstanceUID)))
+    return Written(tuple(objects))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The whole run
+
+
+class RetryLater(Exception):
+    """A transient problem (PACS unreachable): the job goes back to the queue."""
+
+
+@dataclass
+class Outcome:
+    state: str
+    reason: str = ""
+    kind: str | None = None
+    version: int | None = None
+    new_version: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    store_handler: StoreHandler | None = None
+
+
+def _lookup(sessions: sessionmaker[Session]) -> Any:
+    cache: dict[str, SeriesInfo | None] = {}
+
+    def lookup(study_uid: str | None, series_uid: str | None, sop_uid: str | None) -> SeriesInfo | None:
+        key = series_uid or sop_uid or ""
+        if key in cache:
+            return cache[key]
+        with sessions() as session:
+            query = select(
+                Series.series_uid, Series.modality, Series.description, Study.study_uid, Study.study_date
+            )
+            query = query.join(Study, Study.id == Series.study_pk)
+            if series_uid:
+                query = query.where(Series.series_uid == series_uid)
+            elif sop_uid:
+                query = query.join(Instance, Instance.series_pk == Series.id).where(
+                    Instance.sop_uid == sop_uid
+                )
+            else:
+                return None
+            row = session.execute(query).first()
+        info = None
+        if row is not None:
+            info = SeriesInfo(
+                study_uid=row.study_uid,
+                series_uid=row.series_uid,
+                study_date=_to_date(row.study_date),
+                modality=row.modality,
+                series_description=row.description,
+            )
+        cache[key] = info
+        return info
+
+    return lookup
+
+
+def _to_date(value: str | None) -> date | None:
+    if not value or len(value) < 8:
+        return None
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+    except ValueError:
+        return None
+
+
+def read_inputs(
+    reports: Sequence[LocalSR], settings: Settings, lookup: Any, current_date: str | None
+) -> tuple[list[ReportInput], list[str]]:
+    """Readable measurement SRs up to the current study's date (later studies are not priors)."""
+    sr = settings.sr
+    rules = [PhaseRule(r.pattern, Phase(r.phase)) for r in sr.phase_rules] or list(DEFAULT_PHASE_RULES)
+    limits = Limits(
+        max_depth=sr.max_depth, max_items=sr.max_items, max_file_bytes=int(sr.max_file_mb * 1024 * 1024)
+    )
+    items: list[ReportInput] = []
+    warnings: list[str] = []
+    for local in reports:
+        if current_date and local.study_date and local.study_date > current_date:
+            continue
+        try:
+            report = require_measurements(read_sr(local.path, limits=limits))
+        except SRReadError as exc:
+            warnings.append(f"{uid_hash(local.sop_uid)}: {exc.reason}")
+            continue
+        ctx = study_context(report, lookup, rules)
+        obs, obs_warnings = observations(report, lookup, rules)
+        warns = list(report.warnings) + list(ctx.warnings) + obs_warnings
+        items.append(ReportInput(report, ctx, tuple(obs), tuple(dict.fromkeys(warns))))
+    return items, warnings
+
+
+def process_study(deps: Deps, study_pk: int) -> Outcome:
+    """Run the pipeline for one study (the caller owns the job row and the study's final state)."""
+    settings, sessions = deps.settings, deps.sessions
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    spool_root = Path(settings.storage.spool_dir)
+    with sessions() as session:
+        study = session.get(Study, study_pk)
+        assert study is not None
+        patient = session.get(Patient, study.patient_pk)
+        assert patient is not None
+        rows = session.execute(
+            select(Series.series_uid, Series.modality, func.min(Instance.path))
+            .join(Instance, Instance.series_pk == Series.id)
+            .where(Series.study_pk == study_pk)
+            .group_by(Series.series_uid, Series.modality)
+        ).all()
+        study_uid, study_date = study.study_uid, study.study_date
+        patient_id, issuer = patient.patient_id, patient.issuer
+    org_root = settings.uids.org_root
+    facts = [
+        read_series_facts(spool_root / path, series_uid, modality or "")
+        for series_uid, modality, path in rows
+        if modality and modality.upper() != "SR"
+    ]
+    liver, reason = classify(facts, settings.pipeline.classify)
+    timings["classify"] = time.perf_counter() - t0
+    if not liver:
+        return Outcome(StudyState.IGNORED.value, reason, timings=timings)
+
+    try:
+        search = gather(
+            sessions,
+            settings,
+            patient_pk=study.patient_pk,
+            patient_id=patient_id,
+            issuer=issuer,
+            study_uid=study_uid,
+            study_date=study_date,
+            store_handler=deps.store_handler,
+        )
+    except SCUError as exc:
+        raise RetryLater(str(exc)) from exc
+    timings["find"] = search.find_s
+    timings["retrieve"] = search.retrieve_s
+
+    t0 = time.perf_counter()
+    lookup = _lookup(sessions)
+    items, read_warnings = read_inputs(search.reports, settings, lookup, study_date)
+    attrs = dict(facts[0].attributes) if facts else {}
+    attrs.update(patient_id=patient_id, issuer=issuer or "")
+    context = choose_context(attrs, settings.pipeline.assess)
+    timings["read"] = time.perf_counter() - t0
+    if not items:
+        return Outcome(StudyState.DONE.value, "no measurement SR for this patient yet", timings=timings)
+
+    t0 = time.perf_counter()
+    try:
+        tracked = build_timeline(items, context, link_distance_mm=settings.sr.link_distance_mm)
+    except TrackingError as exc:
+        return Outcome(StudyState.FAILED.value, f"tracking: {exc}", timings=timings)
+    has_current = any(tp.study_uid == study_uid for tp in tracked.timepoints)
+    kind = ResultKind.FINAL if has_current else ResultKind.PRE_READ
+    assessment = assess_timeline(tracked.timeline())
+    timings["assess"] = time.perf_counter() - t0
+
+    sr_uids = [
+        w.report.sop_instance_uid or "" for tp in tracked.timepoints for w in [tp.report, *tp.superseded]
+    ]
+    digest = inputs_digest(kind.value, context, sr_uids, study_uid)
+    t0 = time.perf_counter()
+    with sessions() as session:
+        existing = session.execute(
+            select(OutputVersion).where(OutputVersion.study_pk == study_pk, OutputVersion.digest == digest)
+        ).scalar_one_or_none()
+        previous = session.execute(
+            select(OutputVersion)
+            .where(OutputVersion.study_pk == study_pk)
+            .order_by(OutputVersion.version.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        first_image = session.execute(
+            select(Instance.path)
+            .join(Series, Series.id == Instance.series_pk)
+            .where(Series.study_pk == study_pk, Series.modality != "SR")
+            .order_by(Instance.id)
+            .limit(1)
+        ).scalar()
+    version = existing.version if existing else (previous.version + 1 if previous else 1)
+    out_dir = Path(settings.pipeline.results_dir) / study_uid / f"v{version}"
+    series_uid = stable_uid(org_root, study_uid, version, "series")
+    sr_sop = stable_uid(org_root, study_uid, version, "sr")
+    summary_sop = stable_uid(org_root, study_uid, version, "summary")
+    predecessor = None
+    if previous is not None and previous.version != version:
+        predecessor = (study_uid, previous.series_uid, "1.2.840.10008.5.1.4.1.1.88.33", previous.sr_sop_uid)
+    request = WriteRequest(
+        tracked=tracked,
+        assessment=assessment,
+        pre_read=kind is ResultKind.PRE_READ,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sr_sop_uid=sr_sop,
+        summary_sop_uid=summary_sop,
+        version=version,
+        predecessor=predecessor,
+        out_dir=out_dir,
+        org_root=org_root,
+        current_image=spool_root / first_image if first_image else None,
+    )
+    written = write_outputs(request)
+    timings["write"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    detail = {
+        "kind": kind.value,
+        "context": {"primary": context.primary, "therapy": list(context.therapy)},
+        "criteria": [c.value for c in context.criteria],
+        "inputs": sorted(sr_uids),
+        "warnings": read_warnings + search.warnings,
+        "objects": [str(o.path) for o in written.objects],
+    }
+    with sessions.begin() as session:
+        row = session.execute(
+            select(OutputVersion).where(OutputVersion.study_pk == study_pk, OutputVersion.digest == digest)
+        ).scalar_one_or_none()
+        new_version = row is None
+        if row is None:
+            row = OutputVersion(
+                study_pk=study_pk,
+                version=version,
+                kind=kind.value,
+                digest=digest,
+                current=True,
+                series_uid=series_uid,
+                sr_sop_uid=sr_sop,
+                summary_sop_uid=summary_sop,
+                detail=json.dumps(detail),
+                created_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+        session.execute(
+            update(OutputVersion)
+            .where(OutputVersion.study_pk == study_pk, OutputVersion.id != row.id)
+            .values(current=False)
+        )
+        row.current = True
+        destinations = outbox.store_destinations(settings.peers)
+        queued = outbox.queue(session, destinations, written.objects, study_pk, row.id)
+    timings["queue"] = time.perf_counter() - t0
+    log.info(
+        "pipeline.output",
+        study=uid_hash(study_uid),
+        kind=kind.value,
+        version=version,
+        new_version=new_version,
+        queued=queued,
+        timepoints=len(tracked.timepoints),
+        criteria=",".join(c.value for c in context.criteria),
+    )
+    return Outcome(
+        StudyState.DONE.value, kind=kind.value, version=version, new_version=new_version, timings=timings
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# The worker
+
+
+class Worker:
+    """Claims ``process_study`` jobs and runs them; the scheduler calls :meth:`tick`."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    def tick(self) -> None:
+        try:
+            while self.run_one():
+                pass
+        except Exception as exc:  # the next tick retries; the scheduler must keep running
+            log.error("pipeline.tick_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    def run_one(self) -> bool:
+        """Claim and run one job; False when there was nothing to claim."""
+        ps = self.deps.settings.pipeline
+        sessions = self.deps.sessions
+        with sessions.begin() as session:
+            job = jobs.claim(session, (jobs.PROCESS_STUDY,), ps.lease_s)
+            if job is None:
+                return False
+            job_id, study_pk, attempts = job.id, job.study_pk, job.attempts
+            if study_pk is not None:
+                session.execute(
+                    update(Study)
+                    .where(Study.id == study_pk, Study.state != StudyState.RECEIVING.value)
+                    .values(state=StudyState.PROCESSING.value, updated_at=utcnow())
+                )
+        assert study_pk is not None
+        started = time.perf_counter()
+        try:
+            outcome = process_study(self.deps, study_pk)
+            error = None
+        except RetryLater as exc:
+            outcome, error = None, str(exc)
+        except Exception as exc:  # one bad study must not stop the worker
+            log.error("pipeline.failed", job=job_id, error=type(exc).__name__, detail=str(exc)[:300])
+            outcome, error = None, f"{type(exc).__name__}: {exc}"[:500]
+        with sessions.begin() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            if outcome is None and attempts < ps.max_attempts:
+                jobs.retry_later(session, job, error or "", ps.retry_after_s)
+                final_state = StudyState.STABLE.value
+            elif outcome is None:
+                jobs.finish(session, job, error or "failed")
+                final_state = StudyState.FAILED.value
+                session.add(
+                    OperationalAlert(
+                        code="STUDY_FAILED",
+                        severity="warning",
+                        message=f"study processing failed after {attempts} attempts: {error}",
+                        study_pk=study_pk,
+                        created_at=utcnow(),
+                    )
+                )
+            else:
+                jobs.finish(
+                    session, job, outcome.reason if outcome.state == StudyState.FAILED.value else None
+                )
+                final_state = outcome.state
+            # An instance that arrived meanwhile left the study receiving: the next run will see it.
+            session.execute(
+                update(Study)
+                .where(Study.id == study_pk, Study.state == StudyState.PROCESSING.value)
+                .values(state=final_state, updated_at=utcnow())
+            )
+        log.info(
+            "pipeline.finished",
+            job=job_id,
+            state=final_state,
+            reason=(outcome.reason if outcome else error or "")[:200],
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            **{f"{k}_ms": round(v * 1000, 1) for k, v in (outcome.timings.items() if outcome else [])},
+        )
+        return True
