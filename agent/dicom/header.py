@@ -79,6 +79,10 @@ _TEXT = frozenset(
 )
 
 
+# Person Name component and group delimiters ("^", "="), as the byte values pydicom expects.
+_PN_DELIMITERS = {0x5E, 0x3D}
+
+
 class HeaderError(ValueError):
     """The bytes are not a complete little-endian DICOM dataset."""
 
@@ -140,6 +144,7 @@ def _walk(
     """
     if depth > MAX_DEPTH:
         raise HeaderError("sequences nested too deeply")
+    previous = -1
     while pos < end:
         if pos + 8 > end:
             raise HeaderError(f"truncated element header at offset {pos}")
@@ -151,6 +156,9 @@ def _walk(
             return pos + 8
         if group == 0xFFFE:
             raise HeaderError(f"unexpected item tag at offset {pos}")
+        if tag <= previous:
+            raise HeaderError(f"elements out of order at offset {pos}")
+        previous = tag
         if implicit:
             vr = b""
             pos += 8
@@ -161,7 +169,7 @@ def _walk(
                     raise HeaderError(f"truncated element header at offset {pos}")
                 (length,) = _LEN32.unpack_from(buf, pos + 8)
                 pos += 12
-            elif not (vr[0:1].isalpha() and vr[1:2].isalpha()):
+            elif not (vr.isalpha() and vr.isupper()):
                 raise HeaderError(f"invalid VR at offset {pos}")
             else:
                 pos += 8
@@ -235,7 +243,7 @@ def _identity(values: dict[int, bytes]) -> Identity:
         if raw is None:
             return None
         if tag in _TEXT:
-            text = decode_bytes(raw, encodings, {"^", "="} if tag == PATIENT_NAME else set())
+            text = decode_bytes(raw, encodings, _PN_DELIMITERS if tag == PATIENT_NAME else set())
         else:
             text = raw.decode("ascii", "replace")
         text = text.strip(" \x00")

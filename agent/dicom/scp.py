@@ -18,7 +18,7 @@ import ssl
 import struct
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext, build_context
@@ -219,11 +219,14 @@ class StoreSCP:
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ABORTED, self._on_aborted),
         ]
-        server = self.ae.make_server(
-            (self.settings.host, self.settings.port),
-            evt_handlers=handlers,
-            ssl_context=self.ssl_context(),
-            server_class=NoDelayAssociationServer,
+        server = cast(
+            NoDelayAssociationServer,
+            self.ae.make_server(
+                (self.settings.host, self.settings.port),
+                evt_handlers=handlers,
+                ssl_context=self.ssl_context(),
+                server_class=NoDelayAssociationServer,
+            ),
         )
         self.ae._servers.append(server)
         self._thread = threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True)

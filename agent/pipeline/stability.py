@@ -9,9 +9,10 @@ durable ``process_study`` job row, in the same transaction as its state change.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.config import StabilitySettings
@@ -47,7 +48,7 @@ def mark_stable(
                 .values(state=StudyState.STABLE.value, stable_at=now, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount != 1:
+            if cast(CursorResult[Any], result).rowcount != 1:
                 continue
             job, created = enqueue(session, PROCESS_STUDY, study_pk, now)
             session.flush()

@@ -3,8 +3,9 @@
 ``make_study`` builds a follow-up liver study of three series: an uncompressed CT series (Explicit VR Little
 Endian), an RLE-compressed CT series (stored as received, never decoded) and a Comprehensive SR with nested
 content. The SR's sequences have defined lengths unless ``sr_undefined_lengths``: DCMTK's storescu re-encodes
-undefined-length sequences with explicit lengths on the wire, so only defined lengths travel byte for byte. ``dataset_bytes`` returns the part of a DICOM file after its File
-Meta Information: what travels in a C-STORE and what "byte-identical" compares.
+undefined-length sequences with explicit lengths on the wire, so only defined lengths travel byte for byte.
+``dataset_bytes`` returns the part of a DICOM file after its File Meta Information: what travels in a
+C-STORE and what "byte-identical" compares.
 """
 
 from __future__ import annotations
