@@ -49,8 +49,12 @@ def gist_timeline(hu_follow_up: float = 40, growth_mm: float = 12) -> dict[str, 
                 "contrast": True, "lesions": lesions}  # fmt: skip
 
     return {
-        "context": {"treatment_start": "2024-01-15", "primary": "GIST", "therapy": ["imatinib"],
-                    "criteria": ["RECIST1.1", "Choi"]},  # fmt: skip
+        "context": {
+            "treatment_start": "2024-01-15",
+            "primary": "GIST",
+            "therapy": ["imatinib"],
+            "criteria": ["RECIST1.1", "Choi"],
+        },
         "timepoints": [
             tp("2024-01-08", [lesion("T1", 50, 80), lesion("T2", 30, 70)]),
             tp("2024-03-04", [lesion("T1", 48, 60), lesion("T2", 29, 60)]),
@@ -62,8 +66,12 @@ def gist_timeline(hu_follow_up: float = 40, growth_mm: float = 12) -> dict[str, 
 def stable_crc_timeline() -> dict[str, Any]:
     """CRC on FOLFOX: stable disease under RECIST only (no critical alert)."""
     tl = gist_timeline()
-    tl["context"] = {"treatment_start": "2024-01-15", "primary": "CRC", "therapy": ["FOLFOX"],
-                     "criteria": ["RECIST1.1"]}  # fmt: skip
+    tl["context"] = {
+        "treatment_start": "2024-01-15",
+        "primary": "CRC",
+        "therapy": ["FOLFOX"],
+        "criteria": ["RECIST1.1"],
+    }
     for tp in tl["timepoints"][1:]:
         for les in tp["lesions"]:
             les["long_axis_mm"] = {"T1": 49, "T2": 30}[les["id"]]

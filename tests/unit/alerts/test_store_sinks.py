@@ -21,6 +21,7 @@ from typing import Any
 import hl7
 import pytest
 from sqlalchemy import func, select
+from support.worklist import add_result, add_study, gist_timeline, migrated_sessions, stable_crc_timeline
 
 from agent.alerts.delivery import AlertDispatcher, backoff_s
 from agent.alerts.models import AlertDelivery, AlertRecord
@@ -33,7 +34,6 @@ from agent.alerts.store import (
     resolve_operational,
 )
 from agent.config import AlertSettings, AlertSinkSettings
-from support.worklist import add_result, add_study, gist_timeline, migrated_sessions, stable_crc_timeline
 
 SECRET = "s3cret-shared-key-0123456789"
 # Later than any row the factories create (they use the wall clock), so queued rows are due at T0.
@@ -245,7 +245,9 @@ def test_webhook_posts_signed_json_and_retries_after_a_server_error(sessions, re
     assert len(receiver.requests) == 2
     for headers, body in receiver.requests:
         ts = headers["x-liveragent-timestamp"]
-        expected = "sha256=" + hmac.new(SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+        expected = (
+            "sha256=" + hmac.new(SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+        )
         assert hmac.compare_digest(headers["x-liveragent-signature"], expected)
         assert headers["content-type"] == "application/json"
         assert headers["x-liveragent-delivery"] == str(row.id)
@@ -269,7 +271,9 @@ def test_delivery_given_up_raises_an_operational_alert_for_the_other_sinks(sessi
     hook = build_sink("hook", "webhook", {"url": f"http://127.0.0.1:{port}/", "secret": SECRET})
     log_sink = build_sink("log", "log", {})
     with sessions.begin() as s:
-        raise_operational(s, DISK_LOW, "low", subject="spool", routing={"hook": frozenset({"warning"})}, now=T0)
+        raise_operational(
+            s, DISK_LOW, "low", subject="spool", routing={"hook": frozenset({"warning"})}, now=T0
+        )
     d = dispatcher(sessions, {"hook": hook, "log": log_sink}, give_up_after_s=3600)
     assert d.run_once(T0).failed == 1
     stats = d.run_once(T0 + timedelta(hours=2))
