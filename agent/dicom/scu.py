@@ -226,9 +226,8 @@ class PeerClient:
         if issuer:
             q.IssuerOfPatientID = issuer
         q.StudyInstanceUID = ""
-        q.StudyDate = f"{_dicom_date(since) if since else ''}-{_dicom_date(until) if until else ''}"
-        if q.StudyDate == "-":
-            q.StudyDate = ""
+        window = f"{_dicom_date(since) if since else ''}-{_dicom_date(until) if until else ''}"
+        q.StudyDate = "" if window == "-" else window
         q.ModalitiesInStudy = list(modalities) if modalities else ""
         q.StudyDescription = ""
         wanted = {m.upper() for m in modalities}
@@ -238,9 +237,7 @@ class PeerClient:
             if not uid:
                 continue
             mods_value = ds.get("ModalitiesInStudy", "") or []
-            mods = tuple(
-                str(m) for m in (mods_value if isinstance(mods_value, list | tuple) else [mods_value])
-            )
+            mods = tuple(str(m) for m in ([mods_value] if isinstance(mods_value, str) else mods_value))
             mods = tuple(m for m in mods if m)
             # Peers that ignore the modality key are filtered here; an empty list is kept (unknown).
             if wanted and mods and not wanted.intersection(m.upper() for m in mods):

@@ -17,9 +17,10 @@ worker died is claimed again when its lease expires) and runs :func:`process_stu
    version, queue one outbox row per object and store destination, and mark the study ``done``.
 
 Idempotence: the inputs (SR instances used, kind, patient context, criteria) are hashed; the same digest
-maps to the same output version, whose SOP Instance UIDs derive from the study UID and the version under
-``uids.org_root``. Re-running a study with unchanged inputs writes and sends nothing new; changed inputs (the
-radiologist's SR arrived) make version n+1, whose SR lists version n in Predecessor Documents Sequence.
+maps to the same output version and its files, whose SOP Instance UIDs the writer derives from the content
+under ``uids.org_root``. Re-running a study with unchanged inputs writes and sends nothing new (the outbox
+holds one row per destination and SOP Instance UID); changed inputs (the radiologist's SR arrived) make
+version n+1, whose SR lists version n in Predecessor Documents Sequence.
 
 Where the patient's primary tumour and therapy come from (:func:`choose_context`): the first rule of
 ``pipeline.assess.rules`` whose ``match`` patterns all match the patient / study attributes; else, with
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -66,9 +68,13 @@ from agent.pipeline.priors import LocalSR, StoreHandler, gather
 from agent.pipeline.tracking import ReportInput, TrackedTimeline, TrackingError, build_timeline
 from agent.response.model import Assessment, Context, Criterion, Phase
 from agent.response.table import assess_timeline
+from agent.sr import write as sr_write
 from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesInfo, study_context
 from agent.sr.observations import observations
 from agent.sr.read import Limits, SRReadError, read_sr, require_measurements
+from agent.sr.report import Instance as ReportInstance
+from agent.sr.report import LesionDicom, PatientInfo, ResponseReport, StudyInfo
+from agent.sr.write import as_date
 
 log = get_logger(__name__)
 
@@ -224,7 +230,7 @@ def choose_context(attrs: dict[str, str], settings: AssessSettings) -> Context:
 def default_criteria(
     primary: str, therapy: Sequence[str], immunotherapy: Sequence[str]
 ) -> tuple[Criterion, ...]:
-    """SPEC §0: RECIST 1.1; + Choi (GIST), Chun (CRC on bevacizumab), iRECIST (immunotherapy), mRECIST/EASL (HCC)."""
+    """SPEC §0: RECIST 1.1; + Choi (GIST), Chun (CRC + bevacizumab), iRECIST (IO), mRECIST/EASL (HCC)."""
     p = primary.upper()
     lowered = {t.lower() for t in therapy}
     out = [Criterion.RECIST]
@@ -240,14 +246,7 @@ def default_criteria(
 
 
 # --------------------------------------------------------------------------------------------------------
-# Stable UIDs and digests
-
-
-def stable_uid(org_root: str, *parts: object) -> str:
-    """A UID under ``org_root`` derived from ``parts``: the same parts always give the same UID."""
-    room = 64 - len(org_root)
-    digest = int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest(), 16)
-    return f"{org_root}{digest % (10 ** min(room, 30)) or 1}"
+# Digest of the inputs
 
 
 def inputs_digest(kind: str, context: Context, sr_uids: Sequence[str], study_uid: str) -> str:
@@ -267,45 +266,138 @@ def inputs_digest(kind: str, context: Context, sr_uids: Sequence[str], study_uid
 # --------------------------------------------------------------------------------------------------------
 # 5. Writing (the SR writer, agent.sr.write)
 
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
+
 
 @dataclass(frozen=True, slots=True)
-class WriteRequest:
-    """Everything the SR writer needs for one output version."""
+class CurrentImage:
+    """One image of the current study: its header gives the patient banner and the study facts."""
 
-    tracked: TrackedTimeline
-    assessment: Assessment
-    pre_read: bool
-    study_uid: str
+    path: Path
     series_uid: str
-    sr_sop_uid: str
-    summary_sop_uid: str
-    version: int
-    predecessor: tuple[str, str, str, str] | None  # (study, series, SOP class, SOP instance) of version n-1
-    out_dir: Path
-    org_root: str
-    current_image: Path | None  # one image of the current study, for the patient/study header
+    sop_class_uid: str
+    sop_uid: str
+
+
+def _study_info(ds: Any, study_uid: str, fallback: date | None) -> StudyInfo:
+    return StudyInfo(
+        study_uid=study_uid,
+        date=as_date(_text(ds, "StudyDate")) or fallback or date.today(),
+        time=_text(ds, "StudyTime") or None,
+        accession=_text(ds, "AccessionNumber") or None,
+        study_id=_text(ds, "StudyID") or None,
+        description=_text(ds, "StudyDescription") or None,
+        referring_physician=_text(ds, "ReferringPhysicianName") or None,
+        modality=_text(ds, "Modality") or None,
+    )
+
+
+def build_report(
+    tracked: TrackedTimeline,
+    assessment: Assessment,
+    current: CurrentImage,
+    study_uid: str,
+    pre_read: bool,
+    predecessor: ReportInstance | None,
+) -> ResponseReport:
+    """The writer's input: banner and current study from the current image, DICOM facts per lesion."""
+    ds = pydicom.dcmread(current.path, stop_before_pixels=True)
+    patient = PatientInfo(
+        name=_text(ds, "PatientName"),
+        patient_id=_text(ds, "PatientID"),
+        birth_date=_text(ds, "PatientBirthDate") or None,
+        sex=_text(ds, "PatientSex") or None,
+        character_set=_text(ds, "SpecificCharacterSet") or None,
+    )
+    studies = tuple(
+        StudyInfo(study_uid=tp.study_uid or "", date=tp.timepoint.date, modality=tp.timepoint.modality)
+        for tp in tracked.timepoints
+    )
+    current_info = _study_info(ds, study_uid, None)
+    if not pre_read:
+        studies = (*studies[:-1], current_info)
+    evidence: list[ReportInstance] = [
+        ReportInstance(study_uid, current.series_uid, current.sop_class_uid, current.sop_uid)
+    ]
+    for tp in tracked.timepoints:
+        r = tp.report.report
+        if r.study_uid and r.series_uid and r.sop_instance_uid and tp.study_uid != study_uid:
+            evidence.append(ReportInstance(r.study_uid, r.series_uid, r.sop_class_uid, r.sop_instance_uid))
+        for ev in r.evidence:
+            if ev.study_uid and ev.series_uid and ev.sop_instance_uid and ev.sop_class_uid:
+                evidence.append(
+                    ReportInstance(ev.study_uid, ev.series_uid, ev.sop_class_uid, ev.sop_instance_uid)
+                )
+    # Per lesion: the first Tracking UID seen (the baseline's), and the current group's site and images.
+    first_uid: dict[str, tuple[str | None, str | None]] = {}
+    for tp in tracked.timepoints:
+        for tl in tp.lesions:
+            src = tl.sources[0] if tl.sources else {}
+            first_uid.setdefault(
+                tl.lesion.id, (_opt_str(src.get("tracking_uid")), _opt_str(src.get("tracking_identifier")))
+            )
+    lesions: dict[str, LesionDicom] = {}
+    if not pre_read and tracked.timepoints:
+        tp = tracked.timepoints[-1]
+        groups = tp.report.report.groups
+        for tl in tp.lesions:
+            src = tl.sources[0] if tl.sources else {}
+            group = next(
+                (
+                    g
+                    for g in groups
+                    if (g.tracking_uid and g.tracking_uid == src.get("tracking_uid"))
+                    or (not g.tracking_uid and g.tracking_identifier == src.get("tracking_identifier"))
+                ),
+                None,
+            )
+            uid, ident = first_uid.get(tl.lesion.id, (None, None))
+            lesions[tl.lesion.id] = LesionDicom(
+                tracking_uid=uid,
+                tracking_identifier=ident,
+                site_codes=tuple(group.finding_sites) if group else (),
+                images=tuple(group.images) if group else (),
+                regions=tuple(group.regions) if group else (),
+            )
+    return ResponseReport(
+        patient=patient,
+        studies=studies,
+        current=current_info,
+        timeline=tracked.timeline(),
+        assessment=assessment,
+        lesions=lesions,
+        evidence=tuple(dict.fromkeys(evidence)),
+        predecessors=(predecessor,) if predecessor else (),
+        pre_read=pre_read,
+    )
+
+
+def _opt_str(value: object) -> str | None:
+    return str(value) if value else None
 
 
 @dataclass(frozen=True, slots=True)
 class Written:
+    sr_uid: str
+    series_uid: str
     objects: tuple[outbox.OutboundObject, ...]
 
 
-def write_outputs(req: WriteRequest) -> Written:
-    """Write the response SR and the summary of ``req`` into ``req.out_dir`` (agent.sr.write)."""
-    from agent.sr import write as sr_write  # the writer lives in the SR layer
-
-    return sr_write_outputs(sr_write, req)
-
-
-def sr_write_outputs(sr_write: Any, req: WriteRequest) -> Written:
-    req.out_dir.mkdir(parents=True, exist_ok=True)
-    result = sr_write.write_response_sr(req)
+def write_outputs(report: ResponseReport, out_dir: Path, org_root: str) -> Written:
+    """The response SR and its PDF summary (agent.sr.write), saved under ``out_dir`` (fsynced)."""
+    sr = sr_write.response_sr(report, org_root=org_root)
+    pdf = sr_write.summary_pdf(report, org_root=org_root, sources=[sr_write.instance_of(sr)])
+    out_dir.mkdir(parents=True, exist_ok=True)
     objects = []
-    for path in result:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
-        objects.append(outbox.OutboundObject(Path(path), str(ds.SOPClassUID), str(ds.SOPInstanceUID)))
-    return Written(tuple(objects))
+    for ds in (sr, pdf):
+        path = out_dir / f"{ds.SOPInstanceUID}.dcm"
+        tmp = path.with_suffix(".part")
+        ds.save_as(tmp, enforce_file_format=True)
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+        objects.append(outbox.OutboundObject(path, str(ds.SOPClassUID), str(ds.SOPInstanceUID)))
+    return Written(str(sr.SOPInstanceUID), str(sr.SeriesInstanceUID), tuple(objects))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -485,36 +577,40 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
             .order_by(OutputVersion.version.desc())
             .limit(1)
         ).scalar_one_or_none()
-        first_image = session.execute(
-            select(Instance.path)
+        row_img = session.execute(
+            select(Instance.path, Series.series_uid, Instance.sop_class_uid, Instance.sop_uid)
             .join(Series, Series.id == Instance.series_pk)
             .where(Series.study_pk == study_pk, Series.modality != "SR")
             .order_by(Instance.id)
             .limit(1)
-        ).scalar()
+        ).first()
+    current = CurrentImage(spool_root / row_img[0], row_img[1], row_img[2], row_img[3]) if row_img else None
     version = existing.version if existing else (previous.version + 1 if previous else 1)
-    out_dir = Path(settings.pipeline.results_dir) / study_uid / f"v{version}"
-    series_uid = stable_uid(org_root, study_uid, version, "series")
-    sr_sop = stable_uid(org_root, study_uid, version, "sr")
-    summary_sop = stable_uid(org_root, study_uid, version, "summary")
-    predecessor = None
-    if previous is not None and previous.version != version:
-        predecessor = (study_uid, previous.series_uid, "1.2.840.10008.5.1.4.1.1.88.33", previous.sr_sop_uid)
-    request = WriteRequest(
-        tracked=tracked,
-        assessment=assessment,
-        pre_read=kind is ResultKind.PRE_READ,
-        study_uid=study_uid,
-        series_uid=series_uid,
-        sr_sop_uid=sr_sop,
-        summary_sop_uid=summary_sop,
-        version=version,
-        predecessor=predecessor,
-        out_dir=out_dir,
-        org_root=org_root,
-        current_image=spool_root / first_image if first_image else None,
-    )
-    written = write_outputs(request)
+    reuse = existing is not None and all(Path(o).is_file() for o in json.loads(existing.detail)["objects"])
+    if reuse:
+        assert existing is not None
+        info = json.loads(existing.detail)
+        written = Written(
+            existing.sr_sop_uid,
+            existing.series_uid,
+            tuple(
+                outbox.OutboundObject(Path(path), cls, uid)
+                for path, cls, uid in zip(info["objects"], info["classes"], info["uids"], strict=True)
+            ),
+        )
+    else:
+        if current is None:
+            return Outcome(
+                StudyState.FAILED.value, "no image of the current study in the spool", timings=timings
+            )
+        predecessor = None
+        if previous is not None and previous.version != version:
+            predecessor = ReportInstance(study_uid, previous.series_uid, SR_CLASS, previous.sr_sop_uid)
+        report = build_report(
+            tracked, assessment, current, study_uid, kind is ResultKind.PRE_READ, predecessor
+        )
+        out_dir = Path(settings.pipeline.results_dir) / study_uid / f"v{version}"
+        written = write_outputs(report, out_dir, org_root)
     timings["write"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -525,22 +621,24 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
         "inputs": sorted(sr_uids),
         "warnings": read_warnings + search.warnings,
         "objects": [str(o.path) for o in written.objects],
+        "classes": [o.sop_class_uid for o in written.objects],
+        "uids": [o.sop_uid for o in written.objects],
     }
     with sessions.begin() as session:
         row = session.execute(
             select(OutputVersion).where(OutputVersion.study_pk == study_pk, OutputVersion.digest == digest)
         ).scalar_one_or_none()
         new_version = row is None
-        if row is None:
+        if row is None:  # (a re-run with the same inputs keeps the existing version)
             row = OutputVersion(
                 study_pk=study_pk,
                 version=version,
                 kind=kind.value,
                 digest=digest,
                 current=True,
-                series_uid=series_uid,
-                sr_sop_uid=sr_sop,
-                summary_sop_uid=summary_sop,
+                series_uid=written.series_uid,
+                sr_sop_uid=written.sr_uid,
+                summary_sop_uid=written.objects[-1].sop_uid if len(written.objects) > 1 else None,
                 detail=json.dumps(detail),
                 created_at=utcnow(),
             )
