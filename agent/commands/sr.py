@@ -5,6 +5,11 @@
   study, with a ``source`` block per lesion and the ``warnings`` of each file. A file it cannot use gets a
   one-line reason on stderr and exit status 2; the other files are still read.
 
+* ``sr assess SR.dcm... --out RESPONSE.dcm [--summary SUMMARY.dcm] [--json] [--pre-read]`` builds the same
+  timeline, assesses it (``agent.response.table.assess_timeline``) and writes the response SR and the PDF
+  summary (``agent.sr.write``) into the newest study; ``--json`` prints the Assessment JSON of
+  ``liver-agent assess``. Our own earlier SRs of the newest study become its predecessors.
+
 Further sub-commands register themselves in :data:`SUBCOMMANDS`.
 """
 
@@ -63,7 +68,30 @@ def _add_dump(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run_dump)
 
 
-SUBCOMMANDS: list[Callable[[Any, list[argparse.ArgumentParser]], None]] = [_add_dump]
+def _add_assess(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "assess",
+        parents=parents,
+        help="assess SR files and write the response SR (and a PDF summary) back as DICOM",
+        description=(
+            "Read TID 1500 SR files, order them by study date, assess the response and write the response SR "
+            "(Comprehensive SR, TID 1500) into the newest study; optionally an Encapsulated PDF summary."
+        ),
+    )
+    p.add_argument("files", nargs="+", metavar="SR.dcm", help="SR files (any order)")
+    p.add_argument("--out", required=True, metavar="RESPONSE.dcm", help="the response SR to write")
+    p.add_argument("--summary", metavar="SUMMARY.dcm", help="also write the Encapsulated PDF summary")
+    p.add_argument("--json", action="store_true", help="print the Assessment JSON (as liver-agent assess)")
+    p.add_argument(
+        "--pre-read",
+        action="store_true",
+        help="pre-read for the newest study: its measurements are not used; priors and thresholds only",
+    )
+    add_timeline_arguments(p)
+    p.set_defaults(func=run_assess)
+
+
+SUBCOMMANDS: list[Callable[[Any, list[argparse.ArgumentParser]], None]] = [_add_dump, _add_assess]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -147,3 +175,13 @@ def run_dump(args: argparse.Namespace) -> int:
     data = timeline_to_dict(tracked, file_warnings)
     print(json.dumps(data, indent=2, ensure_ascii=False))
     return 2 if failures else 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# sr assess
+
+
+def run_assess(args: argparse.Namespace) -> int:
+    from agent.commands.sr_assess import assess_files
+
+    return assess_files(args)

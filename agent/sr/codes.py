@@ -190,3 +190,111 @@ ORGANS: tuple[tuple[Code, str], ...] = (
     (Code("71854001", "SCT", "Colon"), "colon"),
     (Code("69695003", "SCT", "Stomach"), "stomach"),
 )
+
+# --- Response report: concepts the response SR (agent/sr/write.py) emits ------------------------------------
+# Standard concepts (PS3.16 Annex D; CID 6147 response criteria, CID 6143/6144 lesion responses).
+CT_UNSPECIFIED_BODY_REGION = Code("25045-6", "LN", "CT unspecified body region")  # CID 100
+MR_UNSPECIFIED_BODY_REGION = Code("25056-3", "LN", "MRI unspecified body region")  # CID 100
+PET_UNSPECIFIED_BODY_REGION = Code("44136-0", "LN", "PET unspecified body region")  # CID 100
+DEVICE = Code("121007", "DCM", "Device")  # Observer Type
+COMMENT = Code("121106", "DCM", "Comment")
+RESPONSE_EVALUATION_METHOD = Code("112021", "DCM", "Response Evaluation Method")
+CURRENT_RESPONSE = Code("112048", "DCM", "Current Response")
+BEST_OVERALL_RESPONSE = Code("112049", "DCM", "Best Overall Response")
+MEASUREMENT_OF_RESPONSE = Code("112051", "DCM", "Measurement of Response")  # the sum of target diameters
+RECIST_1_1 = Code("126081", "DCM", "RECIST 1.1")  # CID 6147
+TARGET_LESION_CR = Code("112041", "DCM", "Target Lesion Complete Response")  # CID 6143/6144
+TARGET_LESION_PR = Code("112042", "DCM", "Target Lesion Partial Response")
+TARGET_LESION_PD = Code("112043", "DCM", "Target Lesion Progressive Disease")
+TARGET_LESION_SD = Code("112044", "DCM", "Target Lesion Stable Disease")
+NON_TARGET_LESION_CR = Code("112045", "DCM", "Non-Target Lesion Complete Response")
+NON_TARGET_LESION_NON_CR_NON_PD = Code(
+    "112046", "DCM", "Non-Target Lesion Incomplete Response or Stable Disease"
+)
+NON_TARGET_LESION_PD = Code("112047", "DCM", "Non-Target Lesion Progressive Disease")
+#: SPEC §1.7 category value -> CID 6144 code, for the target and the non-target sub-response.
+TARGET_RESPONSE_CODES = {
+    "CR": TARGET_LESION_CR,
+    "PR": TARGET_LESION_PR,
+    "SD": TARGET_LESION_SD,
+    "PD": TARGET_LESION_PD,
+}
+NON_TARGET_RESPONSE_CODES = {
+    "CR": NON_TARGET_LESION_CR,
+    "NON_CR_NON_PD": NON_TARGET_LESION_NON_CR_NON_PD,
+    "PD": NON_TARGET_LESION_PD,
+}
+PERCENT = Code("%", UCUM, "percent")
+MILLIMETER = Code("mm", UCUM, "millimeter")
+SQUARE_MILLIMETER = Code("mm2", UCUM, "square millimeter")
+HOUNSFIELD_UNIT = Code("[hnsf'U]", UCUM, "Hounsfield unit")
+
+# Ours (PRIVATE_SCHEME, declared in the Coding Scheme Identification Sequence of every SR we write): DICOM has
+# no codes for these criteria, their categories, the per-criterion sub-responses or our alerts.
+PRIVATE_SCHEME_NAME = "liver-agent tumour response concepts"
+CRITERION_CODES = {  # Response Evaluation Method values; RECIST 1.1 is the standard code above
+    "RECIST1.1": RECIST_1_1,
+    "iRECIST": Code("LA-IRECIST", PRIVATE_SCHEME, "iRECIST"),  # ours
+    "Choi": Code("LA-CHOI", PRIVATE_SCHEME, "Choi criteria"),  # ours
+    "mChoi": Code("LA-MCHOI", PRIVATE_SCHEME, "Modified Choi criteria"),  # ours
+    "mRECIST": Code("LA-MRECIST", PRIVATE_SCHEME, "mRECIST"),  # ours
+    "EASL": Code("LA-EASL", PRIVATE_SCHEME, "EASL criteria"),  # ours
+    "Chun": Code("LA-CHUN", PRIVATE_SCHEME, "Chun morphologic criteria"),  # ours
+}
+TARGET_RESPONSE = Code("LA-RESP-T", PRIVATE_SCHEME, "Target lesion response")  # ours
+NON_TARGET_RESPONSE = Code("LA-RESP-NT", PRIVATE_SCHEME, "Non-target lesion response")  # ours
+NEW_LESIONS = Code("LA-NEW", PRIVATE_SCHEME, "Unequivocal new lesion")  # ours; value YES / NO below
+YES = Code("LA-YES", PRIVATE_SCHEME, "Yes")  # ours
+NO = Code("LA-NO", PRIVATE_SCHEME, "No")  # ours
+RESPONSE_RULE = Code("LA-RULE", PRIVATE_SCHEME, "Rule applied")  # ours: TEXT, why the category was reached
+#: SPEC §1.7 category value -> our code (no DICOM codes exist for overall time-point categories).
+CATEGORY_CODES = {
+    value: Code(code_value, PRIVATE_SCHEME, meaning)  # ours
+    for value, code_value, meaning in (
+        ("CR", "LA-CAT-CR", "Complete response"),
+        ("PR", "LA-CAT-PR", "Partial response"),
+        ("SD", "LA-CAT-SD", "Stable disease"),
+        ("PD", "LA-CAT-PD", "Progressive disease"),
+        ("NE", "LA-CAT-NE", "Not evaluable"),
+        ("NON_CR_NON_PD", "LA-CAT-NN", "Non-CR/non-PD"),
+        ("NA", "LA-CAT-NA", "Not applicable"),
+        ("NONE", "LA-CAT-NONE", "No lesions of this kind"),
+        ("iCR", "LA-CAT-ICR", "iRECIST complete response"),
+        ("iPR", "LA-CAT-IPR", "iRECIST partial response"),
+        ("iSD", "LA-CAT-ISD", "iRECIST stable disease"),
+        ("iNN", "LA-CAT-INN", "iRECIST non-iCR/non-iUPD"),
+        ("iUPD", "LA-CAT-IUPD", "iRECIST unconfirmed progression"),
+        ("iCPD", "LA-CAT-ICPD", "iRECIST confirmed progression"),
+        ("optimal", "LA-CAT-OPT", "Optimal morphologic response"),
+        ("incomplete", "LA-CAT-INC", "Incomplete morphologic response"),
+        ("none", "LA-CAT-NORESP", "No morphologic response"),
+    )
+}
+# Sum group (a TID 1501 group of its own) and the thresholds of the next read.
+TARGET_SUM_FINDING = Code("LA-SUM", PRIVATE_SCHEME, "Sum of target lesion diameters")  # ours (Finding)
+CHANGE_VS_BASELINE = Code("LA-PCT-BL", PRIVATE_SCHEME, "Change of the target sum from baseline")  # ours, %
+CHANGE_VS_NADIR = Code("LA-PCT-NADIR", PRIVATE_SCHEME, "Change of the target sum from nadir")  # ours, %
+PD_THRESHOLD = Code("LA-PD-AT", PRIVATE_SCHEME, "Target sum giving progressive disease")  # ours, mm
+PR_THRESHOLD = Code("LA-PR-AT", PRIVATE_SCHEME, "Target sum giving partial response")  # ours, mm
+NEXT_THRESHOLD = Code("LA-NEXT", PRIVATE_SCHEME, "Threshold for the next category")  # ours: TEXT
+LESION_SUMMARY = Code("LA-ROW", PRIVATE_SCHEME, "Lesion table row")  # ours: TEXT, one lesion over time
+RESPONSE_SUMMARY_NAMES = (
+    MEASUREMENT_OF_RESPONSE,
+    CHANGE_VS_BASELINE,
+    CHANGE_VS_NADIR,
+    PD_THRESHOLD,
+    PR_THRESHOLD,
+)
+# Alerts: TEXT (message) with a TEXT code and a CODE severity as modifiers.
+ALERT = Code("LA-ALERT", PRIVATE_SCHEME, "Response alert")  # ours
+ALERT_CODE = Code("LA-ALERT-CODE", PRIVATE_SCHEME, "Alert code")  # ours
+ALERT_SEVERITY = Code("LA-SEVERITY", PRIVATE_SCHEME, "Alert severity")  # ours
+SEVERITY_CODES = {
+    "critical": Code("LA-SEV-CRIT", PRIVATE_SCHEME, "Critical"),  # ours
+    "warning": Code("LA-SEV-WARN", PRIVATE_SCHEME, "Warning"),  # ours
+    "info": Code("LA-SEV-INFO", PRIVATE_SCHEME, "Information"),  # ours
+}
+# Document kind: a pre-read (priors only, thresholds for the current read) or a response report.
+REPORT_KIND = Code("LA-KIND", PRIVATE_SCHEME, "Response report kind")  # ours
+PRE_READ = Code("LA-PRE-READ", PRIVATE_SCHEME, "Pre-read: prior measurements only")  # ours
+RESPONSE_READ = Code("LA-RESPONSE", PRIVATE_SCHEME, "Response at the current time point")  # ours

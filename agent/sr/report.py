@@ -1,0 +1,336 @@
+"""What a response report says, before it is laid out as DICOM SR (``write``) or as a PDF page (``summary``).
+
+:class:`ResponseReport` gathers the inputs: the patient and the studies of the timeline, the response-core
+timeline and assessment, and the DICOM facts about each lesion that the clinical model does not carry
+(Tracking UID and identifier, finding site codes, the image and region it was measured on). :func:`table`
+derives the lesion table both outputs show: baseline, nadir, previous and current columns, the target sums,
+the % changes and the thresholds for the next read. A *pre-read* report is written into a study that has
+images but no measurements yet: the timeline then holds the priors only and the current column is empty.
+
+Pure: no pydicom dataset is built here, nothing is read or written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+from agent.response.model import (
+    Assessment,
+    Category,
+    Criterion,
+    CriterionResult,
+    Lesion,
+    LesionKind,
+    Threshold,
+    Timeline,
+    TimepointAssessment,
+)
+from agent.response.recist import assess as recist_assess
+from agent.response.recist import percent_change, target_value
+from agent.response.registry import registry_of
+from agent.sr.codes import Code
+from agent.sr.read import ImageRef, Region
+
+
+@dataclass(frozen=True, slots=True)
+class PatientInfo:
+    """The patient banner; values as in the DICOM header (Person Name and DA strings)."""
+
+    name: str
+    patient_id: str
+    birth_date: str | None = None  # YYYYMMDD
+    sex: str | None = None
+    character_set: str | None = None  # Specific Character Set of the source header
+
+
+@dataclass(frozen=True, slots=True)
+class StudyInfo:
+    study_uid: str
+    date: date
+    time: str | None = None  # HHMMSS
+    accession: str | None = None
+    study_id: str | None = None
+    description: str | None = None
+    referring_physician: str | None = None
+    modality: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One composite instance used as evidence (an image measured, a prior SR read)."""
+
+    study_uid: str
+    series_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class LesionDicom:
+    """DICOM facts about one lesion at the current time point that the clinical model does not hold."""
+
+    tracking_uid: str | None = None  # the baseline's Tracking UID; None: derived from the org root
+    tracking_identifier: str | None = None
+    site_codes: tuple[Code, ...] = ()
+    images: tuple[ImageRef, ...] = ()
+    regions: tuple[Region, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReport:
+    """Everything the response SR and its summary say.
+
+    ``studies`` is aligned with ``timeline.timepoints``. ``current`` is the study the report is written
+    into: the last of ``studies``, or (``pre_read``) the newer study whose measurements are still to come.
+    """
+
+    patient: PatientInfo
+    studies: tuple[StudyInfo, ...]
+    current: StudyInfo
+    timeline: Timeline
+    assessment: Assessment
+    lesions: Mapping[str, LesionDicom] = field(default_factory=dict)
+    evidence: tuple[Instance, ...] = ()
+    predecessors: tuple[Instance, ...] = ()
+    pre_read: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.studies) != len(self.timeline.timepoints):
+            raise ValueError("one study per time point of the timeline is needed")
+        if not self.pre_read and self.current.study_uid != self.studies[-1].study_uid:
+            raise ValueError("the current study must be the last time point (or the report a pre-read)")
+
+    @property
+    def current_index(self) -> int | None:
+        """Index of the current time point in the timeline; None for a pre-read."""
+        return None if self.pre_read else len(self.studies) - 1
+
+    def label(self, index: int) -> str:
+        """Time point label: BL, FU1, FU2, ... (the pre-read's current study is the next FU)."""
+        return "BL" if index == 0 else f"FU{index}"
+
+    @property
+    def current_label(self) -> str:
+        return self.label(len(self.studies) if self.pre_read else len(self.studies) - 1)
+
+    def result(self, criterion: Criterion) -> CriterionResult | None:
+        return self.assessment.get(criterion)
+
+    def recist(self) -> CriterionResult:
+        """RECIST 1.1 result (computed for the sums when the assessment did not ask for it)."""
+        return self.assessment.get(Criterion.RECIST) or recist_assess(self.timeline)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The lesion table
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str  # baseline / nadir / previous / current
+    title: str
+    index: int | None  # time point index; None: current column of a pre-read (no measurements yet)
+    date: date
+
+
+@dataclass(frozen=True, slots=True)
+class LesionRow:
+    lesion_id: str
+    kind: LesionKind
+    organ: str
+    is_node: bool
+    label: str  # T1, NT2, N1
+    name: str  # the Tracking Identifier, else the lesion id
+    values: tuple[str, ...]  # one cell per column as text ("32 mm", "18 mm (present)", "–")
+    cells: tuple[tuple[str, str], ...]  # the same as (value, note) pairs
+    numbers: tuple[Decimal | None, ...]  # the diameter (short axis for nodes) per time point of the timeline
+    current: Lesion | None
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    columns: tuple[Column, ...]
+    rows: tuple[LesionRow, ...]
+    sums: tuple[Decimal | None, ...]  # target sum per column
+    sums_by_timepoint: tuple[Decimal | None, ...]
+    nadir_index: int | None
+    change_vs_baseline_pct: Decimal | None  # current column
+    change_vs_nadir_pct: Decimal | None
+    thresholds: tuple[Threshold, ...]  # RECIST thresholds for the next read
+
+
+def _mm(value: Decimal | None) -> str:
+    return "–" if value is None else f"{value.quantize(Decimal('0.1')).normalize():f} mm"
+
+
+def fmt_mm(value: Decimal | None) -> str:
+    """A length for display: one decimal at most, no trailing zeros ("32 mm", "23.1 mm")."""
+    return _mm(value)
+
+
+def fmt_pct(value: Decimal | None) -> str:
+    if value is None:
+        return "–"
+    q = value.quantize(Decimal("0.1"))
+    return f"{'+' if q > 0 else ''}{q:f} %"
+
+
+def cell(record: Lesion | None) -> tuple[str, str, Decimal | None]:
+    """(value, note, diameter) of one lesion record: ("36 mm", "", 36), ("–", "not reported", None)."""
+    if record is None:
+        return "–", "not reported", None
+    status = record.status.value.replace("_", " ")
+    if record.kind is LesionKind.TARGET:
+        value = target_value(record)
+        if value is None:
+            return "–", status, None
+        note = status if record.status.value in ("too_small", "disappeared", "coalesced") else ""
+        if record.fragments_mm:
+            note = f"{len(record.fragments_mm)} fragments"
+        return _mm(value), note, value
+    value = record.diameter_mm
+    if value is not None:
+        return _mm(value), status, value
+    return status, "", None
+
+
+def _text(main: str, note: str) -> str:
+    return f"{main} ({note})" if note else main
+
+
+def sums_by_timepoint(report: ResponseReport) -> tuple[Decimal | None, ...]:
+    recist = report.recist()
+    tps: tuple[TimepointAssessment | None, ...] = recist.timepoints
+    return (recist.baseline_sum_mm, *(tp.sum_mm if tp else None for tp in tps[1:]))
+
+
+def nadir_index(sums: tuple[Decimal | None, ...], before: int) -> int | None:
+    """Index of the smallest known sum among time points ``< before`` (earliest on ties)."""
+    best: int | None = None
+    for i in range(min(before, len(sums))):
+        s = sums[i]
+        if s is not None and (best is None or s < (sums[best] or Decimal(0))):
+            best = i
+    return best
+
+
+def table(report: ResponseReport) -> Table:
+    tl = report.timeline
+    n = len(tl.timepoints)
+    registry = registry_of(tl)
+    sums = sums_by_timepoint(report)
+    current = report.current_index
+    last_prior = n - 1 if report.pre_read else n - 2
+    nadir = nadir_index(sums, n if report.pre_read else n - 1)
+    columns: list[Column] = [Column("baseline", "Baseline", 0, tl.timepoints[0].date)]
+    if nadir is not None:
+        columns.append(Column("nadir", f"Nadir ({report.label(nadir)})", nadir, tl.timepoints[nadir].date))
+    if last_prior >= 0:
+        columns.append(
+            Column(
+                "previous",
+                f"Previous ({report.label(last_prior)})",
+                last_prior,
+                tl.timepoints[last_prior].date,
+            )
+        )
+    columns.append(Column("current", f"Current ({report.current_label})", current, report.current.date))
+
+    rows: list[LesionRow] = []
+
+    def add(
+        lesion_id: str, kind: LesionKind, organ: str, is_node: bool, records: list[Lesion | None]
+    ) -> None:
+        cells: list[tuple[str, str]] = []
+        for col in columns:
+            if col.index is None:
+                cells.append(("pending", ""))
+            elif kind is LesionKind.NEW and records[col.index] is None:
+                cells.append(("–", ""))  # not there yet
+            else:
+                main, note, _ = cell(records[col.index])
+                cells.append((main, note))
+        numbers = tuple(cell(r)[2] if r is not None else None for r in records)
+        prefix = {LesionKind.TARGET: "T", LesionKind.NON_TARGET: "NT", LesionKind.NEW: "N"}[kind]
+        ordinal = 1 + sum(1 for r in rows if r.kind is kind)
+        dicom = report.lesions.get(lesion_id)
+        name = (dicom.tracking_identifier if dicom and dicom.tracking_identifier else None) or lesion_id
+        rows.append(
+            LesionRow(
+                lesion_id,
+                kind,
+                organ,
+                is_node,
+                f"{prefix}{ordinal}",
+                name,
+                tuple(_text(m, n) for m, n in cells),
+                tuple(cells),
+                numbers,
+                records[current] if current is not None else None,
+            )
+        )
+
+    for k, base in enumerate(registry.targets):
+        add(
+            base.id,
+            LesionKind.TARGET,
+            base.organ,
+            base.is_node,
+            [recs[k] for recs in registry.target_records],
+        )
+    for k, base in enumerate(registry.non_targets):
+        add(
+            base.id,
+            LesionKind.NON_TARGET,
+            base.organ,
+            base.is_node,
+            [recs[k] for recs in registry.non_target_records],
+        )
+    seen: dict[str, Lesion] = {}
+    for recs in registry.new_records:
+        for rec in recs:
+            seen.setdefault(rec.id, rec)
+    for lesion_id, first in seen.items():
+        records: list[Lesion | None] = [
+            next((r for r in recs if r.id == lesion_id), None) for recs in registry.new_records
+        ]
+        add(lesion_id, LesionKind.NEW, first.organ, first.is_node, records)
+
+    col_sums = tuple(None if c.index is None else sums[c.index] for c in columns)
+    vs_bl = vs_nadir = None
+    if current is not None and current > 0:
+        vs_bl = percent_change(sums[current], sums[0])
+        vs_nadir = percent_change(sums[current], sums[nadir] if nadir is not None else None)
+    recist = report.recist()
+    return Table(
+        columns=tuple(columns),
+        rows=tuple(rows),
+        sums=col_sums,
+        sums_by_timepoint=sums,
+        nadir_index=nadir,
+        change_vs_baseline_pct=vs_bl,
+        change_vs_nadir_pct=vs_nadir,
+        thresholds=recist.next_thresholds,
+    )
+
+
+def threshold_text(t: Threshold) -> str:
+    """ "PD if the target sum reaches >= 60 mm" (the wording the radiologist sees)."""
+    quantity = {"target_sum_mm": "the target sum"}.get(t.quantity, t.quantity.replace("_", " "))
+    unit = " mm" if t.quantity.endswith("_mm") else (" HU" if t.quantity.endswith("_hu") else "")
+    verb = "reaches" if t.comparison == ">=" else "falls to"
+    value = f"{t.value.quantize(Decimal('0.1')).normalize():f}"
+    return f"{t.category.value} if {quantity} {verb} {t.comparison} {value}{unit}"
+
+
+def criterion_name(criterion: Criterion) -> str:
+    return "RECIST 1.1" if criterion is Criterion.RECIST else criterion.value
+
+
+def category_text(category: Category | None) -> str:
+    if category is None:
+        return "–"
+    return {Category.NON_CR_NON_PD: "non-CR/non-PD", Category.NONE: "none"}.get(category, category.value)
