@@ -1,0 +1,130 @@
+"""Credentials of the HTTP service: hashed API tokens and passwords, signed session cookies, CSRF tokens.
+
+Nothing secret is stored in clear: the configuration holds ``sha256$<hex>`` (fine for long random tokens)
+or ``pbkdf2_sha256$<iterations>$<salt>$<hex>`` hashes, made by ``liver-agent web hash-token``. Comparisons
+are constant-time. The session cookie is ``<user>|<expiry>|<HMAC>`` under ``web.session_secret``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent.config import APITokenSettings, WebUserSettings
+
+PBKDF2_ITERATIONS = 240_000
+SESSION_COOKIE = "liver_agent_session"
+
+
+def hash_secret(secret: str, method: str = "pbkdf2_sha256", iterations: int = PBKDF2_ITERATIONS) -> str:
+    if method == "sha256":
+        return "sha256$" + hashlib.sha256(secret.encode("utf-8")).hexdigest()
+    if method == "pbkdf2_sha256":
+        salt = secrets.token_hex(16)
+        digest = hashlib.pbkdf2_hmac("sha256", secret.encode("utf-8"), salt.encode("ascii"), iterations)
+        return f"pbkdf2_sha256${iterations}${salt}${digest.hex()}"
+    raise ValueError(f"unknown hash method {method!r} (sha256 or pbkdf2_sha256)")
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    """Whether ``secret`` matches the stored hash; malformed hashes never match."""
+    parts = stored.split("$")
+    try:
+        if parts[0] == "sha256" and len(parts) == 2:
+            candidate = hashlib.sha256(secret.encode("utf-8")).hexdigest()
+            return hmac.compare_digest(candidate, parts[1].lower())
+        if parts[0] == "pbkdf2_sha256" and len(parts) == 4:
+            iterations = int(parts[1])
+            salt = parts[2].encode("ascii")
+            digest = hashlib.pbkdf2_hmac("sha256", secret.encode("utf-8"), salt, iterations)
+            return hmac.compare_digest(digest.hex(), parts[3].lower())
+    except (ValueError, UnicodeError):
+        return False
+    return False
+
+
+def check_hash_format(stored: str) -> bool:
+    parts = stored.split("$")
+    if parts[0] == "sha256":
+        return len(parts) == 2 and len(parts[1]) == 64
+    return parts[0] == "pbkdf2_sha256" and len(parts) == 4 and parts[1].isdigit()
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    scopes: frozenset[str]
+    kind: str  # "token" or "user"
+
+
+class TokenVerifier:
+    """Bearer token -> Principal; answers are cached by the token's SHA-256 (PBKDF2 is slow on purpose)."""
+
+    def __init__(self, tokens: Sequence[APITokenSettings]) -> None:
+        self.tokens = list(tokens)
+        self._cache: dict[str, Principal | None] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, token: str) -> Principal | None:
+        if not token or len(token) > 512:
+            return None
+        key = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        found = None
+        for t in self.tokens:
+            if verify_secret(token, t.hash.get_secret_value()):
+                found = Principal(t.name, frozenset(t.scopes), "token")
+                break
+        with self._lock:
+            if len(self._cache) > 1024:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+
+class SessionSigner:
+    def __init__(self, secret: str, minutes: int) -> None:
+        self.key = (secret or secrets.token_hex(32)).encode("utf-8")
+        self.lifetime_s = minutes * 60
+
+    def _mac(self, payload: str) -> str:
+        return hmac.new(self.key, payload.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def issue(self, username: str, now: float | None = None) -> str:
+        expiry = int((now or time.time()) + self.lifetime_s)
+        user = base64.urlsafe_b64encode(username.encode("utf-8")).decode("ascii")
+        payload = f"{user}|{expiry}"
+        return f"{payload}|{self._mac(payload)}"
+
+    def user(self, cookie: str | None, now: float | None = None) -> str | None:
+        if not cookie or cookie.count("|") != 2:
+            return None
+        user, expiry, mac = cookie.split("|")
+        if not hmac.compare_digest(mac, self._mac(f"{user}|{expiry}")):
+            return None
+        try:
+            if int(expiry) < (now or time.time()):
+                return None
+            return base64.urlsafe_b64decode(user.encode("ascii")).decode("utf-8")
+        except (ValueError, UnicodeError):
+            return None
+
+    def csrf(self, cookie: str) -> str:
+        return self._mac("csrf|" + cookie)
+
+
+def check_password(users: Sequence[WebUserSettings], username: str, password: str) -> WebUserSettings | None:
+    for u in users:
+        if hmac.compare_digest(u.username.encode("utf-8"), username.encode("utf-8")):
+            return u if verify_secret(password, u.password_hash.get_secret_value()) else None
+    # Spend the same time for unknown users.
+    verify_secret(password, f"pbkdf2_sha256${PBKDF2_ITERATIONS}$00$00")
+    return None

@@ -1,0 +1,222 @@
+"""Page data built from a stored result: the lesion table, categories per criterion, thresholds and the
+spider plot (inline SVG). Pure functions over the Assessment and timeline JSON; no database, no HTML files."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import date
+from html import escape
+from typing import Any
+
+from agent.alerts.results import CRITERION_LABELS, StoredResult
+
+CATEGORY_TONE = {
+    "CR": "good", "PR": "good", "iCR": "good", "iPR": "good", "optimal": "good",
+    "SD": "neutral", "iSD": "neutral", "NON_CR_NON_PD": "neutral", "incomplete": "neutral",
+    "PD": "bad", "iUPD": "bad", "iCPD": "bad", "none": "bad",
+}  # fmt: skip
+
+PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7c86", "#57606a")
+
+
+@dataclass
+class LesionRow:
+    id: str
+    organ: str
+    kind: str
+    values: list[str] = field(default_factory=list)
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, float):
+        value = f"{value:.1f}".rstrip("0").rstrip(".")
+    return f"{value}{unit}"
+
+
+def timepoint_dates(result: StoredResult) -> list[str]:
+    tl = result.timeline or {}
+    return [str(tp.get("date", "")) for tp in tl.get("timepoints", [])]
+
+
+def lesion_table(result: StoredResult) -> list[LesionRow]:
+    """One row per lesion id in timeline order; a cell per time point: axis (and HU) or its status."""
+    tl = result.timeline or {}
+    tps = tl.get("timepoints", [])
+    rows: dict[str, LesionRow] = {}
+    for tp in tps:
+        for les in tp.get("lesions", []):
+            lid = str(les.get("id", "?"))
+            if lid not in rows:
+                organ, kind = str(les.get("organ", "")), str(les.get("kind", ""))
+                rows[lid] = LesionRow(lid, organ, kind, ["—"] * len(tps))
+    for i, tp in enumerate(tps):
+        for les in tp.get("lesions", []):
+            row = rows[str(les.get("id", "?"))]
+            axis = les.get("short_axis_mm") if les.get("is_node") else les.get("long_axis_mm")
+            text = _fmt(axis, " mm") if axis is not None else str(les.get("status") or "—")
+            if les.get("mean_hu") is not None:
+                text += f" · {_fmt(les.get('mean_hu'))} HU"
+            row.values[i] = text
+    return list(rows.values())
+
+
+def criteria_table(result: StoredResult) -> list[dict[str, Any]]:
+    out = []
+    for key in result.criteria():
+        block = result.assessment[key]
+        out.append(
+            {
+                "key": key,
+                "label": CRITERION_LABELS.get(key, key),
+                "responses": block.get("timepoint_responses", []),
+                "sums": block.get("target_sums_mm", []),
+                "change_baseline": block.get("change_vs_baseline_pct", []),
+                "change_nadir": block.get("change_vs_nadir_pct", []),
+                "bor": block.get("bor"),
+                "current": result.category(key),
+            }
+        )
+    return out
+
+
+def thresholds(result: StoredResult) -> list[dict[str, Any]]:
+    out = []
+    for key in result.criteria():
+        for t in result.assessment[key].get("next_thresholds", []) or []:
+            out.append({"criterion": CRITERION_LABELS.get(key, key), **t})
+    return out
+
+
+def _days(d0: str, d: str) -> int | None:
+    try:
+        return (date.fromisoformat(d) - date.fromisoformat(d0)).days
+    except ValueError:
+        return None
+
+
+def spider_series(result: StoredResult) -> list[tuple[str, list[tuple[int, float]]]]:
+    """Per target lesion: (days since baseline, % change of its axis vs baseline) at each time point."""
+    tl = result.timeline or {}
+    tps = tl.get("timepoints", [])
+    if not tps:
+        return []
+    d0 = str(tps[0].get("date", ""))
+    base: dict[str, float] = {}
+    for les in tps[0].get("lesions", []):
+        if les.get("kind") == "target":
+            axis = les.get("short_axis_mm") if les.get("is_node") else les.get("long_axis_mm")
+            if isinstance(axis, int | float) and axis > 0:
+                base[str(les["id"])] = float(axis)
+    series: dict[str, list[tuple[int, float]]] = {lid: [(0, 0.0)] for lid in base}
+    for tp in tps[1:]:
+        day = _days(d0, str(tp.get("date", "")))
+        if day is None:
+            continue
+        for les in tp.get("lesions", []):
+            lid = str(les.get("id"))
+            if lid not in base:
+                continue
+            axis = les.get("short_axis_mm") if les.get("is_node") else les.get("long_axis_mm")
+            if isinstance(axis, int | float):
+                series[lid].append((day, 100.0 * (float(axis) - base[lid]) / base[lid]))
+    return sorted(series.items())
+
+
+def spider_svg(result: StoredResult, width: int = 640, height: int = 300) -> str:
+    """Spider plot of the target lesions as inline SVG, with the RECIST +20 % and -30 % lines."""
+    series = spider_series(result)
+    if not series:
+        return '<p class="muted">No target lesion measured at baseline: no spider plot.</p>'
+    left, right, top, bottom = 56, 96, 16, 40
+    max_day = max([d for _, pts in series for d, _ in pts] + [1])
+    values = [v for _, pts in series for _, v in pts]
+    lo = min(-40.0, min(values) - 10)
+    hi = max(30.0, max(values) + 10)
+
+    def x(day: float) -> float:
+        return left + (width - left - right) * day / max_day
+
+    def y(v: float) -> float:
+        return top + (height - top - bottom) * (hi - v) / (hi - lo)
+
+    parts = [
+        f'<svg class="spider" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Spider plot: change of each target lesion from baseline" '
+        f'xmlns="http://www.w3.org/2000/svg">'
+    ]
+    step = 20 if hi - lo <= 160 else 50
+    tick = int(lo // step * step)
+    while tick <= hi:
+        if tick >= lo:
+            parts.append(
+                f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" class="grid"/>'
+                f'<text x="{left - 8}" y="{y(tick) + 4:.1f}" class="tick" text-anchor="end">{tick:+d}%</text>'
+            )
+        tick += step
+    for ref, label in ((20.0, "PD +20%"), (-30.0, "PR −30%")):
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y(ref):.1f}" y2="{y(ref):.1f}" class="ref"/>'
+            f'<text x="{width - right + 6}" y="{y(ref) + 4:.1f}" class="ref-label">{label}</text>'
+        )
+    parts.append(
+        f'<line x1="{left}" x2="{width - right}" y1="{y(0):.1f}" y2="{y(0):.1f}" class="zero"/>'
+        f'<text x="{(left + width - right) / 2:.0f}" y="{height - 6}" class="axis" text-anchor="middle">'
+        "Days since baseline</text>"
+    )
+    for day in sorted({d for _, pts in series for d, _ in pts}):
+        parts.append(
+            f'<text x="{x(day):.1f}" y="{height - bottom + 16}" class="tick" '
+            f'text-anchor="middle">{day}</text>'
+        )
+    for i, (lid, pts) in enumerate(series):
+        color = PALETTE[i % len(PALETTE)]
+        coords = " ".join(f"{x(d):.1f},{y(v):.1f}" for d, v in pts)
+        parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for d, v in pts:
+            parts.append(
+                f'<circle cx="{x(d):.1f}" cy="{y(v):.1f}" r="3.5" fill="{color}">'
+                f"<title>{escape(lid)}: day {d}, {v:+.1f}%</title></circle>"
+            )
+        d, v = pts[-1]
+        parts.append(
+            f'<text x="{x(d) + 8:.1f}" y="{y(v) + 4:.1f}" class="series" fill="{color}">{escape(lid)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+CSV_COLUMNS = (
+    "criterion", "timepoint", "date", "response", "target_response", "non_target_response",
+    "target_sum_mm", "nadir_sum_mm", "change_vs_baseline_pct", "change_vs_nadir_pct", "bor",
+)  # fmt: skip
+
+
+def response_csv(result: StoredResult) -> str:
+    """One row per criterion and time point (the baseline included)."""
+    dates = timepoint_dates(result)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(CSV_COLUMNS)
+    for key in result.criteria():
+        block = result.assessment[key]
+        n = len(block.get("timepoint_responses", []))
+
+        def at(name: str, i: int, block: dict[str, Any] = block) -> Any:
+            values = block.get(name) or []
+            v = values[i] if i < len(values) else None
+            return "" if v is None else v
+
+        for i in range(n):
+            w.writerow(
+                [
+                    CRITERION_LABELS.get(key, key), i, dates[i] if i < len(dates) else "",
+                    at("timepoint_responses", i), at("target_responses", i), at("non_target_responses", i),
+                    at("target_sums_mm", i), at("nadir_sums_mm", i), at("change_vs_baseline_pct", i),
+                    at("change_vs_nadir_pct", i), block.get("bor", ""),
+                ]
+            )  # fmt: skip
+    return buf.getvalue()
