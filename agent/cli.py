@@ -22,6 +22,9 @@ COMMAND_MODULES = (
     "agent.commands.sr",
     "agent.commands.check_config",
     "agent.commands.db",
+    "agent.commands.reprocess",
+    "agent.commands.status",
+    "agent.commands.outbox",
 )
 
 
