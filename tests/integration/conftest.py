@@ -82,6 +82,8 @@ class Agent:
                 "LIVER_AGENT_LOG__FORMAT": "json",
                 "LIVER_AGENT_LOG__LEVEL": "INFO",
                 "LIVER_AGENT_WEB__ENABLED": "false",
+                # These tests are about receiving: the job rows must stay as the stability monitor wrote them.
+                "LIVER_AGENT_PIPELINE__ENABLED": "false",
                 "PYTHONPATH": str(REPO),
             }
         )
