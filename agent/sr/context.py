@@ -120,8 +120,9 @@ def study_context(
     warns: list[str] = []
     referenced = report.referenced_study_uids()
     study_uid = referenced[0] if referenced else report.study_uid
-    if len(referenced) > 1:
-        warns.append(f"measurements reference {len(referenced)} studies; the most referenced one is used")
+    measured = _measured_studies(report)
+    if len(measured) > 1:
+        warns.append(f"measurements reference {len(measured)} studies; the most referenced one is used")
     infos: list[SeriesInfo] = []
     if lookup is not None:
         seen: set[tuple[str | None, str | None]] = set()
@@ -195,6 +196,15 @@ def _measured_evidence(report: SRReport, study_uid: str | None) -> list[Evidence
     known = {e.sop_instance_uid for e in refs}
     refs += [EvidenceRef(None, None, uid, None) for uid in sorted(measured - known)]
     return refs[:64]
+
+
+def _measured_studies(report: SRReport) -> set[str]:
+    """Studies of the images the groups measured (other evidence, e.g. priors a report cites, not counted)."""
+    measured = {img.sop_instance_uid for g in report.groups for img in g.images}
+    studies = {e.study_uid for e in report.evidence if e.study_uid and e.sop_instance_uid in measured}
+    if not studies:  # nothing measured on a listed image: every study in the evidence is a candidate
+        studies = {e.study_uid for e in report.evidence if e.study_uid}
+    return studies
 
 
 def _modality_from_sop_classes(report: SRReport) -> str | None:

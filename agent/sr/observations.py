@@ -52,6 +52,8 @@ def observations(
     out: list[Observation] = []
     warns: list[str] = []
     for group in report.groups:
+        if matches(group.finding, codes.TARGET_SUM_FINDING):
+            continue  # our response report's sum of diameters: not a lesion, nothing to warn about
         if not is_lesion_group(group):
             warns.append(f"group {group.label!r} is not a lesion measurement; not used")
             continue

@@ -67,6 +67,10 @@ SOP_CLASS_MODALITY = {
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 
 
+#: Why a response report of ours without lesion groups (a pre-read) gives no time point.
+PRE_READ_REASON = "a liver-agent pre-read or sums-only report: no lesion measured in its own study"
+
+
 class SRReadError(Exception):
     """An SR file that cannot be used; ``reason`` is one line fit for an operator.
 
@@ -294,6 +298,8 @@ def require_measurements(report: SRReport) -> SRReport:
     """``report`` if it holds at least one lesion-like group, else :class:`SRReadError` with the reason."""
     if any(_is_lesion_group(g)[0] for g in report.groups):
         return report
+    if report.groups and all(matches(g.finding, codes.TARGET_SUM_FINDING) for g in report.groups):
+        raise SRReadError(PRE_READ_REASON, report.source)
     if not report.groups:
         reason = "no measurement group or measurement in the content tree"
     else:

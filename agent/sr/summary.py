@@ -155,7 +155,7 @@ def _page(report: ResponseReport) -> Any:
         canvas.rect(MARGIN, top - 11 * mm, width - 2 * MARGIN, 11 * mm, stroke=0, fill=1)
         canvas.setFillColor(colors.white)
         canvas.setFont(FONT_BOLD, 13)
-        title = "Tumour response summary" + (" — PRE-READ" if report.pre_read else "")
+        title = "Tumour response pre-read" if report.pre_read else "Tumour response summary"
         canvas.drawString(MARGIN + 4 * mm, top - 7.3 * mm, title)
         badge = "MACHINE-GENERATED · NOT VERIFIED BY A RADIOLOGIST"
         canvas.setFont(FONT_BOLD, 7.5)
@@ -387,7 +387,19 @@ def _thresholds(report: ResponseReport) -> list[Flowable]:
         out.append(Paragraph(f"<b>{name}</b>, {read}: {text}", _style(8, leading=10.5)))
     if not out:
         out.append(Paragraph("No threshold: no target lesion at baseline.", _style(8, colour=MUTED)))
-    return out
+    box = Table([[p] for p in out], colWidths=[None])
+    box.setStyle(
+        TableStyle(
+            [
+                ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#fff8e1")),
+                ("LINEBEFORE", (0, 0), (0, -1), 2.2, colors.HexColor("#f9a825")),
+                ("LEFTPADDING", (0, 0), (-1, -1), 6),
+                ("TOPPADDING", (0, 0), (-1, -1), 1.6),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 1.6),
+            ]
+        )
+    )
+    return [box]
 
 
 def _rules(report: ResponseReport) -> list[Flowable]:

@@ -190,18 +190,38 @@ def response_sr(
         is_verified=False,
         previous_versions=[_reference_dataset(p) for p in report.predecessors] or None,
         coding_schemes=[_private_scheme()],
-        series_description=SERIES_DESCRIPTION + (" pre-read" if report.pre_read else ""),
+        series_description=SERIES_DESCRIPTION,
         manufacturer_model_name=AGENT_NAME,
         software_versions=__version__,
         content_date=content_date,
         content_time=content_time,
         series_date=content_date,
         series_time=content_time,
-        specific_character_set=report.patient.character_set or "ISO_IR 192",
+        specific_character_set="ISO_IR 192",
     )
     sr.InstanceCreationDate = DA(content_date)
     sr.InstanceCreationTime = TM(content_time)
+    _set_character_set(sr)
     return sr
+
+
+def _set_character_set(ds: Dataset) -> None:
+    """Default repertoire when every text is ASCII, else UTF-8 (ISO_IR 192), whatever the source used."""
+    ascii_only = True
+
+    def visit(dataset: Dataset, elem: Any) -> None:
+        nonlocal ascii_only
+        if elem.VR in ("SH", "LO", "ST", "LT", "UT", "PN", "UC") and elem.value is not None:
+            values = elem.value if isinstance(elem.value, (list, tuple)) else [elem.value]
+            if any(not str(v).isascii() for v in values):
+                ascii_only = False
+
+    ds.walk(visit)
+    if ascii_only:
+        if "SpecificCharacterSet" in ds:
+            del ds.SpecificCharacterSet
+    else:
+        ds.SpecificCharacterSet = "ISO_IR 192"
 
 
 def _private_scheme() -> CodingSchemeIdentificationItem:
@@ -299,10 +319,10 @@ def _lesion_groups(report: ResponseReport, org_root: str, tab: Table) -> list[An
         uid = tracking_uid(report, lesion.id, org_root)
         name = dicom.tracking_identifier or lesion.id
         parts: list[tuple[str, Decimal | None, bool]] = [(name, lesion.long_axis_mm, True)]
-        if lesion.fragments_mm:
+        if lesion.fragments_mm:  # one group per fragment, one Tracking UID: the reader joins them again
             n = len(lesion.fragments_mm)
             parts = [
-                (f"{name} (fragment {k + 1} of {n})", value, k == 0)
+                (name if k == 0 else f"{name} (fragment {k + 1} of {n})", value, k == 0)
                 for k, value in enumerate(lesion.fragments_mm)
             ]
         for identifier, long_axis, first in parts:
@@ -644,7 +664,7 @@ def summary_pdf(
     patient, study = report.patient, report.current
     fp = fingerprint(report)
     ds = Dataset()
-    ds.SpecificCharacterSet = patient.character_set or "ISO_IR 192"
+    ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = ENCAPSULATED_PDF_STORAGE
     ds.SOPInstanceUID = derive_uid(org_root, "response-pdf", study.study_uid, fp)
     ds.InstanceCreationDate = content_date
@@ -664,7 +684,7 @@ def summary_pdf(
     ds.Modality = "DOC"
     ds.SeriesInstanceUID = series or series_uid(report, org_root)
     ds.SeriesNumber = SERIES_NUMBER
-    ds.SeriesDescription = SERIES_DESCRIPTION + (" pre-read" if report.pre_read else "")
+    ds.SeriesDescription = SERIES_DESCRIPTION
     ds.SeriesDate = content_date
     ds.SeriesTime = content_time
     ds.Manufacturer = AGENT_NAME
@@ -696,6 +716,7 @@ def summary_pdf(
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
+    _set_character_set(ds)
     return ds
 
 
