@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "agent.commands.reprocess",
     "agent.commands.status",
     "agent.commands.outbox",
+    "agent.commands.web",
 )
 
 

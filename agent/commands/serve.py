@@ -65,6 +65,38 @@ def add_pipeline(monitor: StabilityMonitor, settings: Any, sessions: Any, scp: S
     )
 
 
+def start_alerts_and_web(
+    settings: Any, sessions: Any, scp: StoreSCP, monitor: StabilityMonitor, spool_root: Any
+) -> tuple[Any, Any]:
+    """The alert delivery loop, and the HTTP service unless ``web.enabled`` is false."""
+    from agent.alerts.delivery import AlertDispatcher
+    from agent.alerts.sinks import build_sinks
+    from agent.alerts.store import routing_from_settings
+    from agent.web.app import Readiness, create_app
+    from agent.web.server import WebServer
+
+    routing = routing_from_settings(settings.alerts.sinks)
+    dispatcher = AlertDispatcher(
+        sessions, build_sinks(settings.alerts.sinks), settings.alerts, routing, spool_root
+    )
+    dispatcher.start()
+    if not settings.web.enabled:
+        return dispatcher, None
+    checks = {
+        "scheduler": lambda: bool(monitor.scheduler.running) and dispatcher.running,
+        "dicom": lambda: scp.server is not None and scp._thread is not None and scp._thread.is_alive(),
+    }
+    web = WebServer(
+        create_app(settings.web, sessions, Readiness(checks)), settings.web.host, settings.web.port
+    )
+    try:
+        web.start()
+    except OSError:
+        dispatcher.stop()
+        raise
+    return dispatcher, web
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_or_exit(args.config)
     configure_logging(settings.log.level, settings.log.format)
@@ -99,14 +131,23 @@ def run(args: argparse.Namespace) -> int:
         log.error("scp.start_failed", error=type(exc).__name__, detail=str(exc)[:300])
         return 1
     add_pipeline(monitor, settings, sessions, scp)
+    try:
+        dispatcher, web = start_alerts_and_web(settings, sessions, scp, monitor, spool.root)
+    except (OSError, ValueError) as exc:
+        log.error("web.start_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        scp.stop(0)
+        return 1
     monitor.start()
     log.info("agent.started", spool=str(spool.root), database=engine.dialect.name)
     try:
         while not stop.wait(1.0):
             pass
     finally:
+        if web is not None:
+            web.stop()
         scp.stop(settings.dicom.shutdown_grace_s)
         monitor.stop()
+        dispatcher.stop()
         engine.dispose()
     log.info("agent.stopped")
     return 0

@@ -32,6 +32,13 @@ from agent.db.models import StudyState, utcnow
 from agent.dicom.header import HeaderError, read_identity
 from agent.dicom.spool import PREAMBLE, Spool, SpoolError, is_valid_uid
 from agent.log import get_logger, uid_hash
+from agent.metrics import (
+    ASSOCIATION_REJECTS,
+    ASSOCIATIONS_ACCEPTED,
+    BYTES_RECEIVED,
+    INSTANCES_RECEIVED,
+    INSTANCES_REFUSED,
+)
 
 log = get_logger(__name__)
 
@@ -268,6 +275,7 @@ class StoreSCP:
         return SUCCESS
 
     def _on_accepted(self, event: Any) -> None:
+        ASSOCIATIONS_ACCEPTED.inc()
         req = event.assoc.requestor
         log.info(
             "scp.association.accepted",
@@ -277,6 +285,7 @@ class StoreSCP:
         )
 
     def _on_rejected(self, event: Any) -> None:
+        ASSOCIATION_REJECTS.inc()
         req = event.assoc.requestor
         log.warning(
             "scp.association.rejected",
@@ -301,9 +310,11 @@ class StoreSCP:
                 calling_aet=calling,
                 sop_class=str(req.AffectedSOPClassUID or ""),
             )
+            INSTANCES_REFUSED.labels(status=f"0x{refusal.status:04X}").inc()
             return refusal.status
         except Exception as exc:  # a bug must not take the association (or the service) down
             log.error("scp.store.failed", error=type(exc).__name__, calling_aet=calling)
+            INSTANCES_REFUSED.labels(status=f"0x{OUT_OF_RESOURCES:04X}").inc()
             return OUT_OF_RESOURCES
 
     def _store(self, event: Any, req: Any, calling: str) -> int:
@@ -376,12 +387,15 @@ class StoreSCP:
             log.info(
                 "study.reopened", study=uid_hash(ident.study_uid), previous_state=recorded.previous_state
             )
+        sop_class = _STORAGE_CLASSES_BY_UID.get(ident.sop_class_uid, ident.sop_class_uid)
+        INSTANCES_RECEIVED.labels(sop_class=sop_class).inc()
+        BYTES_RECEIVED.inc(size)
         log.info(
             "scp.stored",
             study=uid_hash(ident.study_uid),
             series=uid_hash(ident.series_uid),
             sop=uid_hash(ident.sop_instance_uid),
-            sop_class=_STORAGE_CLASSES_BY_UID.get(ident.sop_class_uid, ident.sop_class_uid),
+            sop_class=sop_class,
             transfer_syntax=transfer_syntax,
             bytes=size,
             replaced=recorded.replaced,
