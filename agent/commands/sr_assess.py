@@ -24,7 +24,7 @@ from agent.response.alerts import CATALOGUE
 from agent.response.model import Alert, Assessment, Severity, Timeline
 from agent.response.parse import ValidationError, assessment_to_dict
 from agent.response.table import assess_timeline
-from agent.sr.read import SRReport
+from agent.sr.read import PRE_READ_REASON, SRReport, read_sr
 from agent.sr.report import Instance, LesionDicom, PatientInfo, ResponseReport, StudyInfo
 from agent.sr.write import AGENT_NAME, instance_of, response_sr, summary_pdf
 
@@ -110,8 +110,10 @@ def _study(item: ReportInput, header: pydicom.Dataset) -> StudyInfo:
 
 
 def _lesion_facts(tracked: TrackedTimeline, upto: int) -> dict[str, LesionDicom]:
-    """Per lesion id: the first Tracking UID it had, its latest identifier, sites, images and regions."""
+    """Per lesion id: the first Tracking UID and identifier it had (the baseline's), and where it was
+    measured last: finding sites, images and regions."""
     first_uid: dict[str, str] = {}
+    first_identifier: dict[str, str] = {}
     facts: dict[str, LesionDicom] = {}
     for tp in tracked.timepoints[: upto + 1]:
         report = tp.report.report
@@ -121,6 +123,9 @@ def _lesion_facts(tracked: TrackedTimeline, upto: int) -> dict[str, LesionDicom]
             uid = src.get("tracking_uid")
             if isinstance(uid, str) and lesion_id not in first_uid:
                 first_uid[lesion_id] = uid
+            ident = src.get("tracking_identifier")
+            if isinstance(ident, str) and lesion_id not in first_identifier:
+                first_identifier[lesion_id] = ident
             obs = next((o for o in tp.report.observations if o.source == src), None)
             group = next(
                 (
@@ -132,15 +137,17 @@ def _lesion_facts(tracked: TrackedTimeline, upto: int) -> dict[str, LesionDicom]
                 ),
                 None,
             )
-            ident = src.get("tracking_identifier")
             facts[lesion_id] = LesionDicom(
                 tracking_uid=None,
-                tracking_identifier=ident if isinstance(ident, str) else None,
+                tracking_identifier=None,
                 site_codes=obs.site_codes if obs is not None else (),
                 images=group.images if group is not None else (),
                 regions=group.regions if group is not None else (),
             )
-    return {k: replace(v, tracking_uid=first_uid.get(k)) for k, v in facts.items()}
+    return {
+        k: replace(v, tracking_uid=first_uid.get(k), tracking_identifier=first_identifier.get(k))
+        for k, v in facts.items()
+    }
 
 
 def _tracking_alerts(tracked: TrackedTimeline, n: int) -> list[Alert]:
@@ -172,7 +179,7 @@ def build_report(
     timeline: Timeline,
     *,
     pre_read: bool,
-    ours: list[ReportInput],
+    ours: list[SRReport],
 ) -> tuple[ResponseReport, list[Instance]]:
     """The ResponseReport for the newest study of ``tracked`` and the SR instances it was made from."""
     n_all = len(tracked.timepoints)
@@ -201,11 +208,10 @@ def build_report(
         sr = _instance(newest.report.report)  # no image of the newest study known: its SR stands for it
         if sr is not None:
             evidence.append(sr)
-    predecessors = [
-        inst
-        for o in ours
-        if o.context.study_uid == current.study_uid and (inst := _instance(o.report)) is not None
-    ]
+    predecessors = sorted(
+        (inst for r in ours if r.study_uid == current.study_uid and (inst := _instance(r)) is not None),
+        key=lambda i: i.sop_instance_uid,
+    )
     extra = _tracking_alerts(tracked, n)
     known = {(a.code, a.timepoint, a.message) for a in assessment.alerts}
     alerts = assessment.alerts + tuple(a for a in extra if (a.code, a.timepoint, a.message) not in known)
@@ -235,6 +241,12 @@ def assess_files(args: argparse.Namespace) -> int:
 
     org_root = settings_or_exit(getattr(args, "config", None)).uids.org_root
     usable, failures, _ = read_reports(args.files, rules=rules, limits=limits)
+    pre_reads: list[SRReport] = []
+    for path, reason in list(failures.items()):
+        if reason == PRE_READ_REASON:  # an earlier pre-read of ours: superseded, never an input
+            pre_reads.append(read_sr(path, limits=limits))
+            del failures[path]
+            print(f"{path}: {reason}; set aside", file=sys.stderr)
     for path, reason in failures.items():
         print(f"{path}: {reason}", file=sys.stderr)
     if failures:
@@ -253,7 +265,8 @@ def assess_files(args: argparse.Namespace) -> int:
         timeline = full
     assessment = assess_timeline(timeline)
     try:
-        report, sources = build_report(tracked, assessment, timeline, pre_read=args.pre_read, ours=ours)
+        earlier = [o.report for o in ours] + pre_reads
+        report, sources = build_report(tracked, assessment, timeline, pre_read=args.pre_read, ours=earlier)
         created = _created(inputs)
         sr = response_sr(report, org_root=org_root, created=created)
         out = Path(args.out)

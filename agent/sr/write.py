@@ -201,6 +201,8 @@ def response_sr(
     )
     sr.InstanceCreationDate = DA(content_date)
     sr.InstanceCreationTime = TM(content_time)
+    for equipment in sr.get("ContributingEquipmentSequence", []):  # highdicom stamps its clock here
+        equipment.ContributionDateTime = content_date + content_time
     _set_character_set(sr)
     return sr
 
