@@ -48,6 +48,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent import __version__
+from agent.alerts.store import record_assessment, routing_from_settings
 from agent.config import AssessSettings, ClassifySettings, Settings
 from agent.db.models import (
     Instance,
@@ -63,10 +64,18 @@ from agent.db.models import (
 )
 from agent.dicom.scu import SCUError
 from agent.log import get_logger, uid_hash
+from agent.metrics import PIPELINE_DURATION
 from agent.pipeline import jobs, outbox
 from agent.pipeline.priors import LocalSR, StoreHandler, gather
-from agent.pipeline.tracking import ReportInput, TrackedTimeline, TrackingError, build_timeline
+from agent.pipeline.tracking import (
+    ReportInput,
+    TrackedTimeline,
+    TrackingError,
+    build_timeline,
+    timeline_to_dict,
+)
 from agent.response.model import Assessment, Context, Criterion, Phase
+from agent.response.parse import assessment_to_dict
 from agent.response.table import assess_timeline
 from agent.sr import write as sr_write
 from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesInfo, study_context
@@ -614,6 +623,8 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
     timings["write"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    own = [i for i, tp in enumerate(tracked.timepoints) if tp.study_uid == study_uid]
+    own_tp = own[-1] if own else len(tracked.timepoints) - 1
     detail = {
         "kind": kind.value,
         "context": {"primary": context.primary, "therapy": list(context.therapy)},
@@ -623,6 +634,10 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
         "objects": [str(o.path) for o in written.objects],
         "classes": [o.sop_class_uid for o in written.objects],
         "uids": [o.sop_uid for o in written.objects],
+        # Read back by the alerts and the web pages (agent/alerts/results.py).
+        "assessment": assessment_to_dict(assessment),
+        "timeline": timeline_to_dict(tracked),
+        "timepoint": own_tp,
     }
     with sessions.begin() as session:
         row = session.execute(
@@ -650,6 +665,14 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
             .values(current=False)
         )
         row.current = True
+        record_assessment(
+            session,
+            study_pk,
+            assessment,
+            routing=routing_from_settings(settings.alerts.sinks),
+            timepoint=own_tp,
+            result_version=row.version,
+        )
         destinations = outbox.store_destinations(settings.peers)
         queued = outbox.queue(session, destinations, written.objects, study_pk, row.id)
     timings["queue"] = time.perf_counter() - t0
@@ -739,6 +762,9 @@ class Worker:
                 .where(Study.id == study_pk, Study.state == StudyState.PROCESSING.value)
                 .values(state=final_state, updated_at=utcnow())
             )
+        PIPELINE_DURATION.labels(stage="total").observe(time.perf_counter() - started)
+        for stage, seconds in outcome.timings.items() if outcome else []:
+            PIPELINE_DURATION.labels(stage=stage).observe(seconds)
         log.info(
             "pipeline.finished",
             job=job_id,
