@@ -160,7 +160,7 @@ def spider_svg(result: StoredResult, width: int = 640, height: int = 300) -> str
     for ref, label in ((20.0, "PD +20%"), (-30.0, "PR −30%")):
         parts.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y(ref):.1f}" y2="{y(ref):.1f}" class="ref"/>'
-            f'<text x="{width - right + 6}" y="{y(ref) + 4:.1f}" class="ref-label">{label}</text>'
+            f'<text x="{left + 6}" y="{y(ref) - 4:.1f}" class="ref-label">{label}</text>'
         )
     parts.append(
         f'<line x1="{left}" x2="{width - right}" y1="{y(0):.1f}" y2="{y(0):.1f}" class="zero"/>'
@@ -172,6 +172,12 @@ def spider_svg(result: StoredResult, width: int = 640, height: int = 300) -> str
             f'<text x="{x(day):.1f}" y="{height - bottom + 16}" class="tick" '
             f'text-anchor="middle">{day}</text>'
         )
+    # End labels, nudged apart so that close lines stay readable.
+    label_y: dict[str, float] = {}
+    last = -1e9
+    for lid, pts in sorted(series, key=lambda item: y(item[1][-1][1])):
+        last = max(y(pts[-1][1]) + 4, last + 13)
+        label_y[lid] = last
     for i, (lid, pts) in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
         coords = " ".join(f"{x(d):.1f},{y(v):.1f}" for d, v in pts)
@@ -181,9 +187,9 @@ def spider_svg(result: StoredResult, width: int = 640, height: int = 300) -> str
                 f'<circle cx="{x(d):.1f}" cy="{y(v):.1f}" r="3.5" fill="{color}">'
                 f"<title>{escape(lid)}: day {d}, {v:+.1f}%</title></circle>"
             )
-        d, v = pts[-1]
+        end_x = x(pts[-1][0]) + 8
         parts.append(
-            f'<text x="{x(d) + 8:.1f}" y="{y(v) + 4:.1f}" class="series" fill="{color}">{escape(lid)}</text>'
+            f'<text x="{end_x:.1f}" y="{label_y[lid]:.1f}" class="series" fill="{color}">{escape(lid)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
