@@ -225,18 +225,15 @@ def table(report: ResponseReport) -> Table:
     current = report.current_index
     last_prior = n - 1 if report.pre_read else n - 2
     nadir = nadir_index(sums, n if report.pre_read else n - 1)
-    columns: list[Column] = [Column("baseline", "Baseline", 0, tl.timepoints[0].date)]
-    if nadir is not None:
+    # One column per distinct time point: "Baseline = nadir", "Previous = nadir (FU1)" when they coincide.
+    base_title = "Baseline = nadir" if nadir == 0 else "Baseline"
+    columns: list[Column] = [Column("baseline", base_title, 0, tl.timepoints[0].date)]
+    if nadir is not None and nadir not in (0, last_prior):
         columns.append(Column("nadir", f"Nadir ({report.label(nadir)})", nadir, tl.timepoints[nadir].date))
-    if last_prior >= 0:
-        columns.append(
-            Column(
-                "previous",
-                f"Previous ({report.label(last_prior)})",
-                last_prior,
-                tl.timepoints[last_prior].date,
-            )
-        )
+    if last_prior > 0:
+        title = "Previous = nadir" if nadir == last_prior else "Previous"
+        date_ = tl.timepoints[last_prior].date
+        columns.append(Column("previous", f"{title} ({report.label(last_prior)})", last_prior, date_))
     columns.append(Column("current", f"Current ({report.current_label})", current, report.current.date))
 
     rows: list[LesionRow] = []

@@ -27,7 +27,7 @@ from reportlab.platypus import (
     Flowable,
     Frame,
     FrameBreak,
-    KeepTogether,
+    KeepInFrame,
     PageTemplate,
     Paragraph,
     Spacer,
@@ -680,25 +680,22 @@ def render_pdf(report: ResponseReport) -> bytes:
         bottomMargin=MARGIN,
     )
     doc.addPageTemplates([PageTemplate(id="summary", frames=frames, onPage=_page(report))])
-    story: list[Flowable] = [
+    left: list[Flowable] = [
         _section("Lesions"),
         Spacer(0, 1.5 * mm),
         _lesion_table(report, left_w),
         Spacer(0, 5 * mm),
-        KeepTogether(
-            [
-                _section("Response by criterion" + (" (last prior time point)" if report.pre_read else "")),
-                Spacer(0, 1.5 * mm),
-                _response_table(report, left_w),
-            ]
-        ),
+        _section("Response by criterion" + (" (last prior time point)" if report.pre_read else "")),
+        Spacer(0, 1.5 * mm),
+        _response_table(report, left_w),
         Spacer(0, 4 * mm),
         _section("Thresholds for the " + ("current read" if report.pre_read else "next read")),
         Spacer(0, 1.5 * mm),
         *_thresholds(report),
         Spacer(0, 3 * mm),
         *_rules(report),
-        FrameBreak(),
+    ]
+    right: list[Flowable] = [
         _section("Spider plot"),
         Spacer(0, 1 * mm),
         _spider(report, right_w, 56 * mm),
@@ -706,6 +703,12 @@ def render_pdf(report: ResponseReport) -> bytes:
         _section(f"Alerts ({len(report.assessment.alerts)})"),
         Spacer(0, 1.5 * mm),
         *_alerts(report, right_w),
+    ]
+    # Each column shrinks to fit its frame, so one column never pushes the other onto a second page.
+    story: list[Flowable] = [
+        KeepInFrame(left_w, body_h, left, mode="shrink"),
+        FrameBreak(),
+        KeepInFrame(right_w, body_h, right, mode="shrink"),
     ]
     doc.build(story)
     return buf.getvalue()

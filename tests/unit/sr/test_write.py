@@ -388,7 +388,12 @@ def test_pre_read_carries_priors_and_thresholds_for_the_current_read(inputs: Inp
     texts = [i.TextValue for i in qe if i.ValueType == "TEXT"]
     assert any(t.startswith("PRE-READ for FU2 2024-05-06") for t in texts)
     assert any("the current read: PD if the target sum reaches >= 104.4 mm" in t for t in texts)
-    assert any(t.startswith("T1 liver seg VII") and "current (fu2) pending" in t for t in texts)
+    assert any(
+        t.startswith("T1 liver seg VII")
+        and "current (fu2) pending" in t
+        and "previous = nadir (fu1) 35 mm" in t
+        for t in texts
+    )
     groups = _items(ds, codes.IMAGING_MEASUREMENTS, codes.MEASUREMENT_GROUP)
     assert len(groups) == 3  # sums at BL and FU1, thresholds for FU2; no lesion group
     with pytest.raises(SRReadError) as exc:
