@@ -119,6 +119,18 @@ class UIDSettings(Section):
         return body + "."
 
 
+Scope = Literal["read", "acknowledge"]
+SeverityName = Literal["critical", "warning", "info"]
+
+
+def _read_scope() -> list[Scope]:
+    return ["read"]
+
+
+def _all_severities() -> list[SeverityName]:
+    return ["critical", "warning", "info"]
+
+
 class APITokenSettings(Section):
     """A bearer token of the HTTP API, stored only as a hash (``liver-agent web hash-token``)."""
 
@@ -126,7 +138,7 @@ class APITokenSettings(Section):
     # "sha256$<hex>" or "pbkdf2_sha256$<iterations>$<salt>$<hex>".
     hash: SecretStr
     # read: GET endpoints; acknowledge: also POST acknowledgements.
-    scopes: list[Literal["read", "acknowledge"]] = Field(default_factory=lambda: ["read"])
+    scopes: list[Scope] = Field(default_factory=_read_scope)
 
 
 class WebUserSettings(Section):
@@ -162,9 +174,7 @@ class AlertSinkSettings(BaseModel):
     # webhook, hl7 or log (agent/alerts/sinks.py lists them).
     type: str
     # Severities sent to this sink.
-    severities: list[Literal["critical", "warning", "info"]] = Field(
-        default_factory=lambda: ["critical", "warning", "info"]
-    )
+    severities: list[SeverityName] = Field(default_factory=_all_severities)
 
 
 class AlertSettings(Section):
