@@ -9,10 +9,8 @@ cross-multiplication and every threshold is inclusive (SPEC §1.4). Never import
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any
 
 from agent.response.model import (
     Category,
@@ -48,6 +46,16 @@ CITE_BOR = "RECIST 1.1 (Eisenhauer 2009) §4.4, Table 3"
 # Target lesions (SPEC §2.3-§2.4)
 
 
+#: Lesion statuses read in the per-record rules (module constants: on Python 3.11 ``LesionStatus.MEASURED``
+#: is looked up through ``EnumType.__getattr__``, which costs more than the rule itself).
+_MEASURED = LesionStatus.MEASURED
+_GONE = frozenset({LesionStatus.DISAPPEARED, LesionStatus.COALESCED})  # value 0
+_TOO_SMALL = LesionStatus.TOO_SMALL
+_NOT_ASSESSED = LesionStatus.NOT_ASSESSED
+_PRESENT, _ABSENT = LesionStatus.PRESENT, LesionStatus.ABSENT
+_UNEQUIVOCAL_PROGRESSION = LesionStatus.UNEQUIVOCAL_PROGRESSION
+
+
 def target_value(lesion: Lesion | None) -> Decimal | None:
     """Contribution of one target to the sum; ``None`` when it was not assessed (SPEC §2.3)."""
     if lesion is None:
@@ -55,11 +63,13 @@ def target_value(lesion: Lesion | None) -> Decimal | None:
     if lesion.fragments_mm:
         return sum(lesion.fragments_mm, ZERO)
     status = lesion.status
-    if status is LesionStatus.DISAPPEARED or status is LesionStatus.COALESCED:
+    if status is _MEASURED:
+        return lesion.short_axis_mm if lesion.is_node else lesion.long_axis_mm
+    if status in _GONE:
         return ZERO
-    if status is LesionStatus.TOO_SMALL:
+    if status is _TOO_SMALL:
         return TOO_SMALL_MM
-    if status is LesionStatus.NOT_ASSESSED:
+    if status is _NOT_ASSESSED:
         return None
     return lesion.short_axis_mm if lesion.is_node else lesion.long_axis_mm
 
@@ -152,27 +162,36 @@ def target_response(
 
 def non_target_absent(lesion: Lesion) -> bool:
     """A non-target counts as absent when recorded absent, or a node 'present' below 10 mm short axis."""
-    if lesion.status is LesionStatus.ABSENT:
+    status = lesion.status
+    if status is _ABSENT:
         return True
     return (
         lesion.is_node
-        and lesion.status is LesionStatus.PRESENT
+        and status is _PRESENT
         and lesion.short_axis_mm is not None
         and lesion.short_axis_mm < TEN
     )
 
 
 def non_target_response(records: Sequence[Lesion | None]) -> Category:
-    """SPEC §2.5 over the records of the baseline non-targets at one time point."""
+    """SPEC §2.5 over the records of the baseline non-targets at one time point: PD when any shows unequivocal
+    progression, else NE when any is missing or not assessed, else CR when all are absent."""
     if not records:
         return C.NONE
-    if any(r is not None and r.status is LesionStatus.UNEQUIVOCAL_PROGRESSION for r in records):
-        return C.PD
-    if any(r is None or r.status is LesionStatus.NOT_ASSESSED for r in records):
+    evaluable = True
+    all_absent = True
+    for r in records:
+        if r is None:
+            evaluable = False
+        elif r.status is _UNEQUIVOCAL_PROGRESSION:
+            return C.PD
+        elif r.status is _NOT_ASSESSED:
+            evaluable = False
+        elif all_absent and not non_target_absent(r):
+            all_absent = False
+    if not evaluable:
         return C.NE
-    if all(r is not None and non_target_absent(r) for r in records):
-        return C.CR
-    return C.NON_CR_NON_PD
+    return C.CR if all_absent else C.NON_CR_NON_PD
 
 
 def reappearance(
@@ -185,7 +204,7 @@ def reappearance(
         if (base.is_node and v >= TEN) or (not base.is_node and v > ZERO):
             return True
     for r in nt_records:
-        if r is None or r.status is LesionStatus.NOT_ASSESSED:
+        if r is None or r.status is _NOT_ASSESSED:
             continue
         if not non_target_absent(r):
             return True
@@ -302,13 +321,6 @@ def next_thresholds(baseline_sum: Decimal, nadir_sum: Decimal) -> tuple[Threshol
 # The series
 
 
-@dataclass(frozen=True, slots=True)
-class _Step:
-    values: tuple[Decimal | None, ...]
-    current: Decimal | None
-    partial: Decimal
-
-
 def _new_lesion_confirmed_later(registry: Registry, t: int) -> bool:
     """An equivocal new lesion at ``t`` that a later scan shows unequivocally (so PD is back-dated to it)."""
     equivocal = {les.id for les in registry.equivocal_new(t)}
@@ -320,9 +332,25 @@ def _new_lesion_confirmed_later(registry: Registry, t: int) -> bool:
     return False
 
 
+def _ne_reason(no_imaging: bool, target: Category, non_target: Category, missing: tuple[str, ...]) -> str:
+    """Why an overall response is NE."""
+    if no_imaging:
+        return "no imaging at this time point"
+    if target is C.NE:
+        return f"target(s) not assessed: {', '.join(missing)}"
+    if non_target is C.NE:
+        return "non-target lesion(s) not assessed"
+    return "no baseline disease"
+
+
 def assess(timeline: Timeline) -> CriterionResult:
     """RECIST 1.1 over a series: per follow-up the target, non-target, new, overall (provisional and final),
-    then BOR, PD date and the thresholds for the next read."""
+    then BOR, PD date and the thresholds for the next read.
+
+    The final response differs from the provisional one only where an equivocal new lesion seen at that
+    time point is confirmed later: PD is then back-dated to it (SPEC §2.7). The registry knows the whole
+    series, so both are decided in the same pass.
+    """
     options = timeline.options
     tps = timeline.timepoints
     registry = registry_of(timeline)
@@ -334,19 +362,20 @@ def assess(timeline: Timeline) -> CriterionResult:
     strict = options.pr_persistence is PrPersistence.STRICT
     start = timeline.context.treatment_start or timeline.baseline.date
 
-    sums: list[Decimal | None] = [s0]
+    low = s0  # nadir: smallest complete sum so far, baseline included; NE visits never set it (R11-37)
     target_cats: list[Category] = []  # evaluable (non-NE) target categories so far, with their dates
     target_dates: list[date] = []
     last_overall: Category | None = None  # last evaluable provisional overall response
     pr_confirmed = False
-    provisional: list[Category] = []
-    steps: list[dict[str, Any]] = []
+    first_pd: int | None = None
+    final: list[TimepointAssessment | None] = [None]
     for t in range(1, len(tps)):
         tp = tps[t]
         values = tuple(target_value(r) for r in registry.target_records[t])
         current, partial = target_sum(values)
-        nadir_sum = nadir(s0, sums[1:])
-        notes: list[str] = []
+        nadir_sum = low
+        if current is not None and current < low:
+            low = current
         if has_targets:
             prev_target = target_cats[-1] if target_cats else None
             persist = not strict and prev_target in _PR_CR
@@ -363,15 +392,14 @@ def assess(timeline: Timeline) -> CriterionResult:
         reappeared = last_overall is C.CR and reappearance(targets, values, nt_records)
         no_imaging = not tp.lesions
         if no_imaging and not new_unequivocal:
-            category, rule = C.NE, "no imaging at this time point"
+            provisional, rule = C.NE, "no imaging at this time point"
         else:
-            category, rule = overall_response(t_cat, nt_cat, new_unequivocal, reappeared)
-        if reappeared and category is C.PD and rule.startswith("reappearance"):
+            provisional, rule = overall_response(t_cat, nt_cat, new_unequivocal, reappeared)
+        if reappeared and provisional is C.PD and rule.startswith("reappearance"):
             rule += " (the earlier CR may not have been genuine)"
-        provisional.append(category)
-        if category is not C.NE:
-            last_overall = category
-        if t_cat not in (C.NE, C.NONE):
+        if provisional is not C.NE:
+            last_overall = provisional
+        if t_cat is not C.NE and t_cat is not C.NONE:
             target_cats.append(t_cat)
             target_dates.append(tp.date)
             if options.confirmation_required and not pr_confirmed and t_cat in _PR_CR:
@@ -379,68 +407,52 @@ def assess(timeline: Timeline) -> CriterionResult:
                     target_cats[i] in _PR_CR and _confirmed(target_cats, target_dates, i, _PR_CR)
                     for i in range(len(target_cats) - 1)
                 )
-        sums.append(current)
-        missing = tuple(les.id for les, v in zip(targets, values, strict=True) if v is None)
-        ne_reason = None
-        if category is C.NE:
-            if no_imaging:
-                ne_reason = "no imaging at this time point"
-            elif t_cat is C.NE:
-                ne_reason = f"target(s) not assessed: {', '.join(missing)}"
-            elif nt_cat is C.NE:
-                ne_reason = "non-target lesion(s) not assessed"
-            else:
-                ne_reason = "no baseline disease"
-        if registry.equivocal_new(t):
-            notes.append("equivocal new lesion: confirm at the next scan")
-        steps.append(
-            {
-                "index": t,
-                "date": tp.date,
-                "category": category,
-                "target": t_cat,
-                "non_target": nt_cat,
-                "new_lesion": new_unequivocal,
-                "sum_mm": current if has_targets else None,
-                "partial_sum_mm": partial if has_targets and current is None else None,
-                "baseline_sum_mm": baseline_sum if has_targets else None,
-                "nadir_sum_mm": nadir_sum if has_targets else None,
-                "change_vs_baseline_pct": percent_change(current, baseline_sum) if has_targets else None,
-                "change_vs_nadir_pct": percent_change(current, nadir_sum) if has_targets else None,
-                "ne_reason": ne_reason,
-                "rule": f"{rule}; {t_rule}" if has_targets else rule,
-                "citation": CITE_REAPPEARANCE if reappeared and category is C.PD else CITE_OVERALL,
-                "provisional_category": category,
-                "missing_targets": missing,
-                "reappearance_after_cr": reappeared and category is C.PD,
-                "notes": tuple(notes),
-            }
+        missing = (
+            ()
+            if current is not None
+            else tuple(les.id for les, v in zip(targets, values, strict=True) if v is None)
         )
-
-    # Final responses: an equivocal new lesion confirmed later back-dates PD to its first scan (SPEC §2.7).
-    final: list[TimepointAssessment | None] = [None]
-    first_pd: int | None = None
-    for t, step in enumerate(steps, start=1):
-        if step["category"] is not C.PD and _new_lesion_confirmed_later(registry, t):
-            step["category"] = C.PD
-            step["backdated"] = True
-            step["rule"] = (
-                f"PD back-dated: the equivocal new lesion seen here was confirmed later; {step['rule']}"
+        if has_targets:
+            rule = f"{rule}; {t_rule}"
+        citation = CITE_REAPPEARANCE if reappeared and provisional is C.PD else CITE_OVERALL
+        category = provisional
+        backdated = provisional is not C.PD and _new_lesion_confirmed_later(registry, t)
+        if backdated:
+            category = C.PD
+            rule = f"PD back-dated: the equivocal new lesion seen here was confirmed later; {rule}"
+            citation = CITE_NEW
+        final.append(
+            TimepointAssessment(
+                index=t,
+                date=tp.date,
+                category=category,
+                target=t_cat,
+                non_target=nt_cat,
+                new_lesion=new_unequivocal,
+                sum_mm=current if has_targets else None,
+                partial_sum_mm=partial if has_targets and current is None else None,
+                baseline_sum_mm=baseline_sum if has_targets else None,
+                nadir_sum_mm=nadir_sum if has_targets else None,
+                change_vs_baseline_pct=percent_change(current, baseline_sum) if has_targets else None,
+                change_vs_nadir_pct=percent_change(current, nadir_sum) if has_targets else None,
+                ne_reason=_ne_reason(no_imaging, t_cat, nt_cat, missing) if provisional is C.NE else None,
+                rule=rule,
+                citation=citation,
+                provisional_category=provisional,
+                missing_targets=missing,
+                reappearance_after_cr=reappeared and provisional is C.PD,
+                post_pd=first_pd is not None,
+                backdated=backdated,
+                notes=_EQUIVOCAL_NOTE if registry.equivocal_new(t) else (),
             )
-            step["citation"] = CITE_NEW
-        if first_pd is not None:
-            step["post_pd"] = True
-        elif step["category"] is C.PD:
+        )
+        if first_pd is None and category is C.PD:
             first_pd = t
-        final.append(TimepointAssessment(**step))
 
     window = [s for s in final[1 : (first_pd + 1 if first_pd is not None else len(final))] if s is not None]
     bor, bor_rule = best_overall_response(
         [s.category for s in window], [s.date for s in window], start, options
     )
-    thresholds: tuple[Threshold, ...] = ()
-    if has_targets:
-        thresholds = next_thresholds(s0, nadir(s0, sums[1:]))
     return CriterionResult(
         criterion=Criterion.RECIST,
         timepoints=tuple(final),
@@ -449,10 +461,12 @@ def assess(timeline: Timeline) -> CriterionResult:
         pd_date=tps[first_pd].date if first_pd is not None else None,
         pd_index=first_pd,
         baseline_sum_mm=baseline_sum if has_targets else None,
-        next_thresholds=thresholds,
+        next_thresholds=next_thresholds(s0, low) if has_targets else (),
         notes=("RECIST CR of non-target disease also needs normal tumour markers (outside this tool).",),
     )
 
+
+_EQUIVOCAL_NOTE = ("equivocal new lesion: confirm at the next scan",)
 
 _last: tuple[Timeline, CriterionResult] | None = None
 

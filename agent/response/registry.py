@@ -98,10 +98,16 @@ def _as_continuation(record: Lesion, baseline: Lesion) -> Lesion:
     )
 
 
+#: Enum members read once per lesion record (module constants: on Python 3.11 ``LesionKind.NEW`` is looked
+#: up through ``EnumType.__getattr__``, which costs more than the rest of the per-record work).
+_TARGET, _NON_TARGET, _NEW = LesionKind.TARGET, LesionKind.NON_TARGET, LesionKind.NEW
+_ABSENT, _UNEQUIVOCAL, _EQUIVOCAL = LesionStatus.ABSENT, LesionStatus.UNEQUIVOCAL, LesionStatus.EQUIVOCAL
+
+
 def build_registry(timeline: Timeline) -> Registry:
     baseline = timeline.baseline
-    targets = tuple(les for les in baseline.lesions if les.kind is LesionKind.TARGET)
-    non_targets = tuple(les for les in baseline.lesions if les.kind is LesionKind.NON_TARGET)
+    targets = tuple(les for les in baseline.lesions if les.kind is _TARGET)
+    non_targets = tuple(les for les in baseline.lesions if les.kind is _NON_TARGET)
     base_by_id = {les.id: les for les in targets + non_targets}
     t_index = {les.id: i for i, les in enumerate(targets)}
     nt_index = {les.id: i for i, les in enumerate(non_targets)}
@@ -118,7 +124,8 @@ def build_registry(timeline: Timeline) -> Registry:
         continuations: list[tuple[Lesion, Lesion]] = []
         for rec in timeline.timepoints[t].lesions:
             base = base_by_id.get(rec.id)
-            if rec.kind is LesionKind.NEW:
+            kind = rec.kind
+            if kind is _NEW:
                 if base is not None or rec.prior_visible or rec.id in not_new:
                     seen = "a baseline lesion" if base is not None else "visible on an earlier scan"
                     problems.append(
@@ -132,7 +139,7 @@ def build_registry(timeline: Timeline) -> Registry:
                         not_new.add(rec.id)
                     continue
                 new.append(rec)
-                if rec.status is not LesionStatus.ABSENT and rec.id not in first_seen:
+                if rec.status is not _ABSENT and rec.id not in first_seen:
                     first_seen[rec.id] = t
                 continue
             if base is None:
@@ -141,17 +148,17 @@ def build_registry(timeline: Timeline) -> Registry:
                         t,
                         rec.id,
                         Problem.UNKNOWN_ID,
-                        f"{rec.kind.value} {rec.id} was not declared at baseline",
+                        f"{kind.value} {rec.id} was not declared at baseline",
                     )
                 )
                 continue
-            if base.kind is not rec.kind:
+            if base.kind is not kind:
                 problems.append(
                     TrackingProblem(
                         t,
                         rec.id,
                         Problem.KIND_CHANGED,
-                        f"lesion {rec.id} was a {base.kind.value} at baseline, recorded as {rec.kind.value}",
+                        f"lesion {rec.id} was a {base.kind.value} at baseline, recorded as {kind.value}",
                     )
                 )
                 continue
@@ -164,26 +171,23 @@ def build_registry(timeline: Timeline) -> Registry:
                         f"lesion {rec.id} moved from {base.organ} to {rec.organ}",
                     )
                 )
-            if rec.kind is LesionKind.TARGET:
+            if kind is _TARGET:
                 trec[t_index[rec.id]] = rec
             else:
                 nrec[nt_index[rec.id]] = rec
         for rec, base in continuations:
-            if base.kind is LesionKind.TARGET and trec[t_index[base.id]] is None:
+            if base.kind is _TARGET and trec[t_index[base.id]] is None:
                 trec[t_index[base.id]] = _as_continuation(rec, base)
-            elif base.kind is LesionKind.NON_TARGET and nrec[nt_index[base.id]] is None:
+            elif base.kind is _NON_TARGET and nrec[nt_index[base.id]] is None:
                 nrec[nt_index[base.id]] = _as_continuation(rec, base)
         target_records.append(tuple(trec))
         nt_records.append(tuple(nrec))
         new_records.append(tuple(new))
-    present = tuple(
-        tuple(n for n in recs if n.status is not LesionStatus.ABSENT and counts_as_new(n))
-        for recs in new_records
-    )
+    present = tuple(_present_new(recs) for recs in new_records)
     return Registry(
         present_new=present,
-        unequivocal=tuple(tuple(n for n in p if n.status is LesionStatus.UNEQUIVOCAL) for p in present),
-        equivocal=tuple(tuple(n for n in p if n.status is LesionStatus.EQUIVOCAL) for p in present),
+        unequivocal=tuple(_with_status(p, _UNEQUIVOCAL) for p in present),
+        equivocal=tuple(_with_status(p, _EQUIVOCAL) for p in present),
         targets=targets,
         non_targets=non_targets,
         target_records=tuple(target_records),
@@ -192,6 +196,19 @@ def build_registry(timeline: Timeline) -> Registry:
         first_seen=first_seen,
         problems=tuple(problems),
     )
+
+
+def _present_new(records: tuple[Lesion, ...]) -> tuple[Lesion, ...]:
+    """The new lesion records that are present and count as new (see ``counts_as_new``)."""
+    if not records:
+        return ()
+    return tuple(n for n in records if n.status is not _ABSENT and counts_as_new(n))
+
+
+def _with_status(records: tuple[Lesion, ...], status: LesionStatus) -> tuple[Lesion, ...]:
+    if not records:
+        return ()
+    return tuple(n for n in records if n.status is status)
 
 
 _last: tuple[Timeline, Registry] | None = None

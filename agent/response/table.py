@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable, Iterable
+from functools import cache
 from typing import cast
 
 from agent.response.model import Alert, Assessment, Criterion, CriterionResult, Timeline
@@ -41,7 +42,9 @@ def assessor(criterion: Criterion) -> Assess:
     return fn
 
 
+@cache
 def _alert_rules() -> Evaluate | None:
+    """``alerts.evaluate`` (looked up once)."""
     if importlib.util.find_spec("agent.response.alerts") is None:
         return None
     return cast(Evaluate, importlib.import_module("agent.response.alerts").evaluate)
