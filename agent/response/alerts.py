@@ -18,6 +18,7 @@ from functools import cached_property
 from agent.response import choi, morphology, recist
 from agent.response.model import (
     Alert,
+    C,
     Category,
     Criterion,
     CriterionResult,
@@ -29,8 +30,6 @@ from agent.response.model import (
     TimepointAssessment,
 )
 from agent.response.registry import Problem, Registry, registry_of
-
-C = Category
 
 # --------------------------------------------------------------------------------------------------------
 # Catalogue: code -> (default severity, citation)

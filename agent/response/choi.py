@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from agent.response import recist
 from agent.response.model import (
+    C,
     Category,
     ChoiPdReference,
     Criterion,
@@ -40,6 +41,12 @@ CITATION_MCHOI = (
 )
 
 _HUNDRED = Decimal(100)
+
+#: Enum members read per lesion (module constants: Python 3.11 resolves ``Phase.UNENHANCED`` through the
+#: slow ``EnumType.__getattr__``).
+_UNENHANCED = Phase.UNENHANCED
+_NO_NODULE = IntratumoralNodule.NONE
+_NEW = LesionKind.NEW
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -139,7 +146,7 @@ def paired_density(
         b_phase = b.phase if b.phase is not None else baseline.phase
         c_phase = c.phase if c.phase is not None else current.phase
         wanted = phase if phase is not None else b_phase
-        if b_phase is not wanted or c_phase is not wanted or wanted is None or wanted is Phase.UNENHANCED:
+        if b_phase is not wanted or c_phase is not wanted or wanted is None or wanted is _UNENHANCED:
             return PairedDensity(
                 False,
                 reason=(
@@ -160,10 +167,7 @@ def _phase_name(phase: Phase | None) -> str:
 
 def has_intratumoral_nodule(lesions: tuple[Lesion, ...]) -> bool:
     """A new or enlarging intratumoral nodule ("nodule within a mass") in a known tumour is Choi PD [V]."""
-    for lesion in lesions:
-        if lesion.intratumoral_nodule is not IntratumoralNodule.NONE and lesion.kind is not LesionKind.NEW:
-            return True
-    return False
+    return any(lesion.intratumoral_nodule is not _NO_NODULE and lesion.kind is not _NEW for lesion in lesions)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -192,19 +196,19 @@ def choi_target_response(
     )
     if modified:
         if size_pr and density_pr:
-            return Category.PR, "mchoi_pr_size_and_density", None
+            return C.PR, "mchoi_pr_size_and_density", None
         if not density.evaluable:
-            return Category.NE, "mchoi_density_not_evaluable", f"density not evaluable: {density.reason}"
+            return C.NE, "mchoi_density_not_evaluable", f"density not evaluable: {density.reason}"
     else:
         if size_pr:
-            return Category.PR, "choi_pr_size", None
+            return C.PR, "choi_pr_size", None
         if density_pr:
-            return Category.PR, "choi_pr_density", None
+            return C.PR, "choi_pr_density", None
         if not density.evaluable:
-            return Category.NE, "choi_density_not_evaluable", f"density not evaluable: {density.reason}"
+            return C.NE, "choi_density_not_evaluable", f"density not evaluable: {density.reason}"
     if choi_size_pd(size, reference) and not density_pr:
-        return Category.PD, "choi_pd_size", None
-    return Category.SD, "choi_sd", None
+        return C.PD, "choi_pd_size", None
+    return C.SD, "choi_sd", None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +217,9 @@ class ChoiInputs:
 
     ``sums`` is the RECIST 1.1 target sum (``None`` when a target is not assessed); ``nadirs[t]`` the
     smallest complete sum before ``t`` (baseline included); ``density[t]`` the paired density vs baseline
-    in ``options.choi_density_phase`` (``None`` at the baseline).
+    in ``options.choi_density_phase`` (``None`` at the baseline). The remaining columns are the parts of the
+    Choi and mChoi results that do not depend on the criterion: the size the PD test compares with
+    (``options.choi_pd_reference``), the percent changes, the mean densities and whether both scans are CT.
     """
 
     target_ids: tuple[str, ...]
@@ -226,6 +232,15 @@ class ChoiInputs:
     non_target: tuple[Category, ...]
     new_lesion: tuple[bool, ...]
     nodule: tuple[bool, ...]
+    references: tuple[Decimal | None, ...] = ()
+    change_vs_baseline_pct: tuple[Decimal | None, ...] = ()
+    change_vs_reference_pct: tuple[Decimal | None, ...] = ()
+    density_hu: tuple[Decimal | None, ...] = ()
+    density_baseline_hu: tuple[Decimal | None, ...] = ()
+    change_density_pct: tuple[Decimal | None, ...] = ()
+    density_notes: tuple[tuple[str, ...], ...] = ()
+    ct: tuple[bool, ...] = ()
+    baseline_density_hu: Decimal | None = None  # for the thresholds of the next read
 
 
 def choi_inputs(timeline: Timeline) -> ChoiInputs:
@@ -241,6 +256,8 @@ def choi_inputs(timeline: Timeline) -> ChoiInputs:
     targets = registry.targets
     tps = timeline.timepoints
     phase = timeline.options.choi_density_phase
+    by_baseline = timeline.options.choi_pd_reference is ChoiPdReference.BASELINE
+    baseline_ct = is_ct(tps[0])
     baseline_sum = rec.baseline_sum_mm if targets else None
     sums: list[Decimal | None] = [baseline_sum]
     partials: list[Decimal] = [baseline_sum if baseline_sum is not None else Decimal(0)]
@@ -248,9 +265,17 @@ def choi_inputs(timeline: Timeline) -> ChoiInputs:
     gone = [False]
     missing: list[tuple[str, ...]] = [()]
     density: list[PairedDensity | None] = [None]
-    non_target = [Category.NONE]
+    non_target = [C.NONE]
     new_lesion = [False]
     nodule = [False]
+    references: list[Decimal | None] = [baseline_sum if by_baseline else None]
+    vs_baseline: list[Decimal | None] = [None]
+    vs_reference: list[Decimal | None] = [None]
+    density_hu: list[Decimal | None] = [None]
+    density_baseline_hu: list[Decimal | None] = [None]
+    density_change: list[Decimal | None] = [None]
+    density_notes: list[tuple[str, ...]] = [()]
+    ct = [baseline_ct]
     low = baseline_sum
     for t in range(1, len(tps)):
         step = rec.timepoints[t]
@@ -259,16 +284,27 @@ def choi_inputs(timeline: Timeline) -> ChoiInputs:
         sums.append(total)
         partials.append(step.partial_sum_mm if step.partial_sum_mm is not None else total or Decimal(0))
         nadirs.append(low)
+        reference = baseline_sum if by_baseline else low
+        references.append(reference)
+        vs_baseline.append(_pct(total, baseline_sum))
+        vs_reference.append(_pct(total, reference))
         if total is not None and low is not None and total < low:
             low = total
-        gone.append(step.target is Category.CR)
+        gone.append(step.target is C.CR)
         missing.append(step.missing_targets)
-        density.append(paired_density(tps[0], tps[t], targets, registry.target_records[t], phase))
+        paired = paired_density(tps[0], tps[t], targets, registry.target_records[t], phase)
+        density.append(paired)
+        density_hu.append(paired.mean_hu)
+        density_baseline_hu.append(paired.baseline_mean_hu)
+        density_change.append(_pct(paired.sum_hu, paired.baseline_sum_hu))
+        density_notes.append(() if paired.evaluable else (f"density not evaluable: {paired.reason}",))
         non_target.append(step.non_target)
         new_lesion.append(step.new_lesion)
         nodule.append(has_intratumoral_nodule(tps[t].lesions))
+        ct.append(baseline_ct and is_ct(tps[t]))
+    target_ids = tuple(b.id for b in targets)
     inputs = ChoiInputs(
-        target_ids=tuple(b.id for b in targets),
+        target_ids=target_ids,
         sums=tuple(sums),
         partial_sums=tuple(partials),
         nadirs=tuple(nadirs),
@@ -278,6 +314,15 @@ def choi_inputs(timeline: Timeline) -> ChoiInputs:
         non_target=tuple(non_target),
         new_lesion=tuple(new_lesion),
         nodule=tuple(nodule),
+        references=tuple(references),
+        change_vs_baseline_pct=tuple(vs_baseline),
+        change_vs_reference_pct=tuple(vs_reference),
+        density_hu=tuple(density_hu),
+        density_baseline_hu=tuple(density_baseline_hu),
+        change_density_pct=tuple(density_change),
+        density_notes=tuple(density_notes),
+        ct=tuple(ct),
+        baseline_density_hu=baseline_density(timeline, target_ids),
     )
     _last = (timeline, inputs)
     return inputs
@@ -296,80 +341,86 @@ def size_reference(inputs: ChoiInputs, index: int, pd_reference: ChoiPdReference
     return min(complete) if complete and inputs.sums[0] is not None else None
 
 
+def _choi_assessment(
+    current: TimePoint,
+    series: ChoiInputs,
+    index: int,
+    modified: bool,
+    category: Category,
+    target: Category,
+    rule: str,
+    ne_reason: str | None = None,
+) -> TimepointAssessment:
+    """The Choi (or mChoi) result at ``index``: the category and rule, plus the shared sizes and densities."""
+    size = series.sums[index]
+    return TimepointAssessment(
+        index=index,
+        date=current.date,
+        category=category,
+        target=target,
+        non_target=series.non_target[index],
+        new_lesion=series.new_lesion[index],
+        sum_mm=size,
+        partial_sum_mm=series.partial_sums[index] if size is None else None,
+        baseline_sum_mm=series.sums[0],
+        nadir_sum_mm=series.references[index],
+        change_vs_baseline_pct=series.change_vs_baseline_pct[index],
+        change_vs_nadir_pct=series.change_vs_reference_pct[index],
+        ne_reason=ne_reason,
+        rule=rule,
+        citation=CITATION_MCHOI if modified else CITATION_CHOI,
+        density_hu=series.density_hu[index],
+        density_baseline_hu=series.density_baseline_hu[index],
+        change_density_pct=series.change_density_pct[index],
+        notes=series.density_notes[index],
+    )
+
+
 def choi_timepoint(timeline: Timeline, series: ChoiInputs, index: int, modified: bool) -> TimepointAssessment:
     """Choi (or modified Choi) response at follow-up ``index`` (SPEC §4.3)."""
-    baseline, current = timeline.baseline, timeline.timepoints[index]
-    citation = CITATION_MCHOI if modified else CITATION_CHOI
+    current = timeline.timepoints[index]
     baseline_size, size = series.sums[0], series.sums[index]
-    reference = size_reference(series, index, timeline.options.choi_pd_reference)
+    reference = series.references[index]
     density = series.density[index]
     assert density is not None
     non_target = series.non_target[index]
-    new_lesion = series.new_lesion[index]
 
-    def result(
-        category: Category, target: Category, rule: str, ne_reason: str | None = None
-    ) -> TimepointAssessment:
-        return TimepointAssessment(
-            index=index,
-            date=current.date,
-            category=category,
-            target=target,
-            non_target=non_target,
-            new_lesion=new_lesion,
-            sum_mm=size,
-            partial_sum_mm=series.partial_sums[index] if size is None else None,
-            baseline_sum_mm=baseline_size,
-            nadir_sum_mm=reference,
-            change_vs_baseline_pct=_pct(size, baseline_size),
-            change_vs_nadir_pct=_pct(size, reference),
-            ne_reason=ne_reason,
-            rule=rule,
-            citation=citation,
-            density_hu=density.mean_hu,
-            density_baseline_hu=density.baseline_mean_hu,
-            change_density_pct=_pct(density.sum_hu, density.baseline_sum_hu),
-            notes=() if density.evaluable else (f"density not evaluable: {density.reason}",),
-        )
-
-    if not is_ct(baseline) or not is_ct(current):
+    if not series.ct[index]:
+        baseline = timeline.baseline
         reason = f"Choi is CT-only (baseline {baseline.modality}, follow-up {current.modality})"
-        return result(Category.NE, Category.NE, "choi_ct_only", reason)
-    has_targets = bool(series.target_ids) and baseline_size is not None
-    if not has_targets:
-        target, target_rule, target_reason = (
-            Category.NONE,
-            "choi_no_targets",
-            "no measured target at baseline",
-        )
+        return _choi_assessment(current, series, index, modified, C.NE, C.NE, "choi_ct_only", reason)
+    target_reason: str | None = None
+    if not series.target_ids or baseline_size is None:
+        target, target_rule, target_reason = C.NONE, "choi_no_targets", "no measured target at baseline"
     elif series.nodule[index]:
-        target, target_rule, target_reason = Category.PD, "choi_pd_intratumoral_nodule", None
-    elif size is None or reference is None or baseline_size is None:
+        target, target_rule = C.PD, "choi_pd_intratumoral_nodule"
+    elif size is None or reference is None:
         missing = ", ".join(series.missing[index])
         target, target_rule, target_reason = (
-            Category.NE,
+            C.NE,
             "choi_target_not_assessed",
             f"target not assessed: {missing}",
         )
     elif series.all_disappeared[index]:
-        target, target_rule, target_reason = Category.CR, "choi_cr_targets_disappeared", None
+        target, target_rule = C.CR, "choi_cr_targets_disappeared"
     else:
         target, target_rule, target_reason = choi_target_response(
             size, baseline_size, reference, density, modified
         )
-    if new_lesion:
-        return result(Category.PD, target, "choi_pd_new_lesion")
-    if target is Category.PD:
-        return result(Category.PD, target, target_rule)
-    if non_target is Category.PD:
+    if series.new_lesion[index]:
+        return _choi_assessment(current, series, index, modified, C.PD, target, "choi_pd_new_lesion")
+    if target is C.PD:
+        return _choi_assessment(current, series, index, modified, C.PD, target, target_rule)
+    if non_target is C.PD:
         # Not in Choi's PD row, but PR requires no obvious progression of non-measurable disease [P].
-        return result(Category.PD, target, "choi_pd_non_target")
-    if target in (Category.NE, Category.NONE):
-        return result(Category.NE, target, target_rule, target_reason)
-    if target is Category.CR and non_target not in (Category.CR, Category.NONE):
+        return _choi_assessment(current, series, index, modified, C.PD, target, "choi_pd_non_target")
+    if target is C.NE or target is C.NONE:
+        return _choi_assessment(current, series, index, modified, C.NE, target, target_rule, target_reason)
+    if target is C.CR and non_target is not C.CR and non_target is not C.NONE:
         # Targets gone but non-targets persist: a size decrease of 100 %, so PR (as RECIST Table 1).
-        return result(Category.PR, target, "choi_pr_size_targets_gone_non_target_present")
-    return result(target, target, target_rule, target_reason)
+        rule = "choi_pr_size_targets_gone_non_target_present"
+        return _choi_assessment(current, series, index, modified, C.PR, target, rule)
+    return _choi_assessment(current, series, index, modified, target, target, target_rule, target_reason)
 
 
 def _pct(value: Decimal | None, reference: Decimal | None) -> Decimal | None:
@@ -390,22 +441,21 @@ def best_response(
     pd_index: int | None = None
     for tp in followups:
         seen.append(tp)
-        if tp.category is Category.PD:
+        if tp.category is C.PD:
             pd_index = tp.index
             break
     categories = {tp.category for tp in seen}
-    if Category.CR in categories:
-        return Category.CR, pd_index
-    if Category.PR in categories:
-        return Category.PR, pd_index
+    if C.CR in categories:
+        return C.CR, pd_index
+    if C.PR in categories:
+        return C.PR, pd_index
     if any(
-        tp.category is Category.SD and _days_on_treatment(tp.date, treatment_start) >= min_sd_days
-        for tp in seen
+        tp.category is C.SD and _days_on_treatment(tp.date, treatment_start) >= min_sd_days for tp in seen
     ):
-        return Category.SD, pd_index
+        return C.SD, pd_index
     if pd_index is not None:
-        return Category.PD, pd_index
-    return Category.NE, pd_index
+        return C.PD, pd_index
+    return C.NE, pd_index
 
 
 def _days_on_treatment(when: date, treatment_start: date | None) -> int:
@@ -425,18 +475,18 @@ def next_thresholds(timeline: Timeline, series: ChoiInputs, modified: bool) -> t
     joint = " (together with the density threshold)" if modified else ""
     thresholds = [
         Threshold(
-            Category.PR,
+            C.PR,
             "<=",
             baseline_size * 9 / 10,
             "target_sum_mm",
             f"{label} PR: size sum at least 10 % below baseline {baseline_size} mm{joint}",
         )
     ]
-    density = baseline_density(timeline, series.target_ids)
+    density = series.baseline_density_hu
     if density is not None:
         thresholds.append(
             Threshold(
-                Category.PR,
+                C.PR,
                 "<=",
                 density * 17 / 20,
                 "density_hu",
@@ -449,14 +499,12 @@ def next_thresholds(timeline: Timeline, series: ChoiInputs, modified: bool) -> t
         which = "baseline" if timeline.options.choi_pd_reference is ChoiPdReference.BASELINE else "nadir"
         if reference == 0:
             thresholds.append(
-                Threshold(
-                    Category.PD, ">", reference, "target_sum_mm", f"{label} PD: any size above a {which} of 0"
-                )
+                Threshold(C.PD, ">", reference, "target_sum_mm", f"{label} PD: any size above a {which} of 0")
             )
         else:
             thresholds.append(
                 Threshold(
-                    Category.PD,
+                    C.PD,
                     ">=",
                     reference * 11 / 10,
                     "target_sum_mm",

@@ -14,6 +14,7 @@ from datetime import date
 from decimal import Decimal
 
 from agent.response.model import (
+    C,
     Category,
     Criterion,
     CriterionResult,
@@ -27,7 +28,6 @@ from agent.response.model import (
 from agent.response.recist import assess_cached, pd_test
 from agent.response.registry import registry_of
 
-C = Category
 ZERO = Decimal(0)
 FIVE = Decimal(5)
 EARLIEST_CONFIRMATION_DAYS = 28 - 2  # 4 weeks, with the FAQ's tolerance of 2 days

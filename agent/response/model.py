@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from typing import Final
 
 
 class Criterion(StrEnum):
@@ -168,6 +169,33 @@ class Category(StrEnum):
     OPTIMAL = "optimal"
     INCOMPLETE = "incomplete"
     NO_RESPONSE = "none"
+
+
+class C:
+    """The ``Category`` members as plain class attributes: ``C.PD is Category.PD``.
+
+    The criteria and the alert rules compare categories per lesion and per time point. Python 3.11 resolves
+    every ``Category.PD`` through ``EnumType.__getattr__``, several times slower than a plain class
+    attribute, so they write ``C.PD`` (a unit test checks this mirrors ``Category`` member for member).
+    """
+
+    CR: Final = Category.CR
+    PR: Final = Category.PR
+    SD: Final = Category.SD
+    PD: Final = Category.PD
+    NE: Final = Category.NE
+    NON_CR_NON_PD: Final = Category.NON_CR_NON_PD
+    NA: Final = Category.NA
+    NONE: Final = Category.NONE
+    ICR: Final = Category.ICR
+    IPR: Final = Category.IPR
+    ISD: Final = Category.ISD
+    INN: Final = Category.INN
+    IUPD: Final = Category.IUPD
+    ICPD: Final = Category.ICPD
+    OPTIMAL: Final = Category.OPTIMAL
+    INCOMPLETE: Final = Category.INCOMPLETE
+    NO_RESPONSE: Final = Category.NO_RESPONSE
 
 
 class Severity(StrEnum):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.response.model import (
+    C,
     Category,
     ChunAttenuation,
     ChunInterface,
@@ -32,7 +33,7 @@ CITATION = (
 )
 
 #: Lesion-level responses from best to worst (the patient level takes the worst).
-_RANK = {Category.OPTIMAL: 0, Category.INCOMPLETE: 1, Category.NO_RESPONSE: 2}
+_RANK = {C.OPTIMAL: 0, C.INCOMPLETE: 1, C.NO_RESPONSE: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,18 +81,18 @@ def lesion_response(baseline_group: int, group: int) -> Category:
     A lesion already in group 1 at baseline cannot improve, so it is not evaluable (NE) [P] (CHUN-08).
     """
     if baseline_group == 1:
-        return Category.NE
+        return C.NE
     if group == 1:
-        return Category.OPTIMAL
+        return C.OPTIMAL
     if baseline_group == 3 and group == 2:
-        return Category.INCOMPLETE
-    return Category.NO_RESPONSE
+        return C.INCOMPLETE
+    return C.NO_RESPONSE
 
 
 def worst_lesion_response(responses: list[Category]) -> Category:
     """Patient-level Chun response: the worst lesion-level response [P]; NE if any lesion is NE or none."""
-    if not responses or Category.NE in responses:
-        return Category.NE
+    if not responses or C.NE in responses:
+        return C.NE
     return max(responses, key=_RANK.__getitem__)
 
 
@@ -109,7 +110,7 @@ def compare_lesion(baseline_lesion: Lesion, current: Lesion | None) -> LesionMor
             baseline_lesion.id,
             None,
             group,
-            Category.NE,
+            C.NE,
             f"{baseline_lesion.id}: no baseline morphology group",
         )
     if group is None:
@@ -117,14 +118,12 @@ def compare_lesion(baseline_lesion: Lesion, current: Lesion | None) -> LesionMor
             baseline_lesion.id,
             baseline_group,
             None,
-            Category.NE,
+            C.NE,
             f"{baseline_lesion.id}: no morphology group",
         )
     response = lesion_response(baseline_group, group)
     reason = (
-        f"{baseline_lesion.id}: already group 1 at baseline, cannot improve"
-        if response is Category.NE
-        else None
+        f"{baseline_lesion.id}: already group 1 at baseline, cannot improve" if response is C.NE else None
     )
     return LesionMorphology(baseline_lesion.id, baseline_group, group, response, reason)
 
@@ -153,21 +152,21 @@ def chun_timepoint(
 
     if not is_ct(baseline) or not is_ct(current):
         return result(
-            Category.NE,
+            C.NE,
             "chun_ct_only",
             f"Chun is validated on CT only (baseline {baseline.modality}, follow-up {current.modality})",
         )
     if not targets:
-        return result(Category.NE, "chun_liver_targets", "no liver target lesion at baseline")
+        return result(C.NE, "chun_liver_targets", "no liver target lesion at baseline")
     lesions = [compare_lesion(target, record) for target, record in zip(targets, records, strict=True)]
     detail = tuple(
         f"{m.lesion_id}: G{m.baseline_group or '?'} -> G{m.group or '?'} = {m.response.value}"
         for m in lesions
     )
     category = worst_lesion_response([m.response for m in lesions])
-    if category is Category.NE:
+    if category is C.NE:
         reasons = "; ".join(m.reason for m in lesions if m.reason)
-        return result(Category.NE, "chun_lesion_not_evaluable", reasons, detail)
+        return result(C.NE, "chun_lesion_not_evaluable", reasons, detail)
     if len({m.response for m in lesions}) > 1:
         detail = (*detail, "lesions disagree; the patient-level response is the worst lesion-level response")
     return result(category, "chun_worst_lesion", None, detail)
@@ -176,7 +175,7 @@ def chun_timepoint(
 def best_morphologic_response(categories: list[Category]) -> Category:
     """Best Chun response over the follow-ups: optimal > incomplete > none; NE when none was evaluable."""
     evaluable = [c for c in categories if c in _RANK]
-    return min(evaluable, key=_RANK.__getitem__) if evaluable else Category.NE
+    return min(evaluable, key=_RANK.__getitem__) if evaluable else C.NE
 
 
 def assess(timeline: Timeline) -> CriterionResult:

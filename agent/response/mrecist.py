@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from agent.response import recist
 from agent.response.model import (
+    C,
     Category,
     Criterion,
     CriterionResult,
@@ -144,29 +145,29 @@ def viable_target_response(
     """
     if current is None:
         if rules.pd(partial, nadir) and partial > 0:
-            return Category.PD, f"{rules.name}_pd_partial_sum"
-        return Category.NE, f"{rules.name}_target_not_assessed"
+            return C.PD, f"{rules.name}_pd_partial_sum"
+        return C.NE, f"{rules.name}_target_not_assessed"
     if current == 0:
-        return Category.CR, f"{rules.name}_cr_no_viable_tumour"
+        return C.CR, f"{rules.name}_cr_no_viable_tumour"
     if rules.pd(current, nadir):
-        return Category.PD, f"{rules.name}_pd"
+        return C.PD, f"{rules.name}_pd"
     if rules.pr(current, baseline):
-        return Category.PR, f"{rules.name}_pr"
-    return Category.SD, f"{rules.name}_sd"
+        return C.PR, f"{rules.name}_pr"
+    return C.SD, f"{rules.name}_sd"
 
 
 def overall_from_parts(target: Category, non_target: Category, new_lesion: bool) -> Category:
     """RECIST 1.1 Tables 1-2 applied to the viable-tumour target response (SPEC §5.3 "same as RECIST")."""
-    if new_lesion or target is Category.PD or non_target is Category.PD:
-        return Category.PD
-    if target is Category.NONE:
-        if non_target is Category.NONE:
-            return Category.NE
+    if new_lesion or target is C.PD or non_target is C.PD:
+        return C.PD
+    if target is C.NONE:
+        if non_target is C.NONE:
+            return C.NE
         return non_target
-    if target is Category.NE:
-        return Category.NE
-    if target is Category.CR:
-        return Category.CR if non_target in (Category.CR, Category.NONE) else Category.PR
+    if target is C.NE:
+        return C.NE
+    if target is C.CR:
+        return C.CR if non_target in (C.CR, C.NONE) else C.PR
     return target
 
 
@@ -177,9 +178,9 @@ def _not_applicable(timeline: Timeline, rules: _Rules) -> CriterionResult:
         TimepointAssessment(
             index=i,
             date=tp.date,
-            category=Category.NA,
-            target=Category.NA,
-            non_target=Category.NA,
+            category=C.NA,
+            target=C.NA,
+            non_target=C.NA,
             ne_reason=reason,
             rule=f"{rules.name}_hcc_only",
             citation=rules.citation,
@@ -190,7 +191,7 @@ def _not_applicable(timeline: Timeline, rules: _Rules) -> CriterionResult:
     return CriterionResult(
         criterion=rules.criterion,
         timepoints=(None, *followups),
-        bor=Category.NA,
+        bor=C.NA,
         bor_rule=reason,
         applicable=False,
         notes=(reason,),
@@ -222,22 +223,20 @@ def _assess(timeline: Timeline, rules: _Rules) -> CriterionResult:
         non_target, new_lesion = step.non_target, step.new_lesion
         ne_reason: str | None = None
         if not has_targets:
-            target, rule = Category.NONE, f"{rules.name}_no_targets"
+            target, rule = C.NONE, f"{rules.name}_no_targets"
         elif baseline is None or nadir is None:
-            target, rule = Category.NE, f"{rules.name}_baseline_not_measured"
+            target, rule = C.NE, f"{rules.name}_baseline_not_measured"
             ne_reason = f"a baseline target has no viable {rules.unit} measurement"
         else:
             target, rule = viable_target_response(current, partial, baseline, nadir, rules)
-            if target is Category.NE:
+            if target is C.NE:
                 ne_reason = "a target's viable (arterially enhancing) part was not assessed"
         category = overall_from_parts(target, non_target, new_lesion)
-        if category is Category.PD and target is not Category.PD:
+        if category is C.PD and target is not C.PD:
             rule = f"{rules.name}_pd_new_lesion" if new_lesion else f"{rules.name}_pd_non_target"
             ne_reason = None
-        elif category is Category.NE and ne_reason is None:
-            ne_reason = (
-                "non-target lesions not assessed" if target is Category.NONE else "target not evaluable"
-            )
+        elif category is C.NE and ne_reason is None:
+            ne_reason = "non-target lesions not assessed" if target is C.NONE else "target not evaluable"
         followups.append(
             TimepointAssessment(
                 index=index,
@@ -284,22 +283,22 @@ def best_response(
     pd_index: int | None = None
     for tp in followups:
         seen.append(tp)
-        if tp.category is Category.PD:
+        if tp.category is C.PD:
             pd_index = tp.index
             break
     categories = [tp.category for tp in seen]
-    if Category.CR in categories:
-        return Category.CR, pd_index
-    if Category.PR in categories:
-        return Category.PR, pd_index
+    if C.CR in categories:
+        return C.CR, pd_index
+    if C.PR in categories:
+        return C.PR, pd_index
     start = timeline.context.treatment_start
     for tp in seen:
         days = (tp.date - start).days if start is not None else 0
-        if tp.category in (Category.SD, Category.NON_CR_NON_PD) and days >= timeline.options.min_sd_days:
+        if tp.category in (C.SD, C.NON_CR_NON_PD) and days >= timeline.options.min_sd_days:
             return tp.category, pd_index
     if pd_index is not None:
-        return Category.PD, pd_index
-    return Category.NE, None
+        return C.PD, pd_index
+    return C.NE, None
 
 
 def next_thresholds(
@@ -318,17 +317,11 @@ def next_thresholds(
     else:
         pr_value, pr_text = baseline / 2, "at least 50 % below"
         pd_value, pd_text = nadir * 5 / 4, "at least 25 % above"
-    out = [
-        Threshold(Category.PR, "<=", pr_value, quantity, f"{rules.criterion.value} PR: {pr_text} baseline")
-    ]
+    out = [Threshold(C.PR, "<=", pr_value, quantity, f"{rules.criterion.value} PR: {pr_text} baseline")]
     if nadir == 0:
-        out.append(
-            Threshold(Category.PD, ">", nadir, quantity, f"{rules.criterion.value} PD: any viable tumour")
-        )
+        out.append(Threshold(C.PD, ">", nadir, quantity, f"{rules.criterion.value} PD: any viable tumour"))
     else:
-        out.append(
-            Threshold(Category.PD, ">=", pd_value, quantity, f"{rules.criterion.value} PD: {pd_text} nadir")
-        )
+        out.append(Threshold(C.PD, ">=", pd_value, quantity, f"{rules.criterion.value} PD: {pd_text} nadir"))
     return tuple(out)
 
 

@@ -13,6 +13,7 @@ from datetime import date
 from decimal import Decimal
 
 from agent.response.model import (
+    C,
     Category,
     Criterion,
     CriterionResult,
@@ -26,7 +27,6 @@ from agent.response.model import (
 )
 from agent.response.registry import Registry, registry_of
 
-C = Category
 ZERO = Decimal(0)
 FIVE = Decimal(5)
 TEN = Decimal(10)
