@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select
+from sqlalchemy import bindparam, case, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -54,92 +54,103 @@ class Recorded:
     replaced: bool
 
 
-def _insert(session: Session, model: Any) -> Any:
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
+def _insert(dialect: str, model: Any) -> Any:
+    if dialect == "postgresql":
         return postgresql.insert(model)
-    if name == "sqlite":
+    if dialect == "sqlite":
         return sqlite.insert(model)
-    raise NotImplementedError(f"database dialect {name!r} is not supported")
+    raise NotImplementedError(f"database dialect {dialect!r} is not supported")
 
 
 def _clip(value: str | None, n: int) -> str | None:
     return None if value is None else value[:n]
 
 
-def record_instance(session: Session, rec: InstanceRecord, now: datetime) -> Recorded:
-    """Index ``rec`` (the caller commits). Returns what changed, for logging and clean-up."""
-    ins = _insert(session, Patient)
-    stmt = ins.values(
-        patient_id=rec.patient_id[:64],
-        issuer=rec.issuer_of_patient_id[:64],
-        name=_clip(rec.patient_name, 324),
-        birth_date=_clip(rec.patient_birth_date, 8),
-        created_at=now,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Patient.patient_id, Patient.issuer],
-        set_={"name": stmt.excluded.name, "birth_date": stmt.excluded.birth_date},
-    ).returning(Patient.id)
-    patient_pk = session.execute(stmt).scalar_one()
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    patient: Any
+    study_state: Any
+    study: Any
+    series: Any
+    instance_path: Any
+    instance: Any
 
-    previous_state = session.execute(select(Study.state).where(Study.study_uid == rec.study_uid)).scalar()
-    ins = _insert(session, Study)
-    stmt = ins.values(
-        study_uid=rec.study_uid,
-        patient_pk=patient_pk,
-        study_date=_clip(rec.study_date, 8),
-        study_time=_clip(rec.study_time, 16),
-        accession_number=_clip(rec.accession_number, 16),
-        description=_clip(rec.study_description, 64),
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(dialect: str) -> _Statements:
+    """The upserts, built once per dialect with bound parameters so SQLAlchemy compiles them only once.
+
+    The C-STORE handler runs them for every instance; building them per call (values inlined) spent most
+    of the handler's time generating cache keys.
+    """
+    cached = _STATEMENTS.get(dialect)
+    if cached is not None:
+        return cached
+    b = bindparam
+    ins = _insert(dialect, Patient).values(
+        patient_id=b("patient_id"),
+        issuer=b("issuer"),
+        name=b("patient_name"),
+        birth_date=b("birth_date"),
+        created_at=b("now"),
+    )
+    patient = ins.on_conflict_do_update(
+        index_elements=[Patient.patient_id, Patient.issuer],
+        set_={"name": ins.excluded.name, "birth_date": ins.excluded.birth_date},
+    ).returning(Patient.id)
+
+    ins = _insert(dialect, Study).values(
+        study_uid=b("study_uid"),
+        patient_pk=b("patient_pk"),
+        study_date=b("study_date"),
+        study_time=b("study_time"),
+        accession_number=b("accession_number"),
+        description=b("study_description"),
         state=StudyState.RECEIVING.value,
-        first_received_at=now,
-        last_received_at=now,
-        receiving_since=now,
-        updated_at=now,
+        first_received_at=b("now"),
+        last_received_at=b("now"),
+        receiving_since=b("now"),
+        updated_at=b("now"),
     )
     receiving = Study.state == StudyState.RECEIVING.value
-    stmt = stmt.on_conflict_do_update(
+    study = ins.on_conflict_do_update(
         index_elements=[Study.study_uid],
         set_={
-            "last_received_at": now,
-            "receiving_since": case((receiving, Study.receiving_since), else_=now),
+            "last_received_at": ins.excluded.last_received_at,
+            "receiving_since": case((receiving, Study.receiving_since), else_=ins.excluded.receiving_since),
             "stable_at": case((receiving, Study.stable_at), else_=None),
             "state": StudyState.RECEIVING.value,
-            "updated_at": now,
+            "updated_at": ins.excluded.updated_at,
         },
     ).returning(Study.id)
-    study_pk = session.execute(stmt).scalar_one()
 
-    ins = _insert(session, Series)
-    stmt = ins.values(
-        series_uid=rec.series_uid,
-        study_pk=study_pk,
-        modality=_clip(rec.modality, 16),
-        series_number=_clip(rec.series_number, 12),
-        description=_clip(rec.series_description, 64),
-        body_part=_clip(rec.body_part, 16),
+    ins = _insert(dialect, Series).values(
+        series_uid=b("series_uid"),
+        study_pk=b("study_pk"),
+        modality=b("modality"),
+        series_number=b("series_number"),
+        description=b("series_description"),
+        body_part=b("body_part"),
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Series.series_uid], set_={"study_pk": stmt.excluded.study_pk}
+    series = ins.on_conflict_do_update(
+        index_elements=[Series.series_uid], set_={"study_pk": ins.excluded.study_pk}
     ).returning(Series.id)
-    series_pk = session.execute(stmt).scalar_one()
 
-    old_path = session.execute(select(Instance.path).where(Instance.sop_uid == rec.sop_uid)).scalar()
-    ins = _insert(session, Instance)
-    stmt = ins.values(
-        sop_uid=rec.sop_uid,
-        series_pk=series_pk,
-        sop_class_uid=rec.sop_class_uid,
-        transfer_syntax_uid=rec.transfer_syntax_uid,
-        instance_number=_clip(rec.instance_number, 12),
-        path=rec.path,
-        size=rec.size,
-        calling_aet=rec.calling_aet,
-        received_at=now,
+    ins = _insert(dialect, Instance).values(
+        sop_uid=b("sop_uid"),
+        series_pk=b("series_pk"),
+        sop_class_uid=b("sop_class_uid"),
+        transfer_syntax_uid=b("transfer_syntax_uid"),
+        instance_number=b("instance_number"),
+        path=b("path"),
+        size=b("size"),
+        calling_aet=b("calling_aet"),
+        received_at=b("now"),
     )
-    ex = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
+    ex = ins.excluded
+    instance = ins.on_conflict_do_update(
         index_elements=[Instance.sop_uid],
         set_={
             "series_pk": ex.series_pk,
@@ -152,7 +163,70 @@ def record_instance(session: Session, rec: InstanceRecord, now: datetime) -> Rec
             "received_at": ex.received_at,
         },
     )
-    session.execute(stmt)
+    built = _Statements(
+        patient=patient,
+        study_state=select(Study.state).where(Study.study_uid == b("study_uid")),
+        study=study,
+        series=series,
+        instance_path=select(Instance.path).where(Instance.sop_uid == b("sop_uid")),
+        instance=instance,
+    )
+    _STATEMENTS[dialect] = built
+    return built
+
+
+def record_instance(session: Session, rec: InstanceRecord, now: datetime) -> Recorded:
+    """Index ``rec`` (the caller commits). Returns what changed, for logging and clean-up."""
+    st = _statements(session.get_bind().dialect.name)
+    patient_pk = session.execute(
+        st.patient,
+        {
+            "patient_id": rec.patient_id[:64],
+            "issuer": rec.issuer_of_patient_id[:64],
+            "patient_name": _clip(rec.patient_name, 324),
+            "birth_date": _clip(rec.patient_birth_date, 8),
+            "now": now,
+        },
+    ).scalar_one()
+    previous_state = session.execute(st.study_state, {"study_uid": rec.study_uid}).scalar()
+    study_pk = session.execute(
+        st.study,
+        {
+            "study_uid": rec.study_uid,
+            "patient_pk": patient_pk,
+            "study_date": _clip(rec.study_date, 8),
+            "study_time": _clip(rec.study_time, 16),
+            "accession_number": _clip(rec.accession_number, 16),
+            "study_description": _clip(rec.study_description, 64),
+            "now": now,
+        },
+    ).scalar_one()
+    series_pk = session.execute(
+        st.series,
+        {
+            "series_uid": rec.series_uid,
+            "study_pk": study_pk,
+            "modality": _clip(rec.modality, 16),
+            "series_number": _clip(rec.series_number, 12),
+            "series_description": _clip(rec.series_description, 64),
+            "body_part": _clip(rec.body_part, 16),
+        },
+    ).scalar_one()
+    old_path = session.execute(st.instance_path, {"sop_uid": rec.sop_uid}).scalar()
+    session.execute(
+        st.instance,
+        {
+            "sop_uid": rec.sop_uid,
+            "series_pk": series_pk,
+            "sop_class_uid": rec.sop_class_uid,
+            "transfer_syntax_uid": rec.transfer_syntax_uid,
+            "instance_number": _clip(rec.instance_number, 12),
+            "path": rec.path,
+            "size": rec.size,
+            "calling_aet": rec.calling_aet,
+            "now": now,
+        },
+    )
     return Recorded(
         study_pk=study_pk,
         previous_state=previous_state,

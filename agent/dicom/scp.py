@@ -30,6 +30,7 @@ from agent.config import DicomSettings
 from agent.db.index import InstanceRecord, record_instance
 from agent.db.models import StudyState, utcnow
 from agent.dicom.header import HeaderError, read_identity
+from agent.dicom.reactor import EventRequestHandler
 from agent.dicom.spool import PREAMBLE, Spool, SpoolError, is_valid_uid
 from agent.log import get_logger, uid_hash
 from agent.metrics import (
@@ -100,30 +101,41 @@ def supported_contexts() -> list[PresentationContext]:
 
 
 class NoDelayAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket (before any TLS handshake).
+    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket and TLS off the accept thread.
 
-    Without it, small PDUs (C-STORE responses, the last fragment of a dataset) wait for Nagle's algorithm
-    and delayed ACKs, capping a peer at a few dozen instances per second.
+    Without TCP_NODELAY, small PDUs (C-STORE responses, the last fragment of a dataset) wait for Nagle's
+    algorithm and delayed ACKs, capping a peer at a few dozen instances per second. The TLS handshake runs
+    in the connection's own thread (bounded by ``handshake_timeout_s``), so a slow or silent client never
+    holds up the accept loop.
     """
+
+    handshake_timeout_s: float = 30.0
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
         client, address = self.socket.accept()
         with contextlib.suppress(OSError):
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         if self.ssl_context:
+            raw = request
             try:
-                client = self.ssl_context.wrap_socket(client, server_side=True)
+                raw.settimeout(self.handshake_timeout_s)
+                request = self.ssl_context.wrap_socket(raw, server_side=True)
+                request.settimeout(None)
             except (ssl.SSLError, OSError) as exc:
                 log.warning(
                     "scp.association.rejected",
                     reason="tls_handshake_failed",
-                    peer=address[0],
+                    peer=client_address[0],
                     detail=type(exc).__name__,
                 )
-                client.close()
-                raise
-        return client, address
+                with contextlib.suppress(OSError):
+                    raw.close()
+                return
+        super().process_request_thread(request, client_address)
 
 
 def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_aet: str) -> bytes:
@@ -233,8 +245,10 @@ class StoreSCP:
                 evt_handlers=handlers,
                 ssl_context=self.ssl_context(),
                 server_class=NoDelayAssociationServer,
+                request_handler=EventRequestHandler,
             ),
         )
+        server.handshake_timeout_s = self.settings.acse_timeout_s
         self.ae._servers.append(server)
         self._thread = threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True)
         self._thread.start()

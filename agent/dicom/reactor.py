@@ -1,0 +1,290 @@
+"""Event-driven acceptor associations for pynetdicom: no polling sleeps on the receive path.
+
+pynetdicom runs two threads per association that poll: the DUL reactor sleeps 1 ms whenever its queues and
+the socket are idle, and the association reactor sleeps 1 ms between looks at the DIMSE message queue. Each
+instance received therefore waits for a few of those sleeps (the data arriving, the handler starting, the
+response leaving), and reads every PDU in 4 KiB ``recv`` calls. At a few hundred instances per second that,
+not the disk, is the wall.
+
+These subclasses keep pynetdicom's state machine, ACSE, DIMSE and service classes untouched and only change
+how the two threads wait:
+
+- the DUL thread blocks in ``select`` on the socket and on a wake-up socket pair written whenever a primitive
+  is queued for sending (a response, a release, an abort); it reads a whole PDU with ``recv_into``;
+- the association thread blocks on an ``Event`` set whenever a DIMSE message or an ACSE primitive is queued
+  for it.
+
+Both still wake at least every ``IDLE_WAKE_S`` to check their timers (ARTIM, network idle) and kill flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+from typing import Any, cast
+
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.transport import RequestHandler
+
+# Longest a reactor thread sleeps without an event (timers and kill flags are checked at least this often).
+IDLE_WAKE_S = 0.05
+# Largest single recv_into when reading a PDU.
+RECV_CHUNK = 1 << 20
+
+
+class _SignalQueue(queue.Queue):  # type: ignore[type-arg]
+    """A FIFO queue that calls ``notify`` after every put."""
+
+    def __init__(self, notify: Any) -> None:
+        super().__init__()
+        self._notify = notify
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._notify()
+
+
+class EventDUL(DULServiceProvider):
+    """DUL service provider whose reactor blocks on the socket instead of sleeping between polls."""
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.to_provider_queue = _SignalQueue(self._wake)
+
+    def _wake(self) -> None:
+        # OSError: the buffer is full (already awake) or the pair is closed (the reactor has ended).
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _wait(self) -> None:
+        """Block until the socket is readable, a primitive is queued to send, or IDLE_WAKE_S passes."""
+        if self.to_provider_queue.qsize() or self.event_queue.qsize():
+            return
+        sock = self.socket.socket if self.socket is not None else None
+        if sock is None or sock.fileno() < 0:
+            time.sleep(self._run_loop_delay)
+            return
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return
+        try:
+            ready, _, _ = select.select([sock, self._wake_r], [], [], IDLE_WAKE_S)
+        except (OSError, ValueError):
+            time.sleep(self._run_loop_delay)
+            return
+        if self._wake_r in ready:
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except OSError:
+                pass
+
+    def run_reactor(self) -> None:
+        """pynetdicom's reactor loop, with ``_wait`` in place of the fixed sleep."""
+        self._idle_timer.start()
+        idle = False
+        try:
+            while True:
+                if not self.assoc._dul_ready.is_set():
+                    self.assoc._dul_ready.set()
+                    idle = True
+                if idle:
+                    self._wait()
+                if self._kill_thread:
+                    break
+                if self.artim_timer.expired:
+                    self.event_queue.put("Evt18")
+                try:
+                    if self._process_recv_primitive():
+                        pass
+                    elif self._is_transport_event():
+                        self._idle_timer.restart()
+                except Exception:
+                    self._abort_on_exception()
+                    return
+                try:
+                    event = self.event_queue.get(block=False)
+                except queue.Empty:
+                    idle = True
+                    continue
+                self.state_machine.do_action(event)
+                idle = False
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _abort_on_exception(self) -> None:
+        # As pynetdicom does: bypass the state machine, send an A-ABORT and stop both reactors.
+        from pynetdicom.pdu import A_ABORT_RQ
+
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        with contextlib.suppress(Exception):
+            cast(Any, self.socket).send(abort_pdu.encode())
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
+
+    def _read_pdu_data(self) -> None:
+        """Read one PDU: its 6-byte header, then the body in large ``recv_into`` calls."""
+        sock = cast(Any, self.socket).socket
+        try:
+            header = _recv_exact(sock, 6)
+        except (OSError, TimeoutError):
+            self.event_queue.put("Evt17")
+            return
+        if len(header) < 6:
+            self.event_queue.put("Evt17")
+            return
+        pdu_type, _, pdu_length = struct.unpack(">BBL", header)
+        if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
+            self.event_queue.put("Evt19")
+            return
+        try:
+            body = _recv_exact(sock, pdu_length)
+        except (OSError, TimeoutError):
+            self.event_queue.put("Evt17")
+            return
+        if len(body) != pdu_length:
+            self.event_queue.put("Evt17")
+            return
+        try:
+            pdu, event = self._decode_pdu(header + body)
+        except Exception:
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+    """Read exactly ``n`` bytes, or fewer if the peer closes the connection."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        r = sock.recv_into(view[got:], min(n - got, RECV_CHUNK))
+        if r == 0:
+            del view
+            return buf[:got]
+        got += r
+    return buf
+
+
+class EventAssociation(Association):
+    """Acceptor association whose reactor waits on an event instead of polling every millisecond."""
+
+    def __init__(self, ae: Any, mode: str) -> None:
+        super().__init__(ae, mode)
+        self._wakeup = threading.Event()
+        self.dul = EventDUL(self)
+        # The timeouts were applied to the DUL created by Association.__init__: apply them again.
+        self.acse_timeout = self.acse_timeout
+        self.dimse_timeout = self.dimse_timeout
+        self.network_timeout = self.network_timeout
+        self.dul.to_user_queue = _SignalQueue(self._wakeup.set)
+        self.dimse.msg_queue = _SignalQueue(self._wakeup.set)
+
+    def kill(self) -> None:
+        self._wakeup.set()
+        super().kill()
+
+    def _run_reactor(self) -> None:
+        """pynetdicom's acceptor loop, waiting on ``_wakeup`` in place of ``time.sleep(0.001)``."""
+        self._is_paused = False
+        busy = True
+        while not self._kill:
+            if not busy:
+                self._wakeup.wait(IDLE_WAKE_S)
+            self._wakeup.clear()
+            busy = False
+
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                self._serve_request(msg, cast(int, context_id))
+                busy = True
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
+class EventRequestHandler(RequestHandler):
+    """Creates :class:`EventAssociation` acceptors (otherwise pynetdicom's request handler)."""
+
+    def _create_association(self) -> Association:
+        return _create_event_association(self)
+
+
+def _create_event_association(handler: RequestHandler) -> Association:
+    """As pynetdicom's ``RequestHandler._create_association``, with :class:`EventAssociation`."""
+    from copy import deepcopy
+    from datetime import datetime
+
+    from pynetdicom._globals import MODE_ACCEPTOR
+    from pynetdicom.transport import AssociationSocket
+
+    server = cast(Any, handler.server)
+    ae = handler.ae
+    assoc = EventAssociation(ae, MODE_ACCEPTOR)
+    assoc._server = server
+    assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+    sock = AssociationSocket(assoc, client_socket=cast(Any, handler.request))
+    assoc.set_socket(sock)
+    assoc.acceptor.maximum_length = ae.maximum_pdu_size
+    assoc.acceptor.ae_title = server.ae_title
+    assoc.acceptor.address_info = handler.local
+    assoc.acceptor.implementation_class_uid = ae.implementation_class_uid
+    assoc.acceptor.implementation_version_name = ae.implementation_version_name
+    assoc.acceptor.supported_contexts = deepcopy(server.contexts)
+    assoc.requestor.address_info = handler.remote
+    for event in server._handlers:
+        if event.is_intervention and server._handlers[event]:
+            assoc.bind(event, *server._handlers[event])
+        elif isinstance(event, evt.NotificationEvent):
+            for h in server._handlers[event]:
+                assoc.bind(event, h[0], h[1])
+    return assoc
