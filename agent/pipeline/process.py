@@ -40,6 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -434,7 +435,14 @@ class Deps:
     store_handler: StoreHandler | None = None
 
 
-def _lookup(sessions: sessionmaker[Session]) -> Any:
+def _decimal(value: str | None) -> Decimal | None:
+    try:
+        return Decimal(value) if value else None
+    except ArithmeticError:
+        return None
+
+
+def _lookup(sessions: sessionmaker[Session], spool_root: Path) -> Any:
     cache: dict[str, SeriesInfo | None] = {}
 
     def lookup(study_uid: str | None, series_uid: str | None, sop_uid: str | None) -> SeriesInfo | None:
@@ -443,7 +451,12 @@ def _lookup(sessions: sessionmaker[Session]) -> Any:
             return cache[key]
         with sessions() as session:
             query = select(
-                Series.series_uid, Series.modality, Series.description, Study.study_uid, Study.study_date
+                Series.series_uid,
+                Series.modality,
+                Series.description,
+                Study.study_uid,
+                Study.study_date,
+                select(func.min(Instance.path)).where(Instance.series_pk == Series.id).scalar_subquery(),
             )
             query = query.join(Study, Study.id == Series.study_pk)
             if series_uid:
@@ -457,7 +470,14 @@ def _lookup(sessions: sessionmaker[Session]) -> Any:
             row = session.execute(query).first()
         info = None
         if row is not None:
+            # Slice thickness and contrast are not in the index: one header of the series gives them.
+            facts = (
+                read_series_facts(spool_root / row[5], row.series_uid, row.modality or "") if row[5] else None
+            )
             info = SeriesInfo(
+                slice_thickness_mm=_decimal(facts.slice_thickness_mm) if facts else None,
+                contrast_agent=facts.contrast_agent if facts else None,
+                contrast_route=facts.contrast_route if facts else None,
                 study_uid=row.study_uid,
                 series_uid=row.series_uid,
                 study_date=_to_date(row.study_date),
@@ -552,7 +572,7 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
     timings["retrieve"] = search.retrieve_s
 
     t0 = time.perf_counter()
-    lookup = _lookup(sessions)
+    lookup = _lookup(sessions, spool_root)
     items, read_warnings = read_inputs(search.reports, settings, lookup, study_date)
     attrs = dict(facts[0].attributes) if facts else {}
     attrs.update(patient_id=patient_id, issuer=issuer or "")

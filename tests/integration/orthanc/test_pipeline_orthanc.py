@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ def agent_env(orthanc: Orthanc, workdir: Path, method: str = "move", **extra: st
     }
     env = {
         "LIVER_AGENT_PEERS": json.dumps(peers),
+        "LIVER_AGENT_PIPELINE__ENABLED": "true",
         "LIVER_AGENT_STABILITY__STABLE_AFTER_S": "0.6",
         "LIVER_AGENT_STABILITY__CHECK_INTERVAL_S": "0.2",
         "LIVER_AGENT_PIPELINE__POLL_INTERVAL_S": "0.2",
@@ -140,7 +142,10 @@ def route(orthanc: Orthanc, *paths: Path) -> None:
 
 
 def is_pre_read(ds: Dataset) -> bool:
-    return "pre-read" in str(ds.get("SeriesDescription", ""))
+    """The report kind our SR states in its qualitative evaluations (pre-read or response)."""
+    from agent.sr import codes
+
+    return codes.PRE_READ.meaning in text_values(ds)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -151,7 +156,7 @@ def test_follow_up_pre_read_then_final_response(
     orthanc: Orthanc, make_agent: Any, tmp_path: Path, method: str
 ):
     pid = f"E2E{method.upper()}"
-    base_ct, base_sr, base_uid = patient_study(tmp_path, pid, "bl", date(2024, 1, 10), lesions((40, 30)))
+    base_ct, base_sr, _ = patient_study(tmp_path, pid, "bl", date(2024, 1, 10), lesions((40, 30)))
     fu_ct, fu_sr, fu_uid = patient_study(tmp_path, pid, "fu", date(2024, 3, 20), lesions((25, 20)))
     assert base_sr is not None and fu_sr is not None
     orthanc.upload(base_ct)
@@ -257,34 +262,43 @@ def test_non_liver_study_is_ignored(orthanc: Orthanc, make_agent: Any, tmp_path:
     agent.stop()
 
 
-def test_pacs_outage_results_wait_and_arrive_once(own_orthanc: Orthanc, make_agent: Any, tmp_path: Path):
-    orthanc = own_orthanc
+def test_pacs_outage_results_wait_and_arrive_once(
+    orthanc: Orthanc, own_orthanc: Orthanc, make_agent: Any, tmp_path: Path
+):
+    """The archive our results go to is down while we deliver; they wait, then arrive exactly once."""
+    archive = own_orthanc
     pid = "E2EOUT"
     base_ct, base_sr, _ = patient_study(tmp_path, pid, "bl", date(2024, 1, 10), lesions((40, 30)))
     fu_ct, fu_sr, fu_uid = patient_study(tmp_path, pid, "fu", date(2024, 3, 20), lesions((25, 20)))
     assert base_sr is not None and fu_sr is not None
     for p in (base_ct, base_sr):
         orthanc.upload(p)
-    agent = start_agent(make_agent, orthanc)
-    # Orthanc routes the whole follow-up (CT and SR) to us, then goes down before we deliver.
-    agent_port = agent.port
-    assert agent_port
-    ids = [orthanc.upload(p)["ID"] for p in (fu_ct, fu_sr)]
-    # Stop delivery from reaching Orthanc: the follow-up reaches the agent after Orthanc is stopped.
-    orthanc.send_to("agent", ids)
-    orthanc.stop()
+    agent = make_agent()
+    env = agent_env(orthanc, agent.workdir)
+    peers = json.loads(env["LIVER_AGENT_PEERS"])
+    peers["pacs"]["store"] = False
+    peers["archive"] = {**peers["pacs"], "port": archive.dicom_port, "query_retrieve": False, "store": True}
+    env["LIVER_AGENT_PEERS"] = json.dumps(peers)
+    agent.env_overrides.update(env)
+    agent.start()
+    orthanc.register_agent(agent.port)
+    archive.stop()
+    route(orthanc, fu_ct, fu_sr)
     assert wait_until(
         lambda: (
-            (agent.scalar("SELECT count(*) FROM outbox WHERE state = 'pending' AND attempts >= 2") or 0) >= 1
+            (agent.scalar("SELECT count(*) FROM outbox WHERE state = 'pending' AND attempts >= 2") or 0) == 2
         ),
         40,
     ), agent.all_logs()[-3000:]
     assert agent.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'") == 0
-    orthanc.start()
+    assert agent.scalar("SELECT count(*) FROM operational_alerts") == 0
+    archive.start()
     assert wait_until(lambda: agent.scalar("SELECT count(*) FROM outbox WHERE state != 'delivered'") == 0, 30)
-    instances = ours(orthanc, fu_uid)
+    time.sleep(1.5)  # further delivery rounds must not send anything again
+    instances = ours(archive, fu_uid)
     uids = [i["SOPInstanceUID"] for i in instances]
-    assert len(uids) == len(set(uids)) == agent.scalar("SELECT count(*) FROM outbox")
+    assert len(uids) == len(set(uids)) == agent.scalar("SELECT count(*) FROM outbox") == 2
+    assert agent.scalar("SELECT max(attempts) FROM outbox") >= 3
     agent.stop()
 
 
