@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cached_property
 
 from agent.response import choi, morphology, recist
 from agent.response.model import (
@@ -111,24 +110,22 @@ def make_alert(code: str, timepoint: int | None, message: str, severity: Severit
 # What the rules look at
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Facts:
-    """The timeline, the requested criteria and the results, shared by every rule."""
+    """The timeline, the requested criteria and the results, shared by every rule (built once by ``facts``).
+
+    ``categories[c]`` lists the categories of criterion ``c`` aligned with the time points (``None`` at the
+    baseline); ``density_criterion`` is Choi when requested, else modified Choi: the criterion the Choi
+    discordance rules compare.
+    """
 
     timeline: Timeline
     results: dict[Criterion, CriterionResult]
-
-    @cached_property
-    def requested(self) -> frozenset[Criterion]:
-        return frozenset(self.timeline.context.criteria)
-
-    @cached_property
-    def registry(self) -> Registry:
-        return registry_of(self.timeline)
-
-    @property
-    def followups(self) -> range:
-        return range(1, len(self.timeline.timepoints))
+    requested: frozenset[Criterion]
+    registry: Registry
+    categories: dict[Criterion, list[Category | None]]
+    density_criterion: Criterion | None
+    followups: range
 
     def compared(self, *criteria: Criterion) -> bool:
         """Discordance rules need every criterion requested in the context and computed."""
@@ -141,16 +138,30 @@ class Facts:
         return result.timepoints[t]
 
     def category(self, criterion: Criterion, t: int) -> Category | None:
-        step = self.step(criterion, t)
-        return step.category if step is not None else None
+        categories = self.categories.get(criterion)
+        if categories is None or t >= len(categories):
+            return None
+        return categories[t]
 
-    @cached_property
-    def density_criterion(self) -> Criterion | None:
-        """Choi when requested, else modified Choi: the criterion the Choi discordance rules compare."""
-        for criterion in (Criterion.CHOI, Criterion.MCHOI):
-            if criterion in self.requested and criterion in self.results:
-                return criterion
-        return None
+
+def facts(timeline: Timeline, results: tuple[CriterionResult, ...]) -> Facts:
+    """What every rule reads, computed once per assessment."""
+    by_criterion = {result.criterion: result for result in results}
+    requested = frozenset(timeline.context.criteria)
+    density = None
+    for criterion in (Criterion.CHOI, Criterion.MCHOI):
+        if criterion in requested and criterion in by_criterion:
+            density = criterion
+            break
+    return Facts(
+        timeline=timeline,
+        results=by_criterion,
+        requested=requested,
+        registry=registry_of(timeline),
+        categories={c: result.categories() for c, result in by_criterion.items()},
+        density_criterion=density,
+        followups=range(1, len(timeline.timepoints)),
+    )
 
 
 Rule = Callable[[Facts], Iterable[Alert]]
@@ -315,13 +326,15 @@ def modality_changed(f: Facts) -> Iterator[Alert]:
 def phase_mismatch(f: Facts) -> Iterator[Alert]:
     """PHASE_MISMATCH: a target measured in another contrast phase than at baseline."""
     baseline = f.timeline.baseline
+    targets = f.registry.targets
+    baseline_phases = [baseline.lesion_phase(base) for base in targets]
     for t in f.followups:
         tp = f.timeline.timepoints[t]
         changed: list[str] = []
-        for base, record in zip(f.registry.targets, f.registry.target_records[t], strict=True):
+        for base, before, record in zip(targets, baseline_phases, f.registry.target_records[t], strict=True):
             if record is None:
                 continue
-            before, now = baseline.lesion_phase(base), tp.lesion_phase(record)
+            now = tp.lesion_phase(record)
             if before is not None and now is not None and before is not now:
                 changed.append(f"{base.id} {before.value} -> {now.value}")
         if changed:
@@ -348,15 +361,22 @@ def interval_too_long(f: Facts) -> Iterator[Alert]:
             )
 
 
+#: Statuses that report a lesion gone (module constants: Python 3.11 resolves ``LesionStatus.ABSENT`` through
+#: the slow ``EnumType.__getattr__``, and this is checked for every lesion record).
+_GONE = frozenset({LesionStatus.DISAPPEARED, LesionStatus.ABSENT})
+_MEASURED = LesionStatus.MEASURED
+_TARGET = LesionKind.TARGET
+
+
 def _disappeared(lesion: Lesion) -> bool:
     """Reported gone: a target ``disappeared`` (or measured 0 mm), a non-target or new lesion ``absent``."""
     status = lesion.status
-    if status is LesionStatus.DISAPPEARED or status is LesionStatus.ABSENT:
+    if status in _GONE:
         return True
     return (
-        status is LesionStatus.MEASURED
+        status is _MEASURED
         and lesion.long_axis_mm == 0
-        and lesion.kind is LesionKind.TARGET
+        and lesion.kind is _TARGET
         and not lesion.is_node
         and not lesion.fragments_mm
     )
@@ -387,6 +407,8 @@ def disappeared_liver_lesion(f: Facts) -> Iterator[Alert]:
 
 def tracking(f: Facts) -> Iterator[Alert]:
     """LESION_TRACKING_MISMATCH and NEW_LESION_PREVIOUSLY_SEEN from the lesion registry."""
+    if not f.registry.problems:
+        return
     mismatch = (Problem.UNKNOWN_ID, Problem.KIND_CHANGED, Problem.ORGAN_CHANGED)
     for t in f.followups:
         problems = f.registry.problems_at(t)
@@ -494,6 +516,10 @@ def post_pd(f: Facts) -> Iterator[Alert]:
         )
 
 
+_NO_SUM_TEST = frozenset({C.CR, C.NE, C.NONE})
+_ZERO, _FIVE, _TWENTY, _THIRTY, _HUNDRED = (Decimal(v) for v in (0, 5, 20, 30, 100))
+
+
 def borderline(step: TimepointAssessment, pp: Decimal, mm: Decimal) -> str | None:
     """Which RECIST threshold the target sum is borderline to, if any [P] (SPEC §9.2).
 
@@ -502,18 +528,18 @@ def borderline(step: TimepointAssessment, pp: Decimal, mm: Decimal) -> str | Non
     Cross-multiplied and inclusive; a zero nadir makes any increase infinite.
     """
     s, s0, n = step.sum_mm, step.baseline_sum_mm, step.nadir_sum_mm
-    if s is None or s0 is None or n is None or step.target in (C.CR, C.NE, C.NONE):
+    if s is None or s0 is None or n is None or step.target in _NO_SUM_TEST:
         return None
-    if s0 > 0 and abs(100 * (s - s0) + 30 * s0) <= pp * s0:
+    if s0 > _ZERO and abs(_HUNDRED * (s - s0) + _THIRTY * s0) <= pp * s0:
         return f"{_pct(step.change_vs_baseline_pct)} vs baseline {_mm(s0)} is close to the -30 % PR threshold"
     increase = s - n
-    if n > 0 and abs(100 * increase - 20 * n) <= pp * n and increase >= 5 - mm:
+    if n > _ZERO and abs(_HUNDRED * increase - _TWENTY * n) <= pp * n and increase >= _FIVE - mm:
         return (
             f"{_pct(step.change_vs_nadir_pct)} (+{_mm(increase)}) vs nadir {_mm(n)} is close to the +20 % "
             "PD threshold"
         )
-    relative = increase > 0 if n == 0 else 100 * increase >= (20 - pp) * n
-    if relative and abs(increase - 5) <= mm:
+    relative = increase > _ZERO if n == _ZERO else _HUNDRED * increase >= (_TWENTY - pp) * n
+    if relative and abs(increase - _FIVE) <= mm:
         return f"+{_mm(increase)} vs nadir {_mm(n)} is close to the 5 mm PD threshold"
     return None
 
@@ -912,5 +938,5 @@ def evaluate(timeline: Timeline, results: tuple[CriterionResult, ...]) -> tuple[
         return (
             make_alert("BASELINE_MISSING", None, "No baseline examination: no response can be computed."),
         )
-    facts = Facts(timeline, {result.criterion: result for result in results})
-    return merge(alert for rule in RULES for alert in rule(facts))
+    shared = facts(timeline, results)
+    return merge(alert for rule in RULES for alert in rule(shared))
