@@ -209,16 +209,18 @@ def test_follow_up_pre_read_then_final_response(
 def test_gist_recist_pd_choi_pr_discordance(orthanc: Orthanc, make_agent: Any, tmp_path: Path):
     pid = "E2EGIST"
     desc = "CT ABDOMEN GIST FOLLOW-UP"
-    base_ct, base_sr, _ = patient_study(
+    base_ct, base_sr, base_uid = patient_study(
         tmp_path, pid, "bl", date(2024, 1, 10), lesions((40, 30), (60, 60)), desc
     )
     fu_ct, fu_sr, fu_uid = patient_study(
         tmp_path, pid, "fu", date(2024, 3, 20), lesions((50, 36), (40, 38)), desc
     )
     assert base_sr is not None and fu_sr is not None
-    for p in (base_ct, base_sr):
-        orthanc.upload(p)
+    orthanc.upload(base_sr)
     agent = start_agent(make_agent, orthanc)
+    # The baseline CT was routed to us when it was acquired: its header tells the contrast (Choi density).
+    route(orthanc, base_ct)
+    assert wait_until(lambda: len(our_srs(orthanc, base_uid)) >= 1, 30), agent.all_logs()[-3000:]
     route(orthanc, fu_ct, fu_sr)
     assert wait_until(lambda: any(not is_pre_read(d) for d in our_srs(orthanc, fu_uid)), 30), (
         agent.all_logs()[-3000:]
