@@ -42,6 +42,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 REPO = Path(__file__).resolve().parents[1]
 NETNS_MARK = "INGEST_BENCH_IN_NETNS"
@@ -250,6 +251,8 @@ class Orthanc(Target):
 
 
 class Agent(Target):
+    extra_env: ClassVar[dict[str, str]] = {}
+
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVER_AGENT_")}
@@ -267,6 +270,7 @@ class Agent(Target):
                 "PYTHONPATH": str(REPO),
             }
         )
+        env.update(self.extra_env)
         log_path = self.workdir / "agent.log"
         log = log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -363,9 +367,13 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--only", default="storescp,orthanc,agent", help="targets to run, comma-separated")
     parser.add_argument("--scenarios", default="512x1,64x1,512x4,64x4", help="<rows>x<associations>,...")
+    parser.add_argument(
+        "--agent-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment of the agent"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = parser.parse_args()
     reexec_in_netns()
+    Agent.extra_env = dict(kv.split("=", 1) for kv in args.agent_env)
     for tool in ("storescu", "storescp"):
         if not shutil.which(tool):
             print(f"{tool} not found: install DCMTK (scripts/install-system-deps.sh)", file=sys.stderr)
