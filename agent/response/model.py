@@ -8,11 +8,11 @@ standard library: the SR reader, the pipeline and the CLI all build these object
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final, TypeVar
 
 
 class Criterion(StrEnum):
@@ -204,6 +204,35 @@ class Severity(StrEnum):
     INFO = "info"
 
 
+_T = TypeVar("_T")
+
+
+def slot_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen, slotted dataclass an ``__init__`` that stores each field through its slot descriptor.
+
+    Same parameters, defaults and instances as the ``__init__`` that ``dataclass`` generates (and still
+    frozen: assigning afterwards raises), but about twice as fast: the generated one calls
+    ``object.__setattr__`` per field, and the result records below are built ~50 times per patient.
+    Apply it above ``@dataclass``; classes with ``__post_init__``, ``init=False`` fields or default
+    factories are refused.
+    """
+    own = fields(cls)  # type: ignore[arg-type]
+    if hasattr(cls, "__post_init__") or any(not f.init or f.default_factory is not MISSING for f in own):
+        raise TypeError(f"slot_init: {cls.__qualname__} needs the dataclass-generated __init__")
+    params = ", ".join(f.name if f.default is MISSING else f"{f.name}=_default_{f.name}" for f in own)
+    body = "".join(f"\n    _set_{f.name}(self, {f.name})" for f in own)
+    names: dict[str, Any] = {f"_set_{f.name}": cls.__dict__[f.name].__set__ for f in own}
+    names.update({f"_default_{f.name}": f.default for f in own if f.default is not MISSING})
+    namespace: dict[str, Any] = {}
+    exec(f"def __init__(self, {params}) -> None:{body}", names, namespace)
+    init = namespace["__init__"]
+    init.__module__ = cls.__module__
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__annotations__ = {**{f.name: f.type for f in own}, "return": None}
+    type.__setattr__(cls, "__init__", init)
+    return cls
+
+
 # --------------------------------------------------------------------------------------------------------
 # Input: the timeline
 
@@ -297,6 +326,7 @@ class Timeline:
 # Output: the assessment
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class TimepointAssessment:
     """One criterion at one follow-up time point, with the reason it was reached.
@@ -334,6 +364,7 @@ class TimepointAssessment:
     notes: tuple[str, ...] = ()
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Threshold:
     """The target quantity at which the category of the next read would change."""
@@ -345,6 +376,7 @@ class Threshold:
     rule: str
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class CriterionResult:
     criterion: Criterion
@@ -362,6 +394,7 @@ class CriterionResult:
         return [tp.category if tp is not None else None for tp in self.timepoints]
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Alert:
     code: str
