@@ -6,13 +6,16 @@ row (never a second row); an instance for a study that is no longer receiving re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, case, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from agent.db.models import Instance, Patient, Series, Study, StudyState
 
@@ -233,3 +236,83 @@ def record_instance(session: Session, rec: InstanceRecord, now: datetime) -> Rec
         replaced_path=old_path if old_path is not None and old_path != rec.path else None,
         replaced=old_path is not None,
     )
+
+
+class IndexWriter:
+    """One thread that indexes instances for every association, committing concurrent ones together.
+
+    ``record(rec)`` blocks until ``rec`` is committed (durably) and returns its :class:`Recorded`, or raises
+    the error that prevented it. Requests that arrive while a commit is under way are written in the next
+    transaction, each inside its own savepoint (a failing one does not take the others down), so several
+    associations share one commit (one fsync) instead of queueing on the database's write lock.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, sessions: sessionmaker[Session], now: Callable[[], datetime]) -> None:
+        self._sessions = sessions
+        self._now = now
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
+        self._thread.start()
+
+    def record(self, rec: InstanceRecord) -> Recorded:
+        pending = _Pending(rec)
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            with self._sessions.begin() as session:
+                now = self._now()
+                for p in batch:
+                    if len(batch) == 1:
+                        p.result = record_instance(session, p.rec, now)
+                        continue
+                    try:
+                        with session.begin_nested():
+                            p.result = record_instance(session, p.rec, now)
+                    except Exception as exc:
+                        p.error = exc
+        except Exception as exc:
+            for p in batch:
+                p.result = None
+                p.error = p.error or exc
+        for p in batch:
+            p.done.set()
+
+
+@dataclass(slots=True)
+class _Pending:
+    rec: InstanceRecord
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Recorded | None = None
+    error: Exception | None = None

@@ -27,7 +27,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.config import DicomSettings
-from agent.db.index import InstanceRecord, record_instance
+from agent.db.index import IndexWriter, InstanceRecord
 from agent.db.models import StudyState, utcnow
 from agent.dicom.header import HeaderError, read_identity
 from agent.dicom.reactor import EventRequestHandler
@@ -193,6 +193,8 @@ class StoreSCP:
         self.sessions = sessions
         self.server: NoDelayAssociationServer | None = None
         self._thread: threading.Thread | None = None
+        # Concurrent associations share index commits instead of queueing on the database write lock.
+        self.index = IndexWriter(sessions, utcnow)
         self.ae = self._build_ae()
 
     def _build_ae(self) -> AE:
@@ -390,8 +392,7 @@ class StoreSCP:
             calling_aet=calling or None,
         )
         try:
-            with self.sessions.begin() as session:
-                recorded = record_instance(session, record, utcnow())
+            recorded = self.index.record(record)
         except Exception as exc:
             # The file is on disk; a retry by the sender replaces it and indexes it.
             raise Refusal(OUT_OF_RESOURCES, f"index write failed: {type(exc).__name__}") from None
