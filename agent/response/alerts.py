@@ -27,6 +27,7 @@ from agent.response.model import (
     Severity,
     Timeline,
     TimepointAssessment,
+    slot_init,
 )
 from agent.response.registry import Problem, Registry, registry_of
 
@@ -110,6 +111,7 @@ def make_alert(code: str, timepoint: int | None, message: str, severity: Severit
 # What the rules look at
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Facts:
     """The timeline, the requested criteria and the results, shared by every rule (built once by ``facts``).
@@ -486,9 +488,12 @@ def backdated_pd(f: Facts) -> Iterator[Alert]:
 
 def reappearance_after_cr(f: Facts) -> Iterator[Alert]:
     """REAPPEARANCE_AFTER_CR: PD while the previous evaluable overall response was CR."""
+    recist_categories = f.categories.get(Criterion.RECIST)
+    if recist_categories is None:
+        return
     previous: Category | None = None
     for t in f.followups:
-        category = f.category(Criterion.RECIST, t)
+        category = recist_categories[t]
         if category is None:
             return
         if category is C.PD and previous is C.CR:
@@ -580,9 +585,9 @@ def irecist_first_iupd_recist_pd(f: Facts) -> Iterator[Alert]:
     """DISC_IRECIST_IUPD_RECIST_PD: the first iUPD of an episode while RECIST says PD."""
     if not f.compared(Criterion.RECIST, Criterion.IRECIST):
         return
-    categories = f.results[Criterion.IRECIST].categories()
+    categories, recist_categories = f.categories[Criterion.IRECIST], f.categories[Criterion.RECIST]
     for t in f.followups:
-        if _iupd_opens_episode(categories, t) and f.category(Criterion.RECIST, t) is C.PD:
+        if _iupd_opens_episode(categories, t) and recist_categories[t] is C.PD:
             yield make_alert(
                 "DISC_IRECIST_IUPD_RECIST_PD",
                 t,
@@ -595,7 +600,7 @@ def pseudoprogression(f: Facts) -> Iterator[Alert]:
     """DISC_PSEUDOPROGRESSION: iCR/iPR/iSD directly after an iUPD (NE visits skipped)."""
     if not f.compared(Criterion.IRECIST):
         return
-    categories = f.results[Criterion.IRECIST].categories()
+    categories = f.categories[Criterion.IRECIST]
     previous: Category | None = None
     for t in f.followups:
         category = categories[t]
@@ -614,7 +619,7 @@ def irecist_confirmation_window(f: Facts) -> Iterator[Alert]:
     """IRECIST_CONFIRMATION_OUTSIDE_WINDOW: the scan after a new iUPD is < 28 or > 56 days later (±2 days)."""
     if Criterion.IRECIST not in f.results:
         return
-    categories = f.results[Criterion.IRECIST].categories()
+    categories = f.categories[Criterion.IRECIST]
     tps = f.timeline.timepoints
     for t in f.followups:
         if t + 1 >= len(tps) or not _iupd_opens_episode(categories, t):
@@ -640,8 +645,9 @@ def choi_discordance(f: Facts) -> Iterator[Alert]:
     if density is None or not f.compared(Criterion.RECIST, density):
         return
     name = "Choi" if density is Criterion.CHOI else "modified Choi"
+    recist_categories, density_categories = f.categories[Criterion.RECIST], f.categories[density]
     for t in f.followups:
-        rec, cho = f.category(Criterion.RECIST, t), f.category(density, t)
+        rec, cho = recist_categories[t], density_categories[t]
         if rec is C.PD and cho is C.PR:
             yield make_alert(
                 "DISC_RECIST_PD_CHOI_PR",
@@ -673,8 +679,9 @@ def choi_density_not_evaluable(f: Facts) -> Iterator[Alert]:
     if not criteria:
         return
     densities = choi.choi_inputs(f.timeline).density
+    categories = [f.categories[c] for c in criteria]
     for t in f.followups:
-        if all(f.category(c, t) in (C.CR, C.PD) for c in criteria):
+        if all(of_criterion[t] in (C.CR, C.PD) for of_criterion in categories):
             continue
         density = densities[t]
         if density is not None and not density.evaluable:
@@ -748,8 +755,9 @@ def ancillary_signs(f: Facts) -> Iterator[Alert]:
     """ANC_MORPHOLOGIC_RESPONSE_SIGNS: RECIST SD or PD while a target shows an ancillary response sign."""
     if Criterion.RECIST not in f.results:
         return
+    recist_categories = f.categories[Criterion.RECIST]
     for t in f.followups:
-        category = f.category(Criterion.RECIST, t)
+        category = recist_categories[t]
         if category not in (C.SD, C.PD):
             continue
         signs = [
@@ -791,8 +799,9 @@ def chun_discordance(f: Facts) -> Iterator[Alert]:
     """DISC_RECIST_PD_CHUN_OPTIMAL, DISC_RECIST_SD_CHUN_OPTIMAL, DISC_RECIST_RESPONSE_CHUN_NONE."""
     if not f.compared(Criterion.RECIST, Criterion.CHUN):
         return
+    recist_categories, chun_categories = f.categories[Criterion.RECIST], f.categories[Criterion.CHUN]
     for t in f.followups:
-        rec, chun = f.category(Criterion.RECIST, t), f.category(Criterion.CHUN, t)
+        rec, chun = recist_categories[t], chun_categories[t]
         if chun is C.OPTIMAL and rec is C.PD:
             yield make_alert(
                 "DISC_RECIST_PD_CHUN_OPTIMAL",
@@ -825,8 +834,9 @@ def mrecist_discordance(f: Facts) -> Iterator[Alert]:
     """DISC_MRECIST_RECIST: HCC, mRECIST category differs from RECIST (warning if exactly one is PD)."""
     if not f.compared(Criterion.RECIST, Criterion.MRECIST) or not f.results[Criterion.MRECIST].applicable:
         return
+    recist_categories, mrecist_categories = f.categories[Criterion.RECIST], f.categories[Criterion.MRECIST]
     for t in f.followups:
-        rec, mrec = f.category(Criterion.RECIST, t), f.category(Criterion.MRECIST, t)
+        rec, mrec = recist_categories[t], mrecist_categories[t]
         if rec is None or mrec is None or mrec is C.NA or rec is mrec:
             continue
         one_pd = (rec is C.PD) != (mrec is C.PD)

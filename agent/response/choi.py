@@ -30,6 +30,7 @@ from agent.response.model import (
     Timeline,
     TimePoint,
     TimepointAssessment,
+    slot_init,
 )
 from agent.response.registry import registry_of
 
@@ -98,6 +99,7 @@ def is_contrast_enhanced(timepoint: TimePoint, phase: Phase | None) -> bool:
     return timepoint.contrast is not False and phase is not None and phase is not Phase.UNENHANCED
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class PairedDensity:
     """Mean HU over the baseline targets at baseline and now, or why it cannot be compared."""
@@ -211,6 +213,7 @@ def choi_target_response(
     return C.SD, "choi_sd", None
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ChoiInputs:
     """Everything Choi and mChoi read from a timeline, per time point (computed once, shared by both).

@@ -24,6 +24,7 @@ from agent.response.model import (
     Options,
     Timeline,
     TimepointAssessment,
+    slot_init,
 )
 from agent.response.recist import assess_cached, pd_test
 from agent.response.registry import registry_of
@@ -44,6 +45,7 @@ _I_OF = {
 }
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Episode:
     """An open (unconfirmed) iUPD: what triggered it and the reference measures at its first visit."""

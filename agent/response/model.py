@@ -404,6 +404,7 @@ class Alert:
     citation: str
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Assessment:
     results: tuple[CriterionResult, ...]

@@ -24,6 +24,7 @@ from agent.response.model import (
     Timeline,
     TimePoint,
     TimepointAssessment,
+    slot_init,
 )
 from agent.response.registry import registry_of
 
@@ -36,6 +37,7 @@ CITATION = (
 _RANK = {C.OPTIMAL: 0, C.INCOMPLETE: 1, C.NO_RESPONSE: 2}
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class LesionMorphology:
     """One liver target lesion compared with its baseline morphology."""
@@ -128,6 +130,25 @@ def compare_lesion(baseline_lesion: Lesion, current: Lesion | None) -> LesionMor
     return LesionMorphology(baseline_lesion.id, baseline_group, group, response, reason)
 
 
+def _chun_assessment(
+    current: TimePoint,
+    index: int,
+    category: Category,
+    rule: str,
+    ne_reason: str | None = None,
+    notes: tuple[str, ...] = (),
+) -> TimepointAssessment:
+    return TimepointAssessment(
+        index=index,
+        date=current.date,
+        category=category,
+        ne_reason=ne_reason,
+        rule=rule,
+        citation=CITATION,
+        notes=notes,
+    )
+
+
 def chun_timepoint(
     timeline: Timeline, index: int, targets: Sequence[Lesion], records: Sequence[Lesion | None]
 ) -> TimepointAssessment:
@@ -136,40 +157,28 @@ def chun_timepoint(
     ``targets`` are the baseline liver targets and ``records`` their records at ``index`` (``None``: missing).
     """
     baseline, current = timeline.baseline, timeline.timepoints[index]
-
-    def result(
-        category: Category, rule: str, ne_reason: str | None = None, notes: tuple[str, ...] = ()
-    ) -> TimepointAssessment:
-        return TimepointAssessment(
-            index=index,
-            date=current.date,
-            category=category,
-            ne_reason=ne_reason,
-            rule=rule,
-            citation=CITATION,
-            notes=notes,
-        )
-
     if not is_ct(baseline) or not is_ct(current):
-        return result(
-            C.NE,
-            "chun_ct_only",
-            f"Chun is validated on CT only (baseline {baseline.modality}, follow-up {current.modality})",
-        )
+        reason = f"Chun is validated on CT only (baseline {baseline.modality}, follow-up {current.modality})"
+        return _chun_assessment(current, index, C.NE, "chun_ct_only", reason)
     if not targets:
-        return result(C.NE, "chun_liver_targets", "no liver target lesion at baseline")
+        return _chun_assessment(
+            current, index, C.NE, "chun_liver_targets", "no liver target lesion at baseline"
+        )
     lesions = [compare_lesion(target, record) for target, record in zip(targets, records, strict=True)]
+    responses = [m.response for m in lesions]
     detail = tuple(
-        f"{m.lesion_id}: G{m.baseline_group or '?'} -> G{m.group or '?'} = {m.response.value}"
-        for m in lesions
+        [
+            f"{m.lesion_id}: G{m.baseline_group or '?'} -> G{m.group or '?'} = {m.response.value}"
+            for m in lesions
+        ]
     )
-    category = worst_lesion_response([m.response for m in lesions])
+    category = worst_lesion_response(responses)
     if category is C.NE:
-        reasons = "; ".join(m.reason for m in lesions if m.reason)
-        return result(C.NE, "chun_lesion_not_evaluable", reasons, detail)
-    if len({m.response for m in lesions}) > 1:
+        reasons = "; ".join([m.reason for m in lesions if m.reason])
+        return _chun_assessment(current, index, C.NE, "chun_lesion_not_evaluable", reasons, detail)
+    if len(set(responses)) > 1:
         detail = (*detail, "lesions disagree; the patient-level response is the worst lesion-level response")
-    return result(category, "chun_worst_lesion", None, detail)
+    return _chun_assessment(current, index, category, "chun_worst_lesion", None, detail)
 
 
 def best_morphologic_response(categories: list[Category]) -> Category:

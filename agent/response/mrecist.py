@@ -35,6 +35,11 @@ TOO_SMALL_MM = Decimal(5)
 
 _HUNDRED = Decimal(100)
 
+#: Statuses read per target record (module constants: Python 3.11 resolves ``LesionStatus.TOO_SMALL``
+#: through the slow ``EnumType.__getattr__``).
+_NOT_ASSESSED, _TOO_SMALL = LesionStatus.NOT_ASSESSED, LesionStatus.TOO_SMALL
+_GONE = frozenset({LesionStatus.DISAPPEARED, LesionStatus.COALESCED})  # no viable tumour left
+
 
 def is_hcc(timeline: Timeline) -> bool:
     """mRECIST and EASL apply to hepatocellular carcinoma only (SPEC §5.1)."""
@@ -50,29 +55,31 @@ def viable_diameter(lesion: Lesion) -> Decimal | None:
 
     ``None`` (not assessed) when the viable diameter is missing, e.g. no arterial phase.
     """
-    if lesion.status is LesionStatus.NOT_ASSESSED:
+    status = lesion.status
+    if status is _NOT_ASSESSED:
         return None
-    if lesion.status in (LesionStatus.DISAPPEARED, LesionStatus.COALESCED):
+    if status in _GONE:
         return Decimal(0)
     if lesion.viable_long_axis_mm is not None:
         return lesion.viable_long_axis_mm
-    if lesion.status is LesionStatus.TOO_SMALL:
+    if status is _TOO_SMALL:
         return TOO_SMALL_MM
     return None
 
 
 def viable_product(lesion: Lesion) -> Decimal | None:
     """EASL value of a target: product of the enhancing part's two perpendicular diameters (mm²)."""
-    if lesion.status is LesionStatus.NOT_ASSESSED:
+    status = lesion.status
+    if status is _NOT_ASSESSED:
         return None
-    if lesion.status in (LesionStatus.DISAPPEARED, LesionStatus.COALESCED):
+    if status in _GONE:
         return Decimal(0)
     long_axis, perpendicular = lesion.viable_long_axis_mm, lesion.viable_perp_axis_mm
     if long_axis is not None and long_axis == 0:
         return Decimal(0)
     if long_axis is not None and perpendicular is not None:
         return long_axis * perpendicular
-    if lesion.status is LesionStatus.TOO_SMALL:
+    if status is _TOO_SMALL:
         return TOO_SMALL_MM * TOO_SMALL_MM
     return None
 

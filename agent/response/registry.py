@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from agent.response.model import Lesion, LesionKind, LesionStatus, Timeline
+from agent.response.model import Lesion, LesionKind, LesionStatus, Timeline, slot_init
 
 TEN_MM = 10
 
@@ -23,6 +23,7 @@ class Problem(StrEnum):
     PREVIOUSLY_SEEN = "previously_seen"  # 'new' lesion already seen -> NEW_LESION_PREVIOUSLY_SEEN
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class TrackingProblem:
     timepoint: int
@@ -31,6 +32,7 @@ class TrackingProblem:
     detail: str
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Registry:
     """Per time point, the records of each baseline target / non-target (``None`` when missing) and the
