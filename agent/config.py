@@ -190,6 +190,8 @@ class AlertSettings(Section):
     give_up_after_s: float = Field(86_400, gt=0)
     # Raise the DISK_LOW operational alert when free space on the spool falls below this many MiB.
     disk_low_mb: int = Field(2_000, ge=0)
+    # Raise PACS_UNREACHABLE when a peer has not answered (queries, retrieval, delivery) for this long (s).
+    pacs_unreachable_after_s: float = Field(900, ge=0)
 
 
 class PhaseRuleSettings(Section):

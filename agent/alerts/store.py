@@ -7,9 +7,12 @@ produced is marked ``resolved``, and one that comes back is reopened. Each new r
 raised, more severe, reopened) gets one durable delivery row per sink routed for its severity; the delivery
 loop (``agent.alerts.delivery``) sends them.
 
-Operational alerts: ``DELIVERY_GAVE_UP`` (an SR or alert delivery was given up), ``PACS_UNREACHABLE``
-(a peer has not answered for long), ``DISK_LOW`` (spool below ``alerts.disk_low_mb``). Callers raise them with
-``raise_operational`` and clear them with ``resolve_operational``.
+Operational alerts: ``DELIVERY_GAVE_UP`` (an alert delivery was given up, or a result is still undelivered
+to a DICOM destination after ``outbox.give_up_after_s``), ``DELIVERY_REFUSED`` (a DICOM destination refused
+one of our objects with a failure status: the object is quarantined), ``PACS_UNREACHABLE`` (a peer has not
+answered for ``alerts.pacs_unreachable_after_s``), ``STUDY_FAILED`` (a study's processing failed for good),
+``DISK_LOW`` (spool below ``alerts.disk_low_mb``). Callers raise them with ``raise_operational`` and clear
+them with ``resolve_operational``.
 
 This module never talks to the network; callers own the transaction (nothing here commits).
 """
@@ -43,12 +46,16 @@ log = get_logger(__name__)
 
 # Operational alert codes.
 DELIVERY_GAVE_UP = "DELIVERY_GAVE_UP"
+DELIVERY_REFUSED = "DELIVERY_REFUSED"
 PACS_UNREACHABLE = "PACS_UNREACHABLE"
+STUDY_FAILED = "STUDY_FAILED"
 DISK_LOW = "DISK_LOW"
 
 OPERATIONAL_DEFAULTS: dict[str, Severity] = {
     DELIVERY_GAVE_UP: Severity.CRITICAL,
+    DELIVERY_REFUSED: Severity.CRITICAL,
     PACS_UNREACHABLE: Severity.CRITICAL,
+    STUDY_FAILED: Severity.WARNING,
     DISK_LOW: Severity.WARNING,
 }
 

@@ -45,6 +45,7 @@ def quiet_libraries(level: str) -> None:
 
 def add_pipeline(monitor: StabilityMonitor, settings: Any, sessions: Any, scp: StoreSCP) -> None:
     """The study worker and the delivery outbox run on the stability monitor's scheduler."""
+    from agent.pipeline.health import AlertPolicy
     from agent.pipeline.outbox import OutboxRunner
     from agent.pipeline.process import Deps, Worker
 
@@ -58,7 +59,8 @@ def add_pipeline(monitor: StabilityMonitor, settings: Any, sessions: Any, scp: S
             max_instances=1,
             coalesce=True,
         )
-    runner = OutboxRunner(sessions, settings.peers, settings.dicom.ae_title, settings.outbox)
+    policy = AlertPolicy.from_settings(settings)
+    runner = OutboxRunner(sessions, settings.peers, settings.dicom.ae_title, settings.outbox, policy)
     interval = settings.outbox.interval_s
     monitor.scheduler.add_job(
         runner.tick, "interval", seconds=interval, id="outbox", max_instances=1, coalesce=True

@@ -1,4 +1,8 @@
-"""``liver-agent status``: studies by state, outbox depth, oldest pending delivery, operational alerts."""
+"""``liver-agent status``: studies by state, outbox depth, oldest pending delivery, active operational alerts.
+
+Operational alerts are those of the alerts store (``agent.alerts.store``: the rows the sinks and
+``/api/alerts`` see), open or acknowledged but not resolved, counted by code.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from sqlalchemy import func, select
 
 from agent.commands import settings_or_exit
 from agent.db import make_engine, session_factory, upgrade
-from agent.db.models import Job, OperationalAlert, Study, utcnow
+from agent.db.models import AlertRecord, AlertSource, AlertState, Job, Study, utcnow
 from agent.pipeline.outbox import depth
 
 
@@ -31,11 +35,22 @@ def run(args: argparse.Namespace) -> int:
             )
             jobs = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).tuples().all())
             out = depth(session)
-            alerts = session.execute(select(func.count()).select_from(OperationalAlert)).scalar() or 0
+            alerts = dict(
+                session.execute(
+                    select(AlertRecord.code, func.count())
+                    .where(
+                        AlertRecord.source == AlertSource.OPERATIONAL.value,
+                        AlertRecord.state != AlertState.RESOLVED.value,
+                    )
+                    .group_by(AlertRecord.code)
+                )
+                .tuples()
+                .all()
+            )
     finally:
         engine.dispose()
     age = (utcnow() - out.oldest_pending).total_seconds() if out.oldest_pending else None
-    data = {
+    data: dict[str, Any] = {
         "studies": studies,
         "jobs": jobs,
         "outbox": {
@@ -57,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
         f"outbox: {out.pending} pending, {out.quarantined} quarantined, {out.delivered} delivered; "
         f"oldest pending: {oldest}"
     )
-    print(f"operational alerts: {alerts}")
+    print("operational alerts: " + (", ".join(f"{k} {v}" for k, v in sorted(alerts.items())) or "none"))
     return 0

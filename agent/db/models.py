@@ -252,18 +252,20 @@ class OutboxItem(Base):
     alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
-class OperationalAlert(Base):
-    """Something an operator must look at (a quarantined or long-undelivered object, a failing job)."""
+class PeerHealth(Base):
+    """Whether a configured DICOM peer answers: since when it has not (the ``PACS_UNREACHABLE`` clock).
 
-    __tablename__ = "operational_alerts"
+    Kept in the database rather than in memory, so a restart during an outage does not restart the clock.
+    Operational alerts themselves live in the alerts store (``alerts``), like every other alert.
+    """
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    code: Mapped[str] = mapped_column(String(48))
-    severity: Mapped[str] = mapped_column(String(16))
-    message: Mapped[str] = mapped_column(Text)
-    study_pk: Mapped[int | None] = mapped_column(ForeignKey("studies.id"))
-    outbox_pk: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    __tablename__ = "peer_health"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # First failure of the current outage (no association, timeout, abort); null while the peer answers.
+    unreachable_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 # Alerts store (agent/alerts): one row per alert, one row per (alert, sink, revision) delivery. An alert's

@@ -5,9 +5,14 @@
 * :func:`deliver_due` sends what is due, one association per destination. Success (and warning statuses)
   marks the row delivered. A transient failure (no association, timeout, abort, out of resources) schedules
   the next attempt with exponential back-off: ``backoff_initial_s`` doubling, capped at ``backoff_max_s``
-  (dcm4chee's 30 s .. 10 min by default). A permanent failure status quarantines the row and raises an
-  operational alert; ``liver-agent outbox retry`` sends it again. A row still pending ``give_up_after_s``
-  after it was queued raises one operational alert and keeps being retried: nothing is ever dropped.
+  (dcm4chee's 30 s .. 10 min by default). A permanent failure status quarantines the row and raises the
+  operational alert ``DELIVERY_REFUSED`` (subject ``outbox:<row id>``, resolved once the row is delivered);
+  ``liver-agent outbox retry`` sends it again. Rows still pending ``give_up_after_s`` after they were queued
+  raise ``DELIVERY_GAVE_UP`` (one alert per destination, subject ``dicom:<destination>``, resolved when they
+  are delivered) and keep being retried: nothing is ever dropped.
+* Operational alerts go through the alerts store (``agent.alerts.store``), so the sinks and the HTTP API see
+  them. Each round also reports whether the destination answered to ``agent.pipeline.health`` (the
+  ``PACS_UNREACHABLE`` clock).
 * State lives in the database only, so a restart resumes where the last run stopped. A crash between the
   peer's success and our commit re-sends the same SOP Instance UID, which a PACS stores as the same object.
 """
@@ -22,10 +27,12 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.alerts.store import DELIVERY_GAVE_UP, DELIVERY_REFUSED, raise_operational, resolve_operational
 from agent.config import OutboxSettings, PeerSettings
-from agent.db.models import OperationalAlert, OutboxItem, OutboxState, utcnow
+from agent.db.models import OutboxItem, OutboxState, utcnow
 from agent.dicom.scu import Outcome, PeerClient, StoreItem, TransientError
 from agent.log import get_logger, uid_hash
+from agent.pipeline.health import AlertPolicy, peer_answered, peer_unreachable
 
 log = get_logger(__name__)
 
@@ -86,18 +93,12 @@ def queue(
     return added
 
 
-def _alert(session: Session, item: OutboxItem, code: str, severity: str, message: str, now: datetime) -> None:
-    session.add(
-        OperationalAlert(
-            code=code,
-            severity=severity,
-            message=message,
-            study_pk=item.study_pk,
-            outbox_pk=item.id,
-            created_at=now,
-        )
-    )
-    log.warning("outbox.alert", code=code, item=item.id, destination=item.destination)
+def refused_subject(item_id: int) -> str:
+    return f"outbox:{item_id}"
+
+
+def overdue_subject(destination: str) -> str:
+    return f"dicom:{destination}"
 
 
 @dataclass
@@ -113,11 +114,13 @@ def deliver_due(
     calling_aet: str,
     settings: OutboxSettings,
     now: datetime | None = None,
+    policy: AlertPolicy | None = None,
 ) -> DeliveryRound:
     """One delivery round over every destination with due rows."""
     now = now or utcnow()
+    policy = policy or AlertPolicy()
     summary = DeliveryRound()
-    _raise_give_up_alerts(sessions, settings, now)
+    _raise_give_up_alerts(sessions, settings, policy, now)
     with sessions() as session:
         destinations = list(
             session.execute(
@@ -147,7 +150,7 @@ def deliver_due(
                 .all()
             )
             snapshot = [(r.id, StoreItem(Path(r.path), r.sop_class_uid, r.sop_uid)) for r in rows]
-        _deliver_batch(sessions, PeerClient(dest, peer, calling_aet), snapshot, settings, summary)
+        _deliver_batch(sessions, PeerClient(dest, peer, calling_aet), snapshot, settings, policy, summary)
     return summary
 
 
@@ -156,6 +159,7 @@ def _deliver_batch(
     client: PeerClient,
     batch: list[tuple[int, StoreItem]],
     settings: OutboxSettings,
+    policy: AlertPolicy,
     summary: DeliveryRound,
 ) -> None:
     missing = [(pk, it) for pk, it in batch if not it.path.is_file()]
@@ -164,16 +168,29 @@ def _deliver_batch(
         pk: (Outcome.PERMANENT, None, "file missing from the results directory") for pk, _ in missing
     }
     started = utcnow()
+    # Did the peer answer? Any DICOM status (even a refusal) says yes; no association or only lost ones, no.
+    answered: bool | None = None
+    unreachable_reason = ""
     if present:
         try:
             results = client.store([it for _, it in present])
             for (pk, _), res in zip(present, results, strict=True):
                 outcomes[pk] = (res.outcome, res.status, res.detail)
+            answered = any(res.status is not None for res in results) or not all(
+                res.outcome is Outcome.TRANSIENT for res in results
+            )
+            unreachable_reason = "" if answered else results[0].detail
         except TransientError as exc:
             for pk, _ in present:
                 outcomes[pk] = (Outcome.TRANSIENT, None, str(exc))
+            answered, unreachable_reason = False, str(exc)
     end = utcnow()
+    gave_up_cleared = False
     with sessions.begin() as session:
+        if answered is True:
+            peer_answered(session, client.name, end)
+        elif answered is False:
+            peer_unreachable(session, client.name, unreachable_reason, policy, end)
         for pk, (outcome, status, detail) in outcomes.items():
             item = session.get(OutboxItem, pk)
             if item is None or item.state != OutboxState.PENDING.value:
@@ -182,6 +199,9 @@ def _deliver_batch(
             item.last_attempt_at = end
             item.last_status = status
             if outcome is Outcome.OK:
+                if item.last_error is not None:  # refused before and retried by an operator: resolved
+                    resolve_operational(session, DELIVERY_REFUSED, refused_subject(item.id), end)
+                gave_up_cleared |= item.alerted_at is not None
                 item.state = OutboxState.DELIVERED.value
                 item.delivered_at = end
                 item.last_error = None
@@ -211,19 +231,52 @@ def _deliver_batch(
                 item.state = OutboxState.QUARANTINED.value
                 item.last_error = detail[:500]
                 summary.quarantined += 1
-                _alert(
-                    session,
-                    item,
-                    "OUTBOX_QUARANTINED",
-                    "critical",
-                    f"{item.destination} refused object {item.id} ({detail}); it is kept in quarantine, "
-                    "'liver-agent outbox retry' sends it again",
-                    end,
+                log.warning(
+                    "outbox.quarantined",
+                    item=item.id,
+                    destination=item.destination,
+                    status=status,
+                    reason=detail[:200],
                 )
+                raise_operational(
+                    session,
+                    DELIVERY_REFUSED,
+                    f"{item.destination} refused object {item.id} ({detail}); it is kept in quarantine, "
+                    f"'liver-agent outbox retry {item.id}' sends it again",
+                    subject=refused_subject(item.id),
+                    routing=policy.routing,
+                    study_pk=item.study_pk,
+                    now=end,
+                )
+        if gave_up_cleared:
+            still = session.execute(
+                select(func.count())
+                .select_from(OutboxItem)
+                .where(
+                    OutboxItem.destination == client.name,
+                    OutboxItem.state == OutboxState.PENDING.value,
+                    OutboxItem.alerted_at.is_not(None),
+                )
+            ).scalar()
+            if not still:
+                resolve_operational(session, DELIVERY_GAVE_UP, overdue_subject(client.name), end)
 
 
-def _raise_give_up_alerts(sessions: sessionmaker[Session], settings: OutboxSettings, now: datetime) -> None:
+def _raise_give_up_alerts(
+    sessions: sessionmaker[Session], settings: OutboxSettings, policy: AlertPolicy, now: datetime
+) -> None:
+    """One ``DELIVERY_GAVE_UP`` alert per destination with rows pending longer than ``give_up_after_s``."""
     cutoff = now - timedelta(seconds=settings.give_up_after_s)
+    with sessions() as session:
+        newly = session.execute(
+            select(OutboxItem.id).where(
+                OutboxItem.state == OutboxState.PENDING.value,
+                OutboxItem.created_at <= cutoff,
+                OutboxItem.alerted_at.is_(None),
+            )
+        ).first()
+    if newly is None:  # the usual case: a read, no write transaction
+        return
     with sessions.begin() as session:
         overdue = (
             session.execute(
@@ -236,18 +289,29 @@ def _raise_give_up_alerts(sessions: sessionmaker[Session], settings: OutboxSetti
             .scalars()
             .all()
         )
+        by_dest: dict[str, list[OutboxItem]] = {}
         for item in overdue:
             item.alerted_at = now
-            _alert(
+            by_dest.setdefault(item.destination, []).append(item)
+        for dest, items in sorted(by_dest.items()):
+            total = session.execute(
+                select(func.count(), func.min(OutboxItem.created_at)).where(
+                    OutboxItem.destination == dest,
+                    OutboxItem.state == OutboxState.PENDING.value,
+                    OutboxItem.alerted_at.is_not(None),
+                )
+            ).one()
+            last = max(items, key=lambda i: i.last_attempt_at or i.created_at)
+            log.warning("outbox.overdue", destination=dest, items=int(total[0]), newly=len(items))
+            raise_operational(
                 session,
-                item,
-                "OUTBOX_UNDELIVERED",
-                "critical",
-                f"object {item.id} for {item.destination} still undelivered after "
-                f"{settings.give_up_after_s:.0f} s ({item.attempts} attempts; "
-                f"last: {item.last_error or '-'}); "
-                "still retrying",
-                now,
+                DELIVERY_GAVE_UP,
+                f"{int(total[0])} object(s) for {dest} still undelivered after "
+                f"{settings.give_up_after_s:.0f} s (oldest queued {total[1].isoformat(timespec='seconds')}; "
+                f"last error: {last.last_error or '-'}); kept and still retrying",
+                subject=overdue_subject(dest),
+                routing=policy.routing,
+                now=now,
             )
 
 
@@ -299,14 +363,16 @@ class OutboxRunner:
         peers: dict[str, PeerSettings],
         calling_aet: str,
         settings: OutboxSettings,
+        policy: AlertPolicy | None = None,
     ) -> None:
         self.sessions = sessions
         self.peers = peers
         self.calling_aet = calling_aet
         self.settings = settings
+        self.policy = policy or AlertPolicy()
 
     def tick(self) -> None:
         try:
-            deliver_due(self.sessions, self.peers, self.calling_aet, self.settings)
+            deliver_due(self.sessions, self.peers, self.calling_aet, self.settings, policy=self.policy)
         except Exception as exc:  # the next tick retries; the scheduler must keep running
             log.error("outbox.round_failed", error=type(exc).__name__, detail=str(exc)[:200])

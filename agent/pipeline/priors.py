@@ -9,7 +9,8 @@
    indexed like any other instance) or by C-GET (handed to the same C-STORE handler on the C-GET
    association).
 
-Our own output (SOP Instance UIDs under ``uids.org_root``) is never an input.
+Our own output (SOP Instance UIDs under ``uids.org_root``) is never an input. Each peer's answer, or its
+silence (no association, timeout, abort), is reported to ``agent.pipeline.health`` (``PACS_UNREACHABLE``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.config import Settings
 from agent.db.models import Instance, Series, Study
-from agent.dicom.scu import InstanceMatch, PeerClient
+from agent.dicom.scu import InstanceMatch, PeerClient, TransientError
 from agent.log import get_logger, uid_hash
+from agent.pipeline.health import AlertPolicy, peer_answered, peer_unreachable, unreachable_peers
 
 log = get_logger(__name__)
 
@@ -93,6 +95,7 @@ def gather(
     study_uid: str,
     study_date: str | None,
     store_handler: StoreHandler | None,
+    policy: AlertPolicy | None = None,
 ) -> PriorSearch:
     """All usable SRs of the patient after looking in the index and on every query/retrieve peer.
 
@@ -101,8 +104,10 @@ def gather(
     """
     spool_root = Path(settings.storage.spool_dir)
     org_root = settings.uids.org_root
+    policy = policy or AlertPolicy.from_settings(settings)
     with sessions() as session:
         local = local_srs(session, patient_pk, spool_root, org_root)
+        silent = unreachable_peers(session)
     known = {r.sop_uid for r in local}
     search = PriorSearch(reports=local)
     until = _parse_date(study_date) or date.today()
@@ -110,45 +115,80 @@ def gather(
     for name, peer in settings.peers.items():
         if not peer.query_retrieve:
             continue
-        client = PeerClient(name, peer, settings.dicom.ae_title)
-        t0 = time.perf_counter()
-        studies = client.find_studies(
-            patient_id, issuer or None, since, until, settings.pipeline.prior_modalities
-        )
-        wanted: list[InstanceMatch] = []
-        for match in studies:
-            if match.modalities and "SR" not in {m.upper() for m in match.modalities}:
-                continue
-            for inst in client.find_sr_instances(match.study_uid):
-                if inst.sop_uid in known or is_ours(inst.sop_uid, org_root):
-                    continue
-                known.add(inst.sop_uid)
-                wanted.append(inst)
-        search.find_s += time.perf_counter() - t0
-        search.studies_found += len(studies)
-        if not wanted:
-            continue
-        t0 = time.perf_counter()
-        if peer.retrieve_method == "get":
-            if store_handler is None:
-                raise RuntimeError("C-GET retrieval needs a C-STORE handler")
-            result = client.get(wanted, store_handler)
-        else:
-            result = client.move(wanted, peer.move_destination or settings.dicom.ae_title)
-        search.retrieve_s += time.perf_counter() - t0
-        search.retrieved += result.completed
-        if result.failed:
-            search.warnings.append(f"{name}: {result.failed} prior SR(s) could not be retrieved")
-        log.info(
-            "priors.retrieved",
-            peer=name,
-            method=peer.retrieve_method,
-            study=uid_hash(study_uid),
-            wanted=len(wanted),
-            completed=result.completed,
-            failed=result.failed,
-        )
+        try:
+            _search_peer(
+                PeerClient(name, peer, settings.dicom.ae_title),
+                search,
+                known,
+                settings,
+                patient_id=patient_id,
+                issuer=issuer,
+                study_uid=study_uid,
+                window=(since, until),
+                store_handler=store_handler,
+            )
+        except TransientError as exc:
+            with sessions.begin() as session:
+                peer_unreachable(session, name, str(exc), policy)
+            raise
+        if name in silent:
+            with sessions.begin() as session:
+                peer_answered(session, name)
     if search.retrieved:
         with sessions() as session:
             search.reports = local_srs(session, patient_pk, spool_root, org_root)
     return search
+
+
+def _search_peer(
+    client: PeerClient,
+    search: PriorSearch,
+    known: set[str],
+    settings: Settings,
+    *,
+    patient_id: str,
+    issuer: str | None,
+    study_uid: str,
+    window: tuple[date, date],
+    store_handler: StoreHandler | None,
+) -> None:
+    """C-FIND the patient's SR instances on one peer and retrieve those we do not hold (into ``search``)."""
+    org_root = settings.uids.org_root
+    peer = client.peer
+    t0 = time.perf_counter()
+    studies = client.find_studies(
+        patient_id, issuer or None, window[0], window[1], settings.pipeline.prior_modalities
+    )
+    wanted: list[InstanceMatch] = []
+    for match in studies:
+        if match.modalities and "SR" not in {m.upper() for m in match.modalities}:
+            continue
+        for inst in client.find_sr_instances(match.study_uid):
+            if inst.sop_uid in known or is_ours(inst.sop_uid, org_root):
+                continue
+            known.add(inst.sop_uid)
+            wanted.append(inst)
+    search.find_s += time.perf_counter() - t0
+    search.studies_found += len(studies)
+    if not wanted:
+        return
+    t0 = time.perf_counter()
+    if peer.retrieve_method == "get":
+        if store_handler is None:
+            raise RuntimeError("C-GET retrieval needs a C-STORE handler")
+        result = client.get(wanted, store_handler)
+    else:
+        result = client.move(wanted, peer.move_destination or settings.dicom.ae_title)
+    search.retrieve_s += time.perf_counter() - t0
+    search.retrieved += result.completed
+    if result.failed:
+        search.warnings.append(f"{client.name}: {result.failed} prior SR(s) could not be retrieved")
+    log.info(
+        "priors.retrieved",
+        peer=client.name,
+        method=peer.retrieve_method,
+        study=uid_hash(study_uid),
+        wanted=len(wanted),
+        completed=result.completed,
+        failed=result.failed,
+    )

@@ -49,12 +49,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent import __version__
-from agent.alerts.store import record_assessment, routing_from_settings
+from agent.alerts.store import STUDY_FAILED, raise_operational, record_assessment, resolve_operational
 from agent.config import AssessSettings, ClassifySettings, Settings
 from agent.db.models import (
     Instance,
     Job,
-    OperationalAlert,
     OutputVersion,
     Patient,
     ResultKind,
@@ -67,6 +66,7 @@ from agent.dicom.scu import SCUError
 from agent.log import get_logger, uid_hash
 from agent.metrics import PIPELINE_DURATION
 from agent.pipeline import jobs, outbox
+from agent.pipeline.health import AlertPolicy
 from agent.pipeline.priors import LocalSR, StoreHandler, gather
 from agent.pipeline.tracking import (
     ReportInput,
@@ -433,6 +433,11 @@ class Deps:
     settings: Settings
     sessions: sessionmaker[Session]
     store_handler: StoreHandler | None = None
+    # Sink routing and the PACS_UNREACHABLE delay, from ``settings.alerts``.
+    policy: AlertPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.policy = AlertPolicy.from_settings(self.settings)
 
 
 def _decimal(value: str | None) -> Decimal | None:
@@ -689,7 +694,7 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
             session,
             study_pk,
             assessment,
-            routing=routing_from_settings(settings.alerts.sinks),
+            routing=deps.policy.routing,
             timepoint=own_tp,
             result_version=row.version,
         )
@@ -715,11 +720,29 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
 # The worker
 
 
+def _study_subject(study_pk: int) -> str:
+    return f"study:{study_pk}"
+
+
 class Worker:
-    """Claims ``process_study`` jobs and runs them; the scheduler calls :meth:`tick`."""
+    """Claims ``process_study`` jobs and runs them; the scheduler calls :meth:`tick`.
+
+    A study whose processing fails for good raises the operational alert ``STUDY_FAILED`` in the alerts
+    store (subject ``study:<pk>``); a later successful run of the study resolves it.
+    """
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+
+    def _study_failed(self, session: Session, study_pk: int, reason: str) -> None:
+        raise_operational(
+            session,
+            STUDY_FAILED,
+            f"Study processing failed: {reason[:300]}; 'liver-agent reprocess STUDY_UID' runs it again",
+            subject=_study_subject(study_pk),
+            routing=self.deps.policy.routing,
+            study_pk=study_pk,
+        )
 
     def tick(self) -> None:
         try:
@@ -762,20 +785,15 @@ class Worker:
             elif outcome is None:
                 jobs.finish(session, job, error or "failed")
                 final_state = StudyState.FAILED.value
-                session.add(
-                    OperationalAlert(
-                        code="STUDY_FAILED",
-                        severity="warning",
-                        message=f"study processing failed after {attempts} attempts: {error}",
-                        study_pk=study_pk,
-                        created_at=utcnow(),
-                    )
-                )
+                self._study_failed(session, study_pk, f"failed after {attempts} attempts: {error}")
             else:
-                jobs.finish(
-                    session, job, outcome.reason if outcome.state == StudyState.FAILED.value else None
-                )
+                failed = outcome.state == StudyState.FAILED.value
+                jobs.finish(session, job, outcome.reason if failed else None)
                 final_state = outcome.state
+                if failed:
+                    self._study_failed(session, study_pk, outcome.reason)
+                else:
+                    resolve_operational(session, STUDY_FAILED, _study_subject(study_pk))
             # An instance that arrived meanwhile left the study receiving: the next run will see it.
             session.execute(
                 update(Study)

@@ -141,6 +141,11 @@ def route(orthanc: Orthanc, *paths: Path) -> None:
     orthanc.send_to("agent", ids)
 
 
+def operational_alerts(agent: Any) -> list[tuple[str, str, str]]:
+    """(code, subject, state) of the operational alerts in the agent's alerts store."""
+    return agent.query("SELECT code, subject, state FROM alerts WHERE source = 'operational' ORDER BY id")
+
+
 def is_pre_read(ds: Dataset) -> bool:
     """The report kind our SR states in its qualitative evaluations (pre-read or response)."""
     from agent.sr import codes
@@ -202,7 +207,7 @@ def test_follow_up_pre_read_then_final_response(
     kinds = [i["SOPClassUID"] for i in ours(orthanc, fu_uid)]
     assert kinds.count(COMPREHENSIVE_SR) == 2 and kinds.count(PDF) == 2
     assert agent.scalar("SELECT state FROM studies WHERE study_uid = :u", u=fu_uid) == "done"
-    assert agent.scalar("SELECT count(*) FROM operational_alerts") == 0
+    assert operational_alerts(agent) == []
     agent.stop()
 
 
@@ -247,7 +252,7 @@ def test_no_priors_gives_baseline_only_result_without_alerts(
     assert wait_until(lambda: len(our_srs(orthanc, study_uid)) == 1, 30), agent.all_logs()[-3000:]
     (final,) = our_srs(orthanc, study_uid)
     assert not is_pre_read(final)
-    assert agent.scalar("SELECT count(*) FROM operational_alerts") == 0
+    assert operational_alerts(agent) == []
     assert not [
         e for e in agent.events() if e.get("level") in ("error", "warning") and "outbox" in e.get("event", "")
     ]
@@ -267,7 +272,11 @@ def test_non_liver_study_is_ignored(orthanc: Orthanc, make_agent: Any, tmp_path:
 def test_pacs_outage_results_wait_and_arrive_once(
     orthanc: Orthanc, own_orthanc: Orthanc, make_agent: Any, tmp_path: Path
 ):
-    """The archive our results go to is down while we deliver; they wait, then arrive exactly once."""
+    """The archive our results go to is down while we deliver; they wait, then arrive exactly once.
+
+    The archive stays silent longer than ``alerts.pacs_unreachable_after_s``: PACS_UNREACHABLE is raised in
+    the alerts store (what the sinks and /api/alerts see) and resolved when the archive answers again.
+    """
     archive = own_orthanc
     pid = "E2EOUT"
     base_ct, base_sr, _ = patient_study(tmp_path, pid, "bl", date(2024, 1, 10), lesions((40, 30)))
@@ -281,6 +290,7 @@ def test_pacs_outage_results_wait_and_arrive_once(
     peers["pacs"]["store"] = False
     peers["archive"] = {**peers["pacs"], "port": archive.dicom_port, "query_retrieve": False, "store": True}
     env["LIVER_AGENT_PEERS"] = json.dumps(peers)
+    env["LIVER_AGENT_ALERTS__PACS_UNREACHABLE_AFTER_S"] = "1"
     agent.env_overrides.update(env)
     agent.start()
     orthanc.register_agent(agent.port)
@@ -293,9 +303,12 @@ def test_pacs_outage_results_wait_and_arrive_once(
         40,
     ), agent.all_logs()[-3000:]
     assert agent.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'") == 0
-    assert agent.scalar("SELECT count(*) FROM operational_alerts") == 0
+    assert wait_until(
+        lambda: operational_alerts(agent) == [("PACS_UNREACHABLE", "peer:archive", "open")], 20
+    ), operational_alerts(agent)
     archive.start()
     assert wait_until(lambda: agent.scalar("SELECT count(*) FROM outbox WHERE state != 'delivered'") == 0, 30)
+    assert operational_alerts(agent) == [("PACS_UNREACHABLE", "peer:archive", "resolved")]
     time.sleep(1.5)  # further delivery rounds must not send anything again
     instances = ours(archive, fu_uid)
     uids = [i["SOPInstanceUID"] for i in instances]
