@@ -169,7 +169,8 @@ def _phase_name(phase: Phase | None) -> str:
 
 def has_intratumoral_nodule(lesions: tuple[Lesion, ...]) -> bool:
     """A new or enlarging intratumoral nodule ("nodule within a mass") in a known tumour is Choi PD [V]."""
-    return any(lesion.intratumoral_nodule is not _NO_NODULE and lesion.kind is not _NEW for lesion in lesions)
+    with_nodule = [lesion for lesion in lesions if lesion.intratumoral_nodule is not _NO_NODULE]
+    return any(lesion.kind is not _NEW for lesion in with_nodule)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -371,7 +371,7 @@ def assess(timeline: Timeline) -> CriterionResult:
     final: list[TimepointAssessment | None] = [None]
     for t in range(1, len(tps)):
         tp = tps[t]
-        values = tuple(target_value(r) for r in registry.target_records[t])
+        values = tuple([target_value(r) for r in registry.target_records[t]])
         current, partial = target_sum(values)
         nadir_sum = low
         if current is not None and current < low:
