@@ -6,10 +6,10 @@ Screenshots go to the test's temporary directory. Never downloads a browser: ``/
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
+from support.agentproc import free_port
 from support.worklist import add_result, add_study, gist_timeline, migrated_sessions, stable_crc_timeline
 
 from agent.config import WebSettings, WebUserSettings
@@ -25,12 +25,6 @@ ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 ROUTING = {"log": frozenset({"critical", "warning", "info"})}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import dcmtk
+from support.agentproc import dcmtk
 from support.dicomgen import dataset_bytes, make_study
 
 pytestmark = pytest.mark.integration

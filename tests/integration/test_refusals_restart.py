@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import REPO, wait_until
+from support.agentproc import REPO, wait_until
 from support.dicomgen import make_study, save
 
 pytestmark = pytest.mark.integration
@@ -74,7 +74,7 @@ def test_unlisted_calling_ae_is_rejected(make_agent) -> None:
 
 
 def test_wrong_called_ae_title_is_rejected(make_agent) -> None:
-    from conftest import dcmtk
+    from support.agentproc import dcmtk
 
     agent = make_agent().start()
     result = dcmtk("echoscu", "-aec", "SOMEONEELSE", "127.0.0.1", agent.port)

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import dcmtk
+from support.agentproc import dcmtk
 from support.dicomgen import make_study
 
 pytestmark = pytest.mark.integration

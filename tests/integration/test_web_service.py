@@ -8,8 +8,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
+from support.agentproc import free_port, wait_until
 from support.dicomgen import make_study
 
 pytestmark = pytest.mark.integration

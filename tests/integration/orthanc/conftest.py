@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.orthanc import ORTHANC, Orthanc, free_port
+from support.agentproc import free_port
+from support.orthanc import ORTHANC, Orthanc
 
 
 @pytest.fixture(scope="module")
