@@ -30,10 +30,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         upgrade(engine)
         with session_factory(engine)() as session:
-            studies = dict(
-                session.execute(select(Study.state, func.count()).group_by(Study.state)).tuples().all()
-            )
-            jobs = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).tuples().all())
+            studies = dict(session.execute(select(Study.state, func.count()).group_by(Study.state)).all())
+            jobs = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
             out = depth(session)
             alerts = dict(
                 session.execute(
@@ -43,9 +41,7 @@ def run(args: argparse.Namespace) -> int:
                         AlertRecord.state != AlertState.RESOLVED.value,
                     )
                     .group_by(AlertRecord.code)
-                )
-                .tuples()
-                .all()
+                ).all()
             )
     finally:
         engine.dispose()

@@ -340,9 +340,7 @@ class OutboxDepth:
 
 
 def depth(session: Session) -> OutboxDepth:
-    counts = dict(
-        session.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state)).tuples().all()
-    )
+    counts = dict(session.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state)).all())
     oldest = session.execute(
         select(func.min(OutboxItem.created_at)).where(OutboxItem.state == OutboxState.PENDING.value)
     ).scalar()
