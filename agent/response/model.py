@@ -237,6 +237,7 @@ def slot_init(cls: type[_T]) -> type[_T]:
 # Input: the timeline
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Options:
     """SPEC §1.5, with the defaults of the spec."""
@@ -252,6 +253,7 @@ class Options:
     borderline_mm: Decimal = Decimal(1)
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Context:
     treatment_start: date | None
@@ -260,6 +262,7 @@ class Context:
     criteria: tuple[Criterion, ...] = (Criterion.RECIST,)
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Lesion:
     """One lesion record at one time point (SPEC §1.2). ``status`` is resolved to the kind's default."""
@@ -294,6 +297,7 @@ class Lesion:
         return self.short_axis_mm if self.is_node else self.long_axis_mm
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class TimePoint:
     date: date

@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any, TypeVar
+from functools import cache
+from typing import Any, TypeVar, cast
 
 from agent.response.model import (
     STATUSES_BY_KIND,
@@ -142,13 +143,24 @@ def _date(value: object, path: str) -> date:
 
 
 def _enum(cls: type[E], value: object, path: str, allowed: Sequence[E] | None = None) -> E:
-    choices = list(allowed) if allowed is not None else list(cls)
+    choices = tuple(allowed) if allowed is not None else tuple(cls)
     if isinstance(value, str):
         norm = value.strip().lower().replace("-", "_").replace(" ", "_")
-        for member in choices:
-            if norm in (member.value.lower().replace("-", "_"), member.name.lower()):
-                return member
+        member = _spellings(choices).get(norm)
+        if member is not None:
+            return cast(E, member)
     raise ValidationError(path, f"must be one of {', '.join(m.value for m in choices)}")
+
+
+@cache
+def _spellings(choices: tuple[StrEnum, ...]) -> dict[str, StrEnum]:
+    """Accepted spellings (value with ``-`` as ``_``, or name; lower case) -> member; the first of ``choices``
+    wins when two members share a spelling."""
+    out: dict[str, StrEnum] = {}
+    for member in choices:
+        out.setdefault(member.value.lower().replace("-", "_"), member)
+        out.setdefault(member.name.lower(), member)
+    return out
 
 
 def _opt(data: Mapping[str, Any], key: str, path: str, conv: Callable[[object, str], T]) -> T | None:

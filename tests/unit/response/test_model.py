@@ -13,8 +13,12 @@ from agent.response.model import (
     Alert,
     C,
     Category,
+    Context,
     CriterionResult,
+    Lesion,
+    Options,
     Threshold,
+    TimePoint,
     TimepointAssessment,
     slot_init,
 )
@@ -65,7 +69,9 @@ def test_slot_init_instances_stay_frozen() -> None:
     assert dataclasses.replace(assessment, category=Category.PD).category is Category.PD
 
 
-@pytest.mark.parametrize("cls", [TimepointAssessment, Threshold, CriterionResult, Alert])
+@pytest.mark.parametrize(
+    "cls", [Options, Context, Lesion, TimePoint, TimepointAssessment, Threshold, CriterionResult, Alert]
+)
 def test_result_records_take_every_field_with_its_default(cls: type[object]) -> None:
     parameters = inspect.signature(cls).parameters
     own = dataclasses.fields(cls)  # type: ignore[arg-type]
