@@ -17,6 +17,7 @@ import pydicom.config
 
 from agent.commands import settings_or_exit
 from agent.db import make_engine, session_factory, upgrade
+from agent.dicom.reconcile import reconcile
 from agent.dicom.scp import StoreSCP
 from agent.dicom.spool import Spool
 from agent.log import configure_logging, get_logger
@@ -120,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     spool = Spool(settings.storage.spool_dir, settings.storage.min_free_mb)
     try:
-        spool.prepare()
+        clean = spool.prepare()
+        if not clean:
+            # The last stop was not clean: index every spooled instance whose commit may have been lost.
+            reconcile(spool, engine)
     except OSError as exc:
         log.error("spool.unusable", path=str(spool.root), error=exc.strerror)
         return 1
@@ -150,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         scp.stop(settings.dicom.shutdown_grace_s)
         monitor.stop()
         dispatcher.stop()
+        scp.index.close()
+        spool.mark_clean()
         engine.dispose()
     log.info("agent.stopped")
     return 0

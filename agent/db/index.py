@@ -2,10 +2,19 @@
 
 Used by the C-STORE handler after the file is safely in the spool. A repeated SOP Instance UID updates its
 row (never a second row); an instance for a study that is no longer receiving reopens the study.
+
+Durability: the spooled file, fsynced before the index is touched, is the durable record of an instance;
+the index is rebuildable from the spool. So the :class:`IndexWriter` commits on SQLite with
+``synchronous=NORMAL`` on its own connection (WAL: a commit survives a crash of the process; after a power
+loss or kernel crash the last commits may roll back) and the start-up reconciliation
+(:mod:`agent.dicom.reconcile`) re-indexes every spool file that has no row after an unclean stop. An
+acknowledged instance is therefore never lost: either its row survived, or its file did and is re-indexed
+before the listener opens. Every other connection keeps ``synchronous=FULL`` (jobs, alerts, outbox).
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -13,9 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, select
+from sqlalchemy import Connection, Engine, bindparam, case, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from agent.db.models import Instance, Patient, Series, Study, StudyState
 
@@ -178,10 +187,15 @@ def _statements(dialect: str) -> _Statements:
     return built
 
 
-def record_instance(session: Session, rec: InstanceRecord, now: datetime) -> Recorded:
-    """Index ``rec`` (the caller commits). Returns what changed, for logging and clean-up."""
-    st = _statements(session.get_bind().dialect.name)
-    patient_pk = session.execute(
+def record_instance(session: Session | Connection, rec: InstanceRecord, now: datetime) -> Recorded:
+    """Index ``rec`` (the caller commits). Returns what changed, for logging and clean-up.
+
+    The statements run on the Core connection (a session's own, within its transaction): the ORM's bulk
+    insert path costs several times more per statement and this runs once per instance received.
+    """
+    conn = session.connection() if isinstance(session, Session) else session
+    st = _statements(conn.dialect.name)
+    patient_pk = conn.execute(
         st.patient,
         {
             "patient_id": rec.patient_id[:64],
@@ -191,8 +205,8 @@ def record_instance(session: Session, rec: InstanceRecord, now: datetime) -> Rec
             "now": now,
         },
     ).scalar_one()
-    previous_state = session.execute(st.study_state, {"study_uid": rec.study_uid}).scalar()
-    study_pk = session.execute(
+    previous_state = conn.execute(st.study_state, {"study_uid": rec.study_uid}).scalar()
+    study_pk = conn.execute(
         st.study,
         {
             "study_uid": rec.study_uid,
@@ -204,7 +218,7 @@ def record_instance(session: Session, rec: InstanceRecord, now: datetime) -> Rec
             "now": now,
         },
     ).scalar_one()
-    series_pk = session.execute(
+    series_pk = conn.execute(
         st.series,
         {
             "series_uid": rec.series_uid,
@@ -215,8 +229,8 @@ def record_instance(session: Session, rec: InstanceRecord, now: datetime) -> Rec
             "body_part": _clip(rec.body_part, 16),
         },
     ).scalar_one()
-    old_path = session.execute(st.instance_path, {"sop_uid": rec.sop_uid}).scalar()
-    session.execute(
+    old_path = conn.execute(st.instance_path, {"sop_uid": rec.sop_uid}).scalar()
+    conn.execute(
         st.instance,
         {
             "sop_uid": rec.sop_uid,
@@ -241,17 +255,23 @@ def record_instance(session: Session, rec: InstanceRecord, now: datetime) -> Rec
 class IndexWriter:
     """One thread that indexes instances for every association, committing concurrent ones together.
 
-    ``record(rec)`` blocks until ``rec`` is committed (durably) and returns its :class:`Recorded`, or raises
-    the error that prevented it. Requests that arrive while a commit is under way are written in the next
-    transaction, each inside its own savepoint (a failing one does not take the others down), so several
-    associations share one commit (one fsync) instead of queueing on the database's write lock.
+    ``record(rec)`` blocks until ``rec`` is committed and returns its :class:`Recorded`, or raises the error
+    that prevented it. Requests that arrive while a commit is under way are written in the next transaction,
+    each inside its own savepoint (a failing one does not take the others down), so several associations
+    share one commit instead of queueing on the database's write lock.
+
+    The writer keeps one connection of its own. On SQLite it sets ``synchronous=NORMAL`` on that connection
+    only when ``relaxed_sync`` is true (see the module docstring for why that loses no acknowledged
+    instance); on PostgreSQL every commit is durable as configured by the server.
     """
 
     MAX_BATCH = 64
 
-    def __init__(self, sessions: sessionmaker[Session], now: Callable[[], datetime]) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: Engine, now: Callable[[], datetime], relaxed_sync: bool = True) -> None:
+        self._engine = engine
         self._now = now
+        self._relaxed_sync = relaxed_sync
+        self._conn: Connection | None = None
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
         self._thread.start()
@@ -266,46 +286,86 @@ class IndexWriter:
         return pending.result
 
     def close(self) -> None:
+        """Stop the writer thread, then make every commit it made durable (see :meth:`sync`)."""
         self._queue.put(None)
         self._thread.join(timeout=10)
+        self.sync()
+
+    def sync(self) -> None:
+        """Force the commits made with ``synchronous=NORMAL`` to disk: fsync of the SQLite write-ahead log.
+
+        Every committed transaction is in the log; syncing it is what ``synchronous=FULL`` would have done at
+        each commit. Called before the spool's clean-stop marker is written, so a clean stop never needs
+        the reconciliation walk.
+        """
+        if self._engine.dialect.name != "sqlite":
+            return
+        database = self._engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return
+        try:
+            fd = os.open(f"{database}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.invalidated or self._conn.closed:
+            conn = self._engine.connect()
+            if self._relaxed_sync and conn.dialect.name == "sqlite":
+                # Outside any transaction (SQLite refuses to change the level inside one).
+                conn.connection.dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
+            self._conn = conn
+        return self._conn
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-            if stop:
-                return
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < self.MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                self._commit(batch)
+                if stop:
+                    return
+        finally:
+            if self._conn is not None:
+                self._conn.close()
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            with self._sessions.begin() as session:
+            conn = self._connection()
+            with conn.begin():
                 now = self._now()
                 for p in batch:
                     if len(batch) == 1:
-                        p.result = record_instance(session, p.rec, now)
+                        p.result = record_instance(conn, p.rec, now)
                         continue
                     try:
-                        with session.begin_nested():
-                            p.result = record_instance(session, p.rec, now)
+                        with conn.begin_nested():
+                            p.result = record_instance(conn, p.rec, now)
                     except Exception as exc:
                         p.error = exc
         except Exception as exc:
             for p in batch:
                 p.result = None
                 p.error = p.error or exc
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
         for p in batch:
             p.done.set()
 

@@ -9,6 +9,7 @@ are handled, which is everything the SCP accepts.
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ class Identity:
     instance_number: str | None
 
 
-def read_identity(data: bytes, transfer_syntax: str) -> Identity:
+def read_identity(data: bytes | bytearray | memoryview, transfer_syntax: str) -> Identity:
     """Walk ``data`` (a dataset without file meta, as sent) and return its identifying attributes."""
     if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
         try:
@@ -126,6 +127,52 @@ def read_identity(data: bytes, transfer_syntax: str) -> Identity:
     if end != len(buf):  # pragma: no cover - _walk consumes to the end or raises
         raise HeaderError("trailing bytes")
     return _identity(values)
+
+
+@dataclass(frozen=True, slots=True)
+class FileMeta:
+    """What the spool needs from a Part 10 file's meta group, and where the dataset starts."""
+
+    transfer_syntax: str
+    source_aet: str | None
+    dataset_offset: int
+
+
+def read_file_meta(buf: bytes | memoryview | mmap.mmap) -> FileMeta:
+    """Parse the preamble and File Meta Information group (explicit VR little endian) opening ``buf``."""
+    view = memoryview(buf)
+    if len(view) < 144 or bytes(view[128:132]) != b"DICM":
+        raise HeaderError("not a DICOM Part 10 file")
+    values: dict[int, bytes] = {}
+    pos = 132
+    group, elem, vr, length = _TAG_VR_LEN16.unpack_from(view, pos)
+    if (group, elem, vr) != (2, 0, b"UL") or length != 4:
+        raise HeaderError("file meta without its group length")
+    (group_length,) = _LEN32.unpack_from(view, pos + 8)
+    pos += 12
+    end = pos + group_length
+    if end > len(view):
+        raise HeaderError("file meta runs past the end of the data")
+    while pos < end:
+        if pos + 8 > end:
+            raise HeaderError("truncated file meta element")
+        group, elem, vr, length = _TAG_VR_LEN16.unpack_from(view, pos)
+        if group != 2:
+            raise HeaderError("file meta element outside group 0002")
+        if vr in LONG_VRS:
+            (length,) = _LEN32.unpack_from(view, pos + 8)
+            pos += 12
+        else:
+            pos += 8
+        if pos + length > end:
+            raise HeaderError("file meta element runs past its group")
+        values[elem] = bytes(view[pos : pos + length])
+        pos += length
+    syntax = values.get(0x0010, b"").decode("ascii", "replace").strip(" \x00")
+    if not syntax:
+        raise HeaderError("file meta without a transfer syntax")
+    aet = values.get(0x0016, b"").decode("ascii", "replace").strip(" \x00") or None
+    return FileMeta(syntax, aet, end)
 
 
 def _walk(

@@ -194,7 +194,7 @@ class StoreSCP:
         self.server: NoDelayAssociationServer | None = None
         self._thread: threading.Thread | None = None
         # Concurrent associations share index commits instead of queueing on the database write lock.
-        self.index = IndexWriter(sessions, utcnow)
+        self.index = IndexWriter(sessions.kw["bind"], utcnow)
         self.ae = self._build_ae()
 
     def _build_ae(self) -> AE:

@@ -1,8 +1,20 @@
 """The spool: received instances as DICOM files under ``<spool>/<study>/<series>/<sop>.dcm``.
 
-Every write is atomic and durable: a temporary file in the target directory, ``fsync``, ``rename`` over the
-final name, then ``fsync`` of the directory. Only strings that are valid DICOM UIDs ever become path parts,
-so nothing a sender writes can escape the spool. This module never touches the database or the network.
+Every write is durable before it returns. A new instance is created directly under its final name
+(``O_CREAT|O_EXCL``), written, ``fsync``ed, then its directory is ``fsync``ed (cheap right after the file's
+own fsync, and what makes the new entry survive a power loss). Replacing an existing copy stays atomic: a
+temporary file, ``fsync``, ``rename`` over the final name, ``fsync`` of the directory, so the earlier copy is
+never lost to a half-written one. Instances too large to buffer arrive in ``.incoming/`` and are renamed into
+place the same way.
+
+The fsynced file is the durable record of an instance; the index is rebuildable from it. A crash before the
+answer can leave a file the index does not know (complete, or cut short): the sender never got a success
+for it, so a resend replaces it, and the start-up reconciliation after an unclean stop
+(:mod:`agent.dicom.reconcile`, detected by the absence of the marker :meth:`Spool.mark_clean` writes at a
+clean stop) indexes the complete ones and removes the rest.
+
+Only strings that are valid DICOM UIDs ever become path parts, so nothing a sender writes can escape the
+spool. This module never touches the database or the network.
 """
 
 from __future__ import annotations
@@ -11,12 +23,17 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 UID_MAX = 64
 _UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 PREAMBLE = b"\x00" * 128 + b"DICM"
+# Directory (inside the spool, same filesystem) of instances still arriving; never indexed.
+INCOMING = ".incoming"
+# Written at a clean stop, removed at start: its absence at start means the last stop was not clean.
+CLEAN_MARKER = ".clean-stop"
 
 
 def is_valid_uid(value: object) -> bool:
@@ -37,9 +54,47 @@ class Spool:
         self._known_dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
 
-    def prepare(self) -> None:
-        """Create the spool directory (at start-up, so a permission problem shows before any association)."""
+    def prepare(self) -> bool:
+        """Create the spool directories (at start-up, so a permission problem shows before any association).
+
+        Returns True when the previous run stopped cleanly (or the spool is new), and removes the marker so
+        that a crash of this run is seen at the next start.
+        """
+        fresh = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
+        incoming = self.root / INCOMING
+        incoming.mkdir(exist_ok=True)
+        for leftover in incoming.iterdir():  # never acknowledged: the sender was not answered
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        marker = self.root / CLEAN_MARKER
+        clean = fresh or marker.exists()
+        if marker.exists():
+            marker.unlink()
+            _fsync_dir(self.root)
+        return clean
+
+    def mark_clean(self) -> None:
+        """Record a clean stop (every acknowledged instance is indexed and committed)."""
+        marker = self.root / CLEAN_MARKER
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self.root)
+
+    def files(self) -> Iterator[Path]:
+        """Relative paths of every spooled instance (``<study>/<series>/<sop>.dcm``)."""
+        for study in sorted(self.root.iterdir()):
+            if study.name.startswith(".") or not study.is_dir():
+                continue
+            for series in sorted(study.iterdir()):
+                if not series.is_dir():
+                    continue
+                for f in sorted(series.iterdir()):
+                    if f.suffix == ".dcm" and not f.name.startswith("."):
+                        yield f.relative_to(self.root)
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
@@ -55,25 +110,42 @@ class Spool:
                 raise ValueError("not a valid DICOM UID")
         return Path(study_uid, series_uid, f"{sop_uid}.dcm")
 
-    def write(self, relative: Path, chunks: Iterable[bytes]) -> int:
-        """Write ``chunks`` atomically and durably to ``relative``; return the number of bytes written.
+    def write(self, relative: Path, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
+        """Write ``chunks`` durably to ``relative``; return the number of bytes written.
 
-        An existing file of the same name is replaced only once the new one is complete on disk.
+        A new file is created under its final name; an existing file of the same name is replaced only once
+        the new one is complete on disk.
         """
         target = self.root / relative
         directory = target.parent
         self._ensure_dir(directory)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        except FileExistsError:
+            return self._replace(target, chunks)
+        except OSError as exc:
+            raise SpoolError(f"{exc.strerror or exc}") from exc
+        try:
+            try:
+                size = _write_all(fd, chunks)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(directory)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                target.unlink(missing_ok=True)
+            raise SpoolError(f"{exc.strerror or exc}") from exc
+        return size
+
+    def _replace(self, target: Path, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
+        directory = target.parent
         tmp = directory / f".{target.name}.{threading.get_ident()}.tmp"
         size = 0
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
             try:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
-                        size += n
+                size = _write_all(fd, chunks)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -84,6 +156,30 @@ class Spool:
                 tmp.unlink(missing_ok=True)
             raise SpoolError(f"{exc.strerror or exc}") from exc
         return size
+
+    def incoming(self) -> tuple[int, Path]:
+        """Open a new file in ``.incoming/`` for an instance too large to buffer: (descriptor, path)."""
+        path = self.root / INCOMING / f"{uuid.uuid4().hex}.part"
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640), path
+        except OSError as exc:
+            raise SpoolError(f"{exc.strerror or exc}") from exc
+
+    def move_in(self, fd: int, path: Path, relative: Path) -> None:
+        """Make the complete file ``path`` (open as ``fd``, closed here) durable under ``relative``."""
+        target = self.root / relative
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._ensure_dir(target.parent)
+            os.replace(path, target)
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+            raise SpoolError(f"{exc.strerror or exc}") from exc
 
     def remove(self, relative: str | Path) -> None:
         """Remove a spooled file (an earlier copy filed under another study or series)."""
@@ -109,6 +205,17 @@ class Spool:
                     d.mkdir()
                 _fsync_dir(d.parent)
             self._known_dirs.add(directory)
+
+
+def _write_all(fd: int, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
+    size = 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+            size += n
+    return size
 
 
 def _fsync_dir(directory: Path) -> None:
