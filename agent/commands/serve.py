@@ -45,27 +45,37 @@ def quiet_libraries(level: str) -> None:
 
 
 def add_pipeline(monitor: StabilityMonitor, settings: Any, sessions: Any, scp: StoreSCP) -> None:
-    """The study worker and the delivery outbox run on the stability monitor's scheduler."""
+    """The study worker and the delivery outbox run on the stability monitor's scheduler.
+
+    Work is handed on at once: a study turning stable wakes the worker, results queued wake the outbox; the
+    intervals remain the safety net (``agent.pipeline.wake``).
+    """
     from agent.pipeline.health import AlertPolicy
     from agent.pipeline.outbox import OutboxRunner
     from agent.pipeline.process import Deps, Worker
+    from agent.pipeline.wake import WakeableTick
 
+    policy = AlertPolicy.from_settings(settings)
+    runner = OutboxRunner(sessions, settings.peers, settings.dicom.ae_title, settings.outbox, policy)
+    deliver = WakeableTick(runner.tick)
+    interval = settings.outbox.interval_s
+    monitor.scheduler.add_job(
+        deliver, "interval", seconds=interval, id="outbox", max_instances=1, coalesce=True
+    )
+    deliver.attach(monitor.scheduler, "outbox")
     if settings.pipeline.enabled:
-        worker = Worker(Deps(settings, sessions, store_handler=scp._on_store))
+        worker = Worker(Deps(settings, sessions, store_handler=scp._on_store), on_output=deliver.wake)
+        work = WakeableTick(worker.tick)
         monitor.scheduler.add_job(
-            worker.tick,
+            work,
             "interval",
             seconds=settings.pipeline.poll_interval_s,
             id="worker",
             max_instances=1,
             coalesce=True,
         )
-    policy = AlertPolicy.from_settings(settings)
-    runner = OutboxRunner(sessions, settings.peers, settings.dicom.ae_title, settings.outbox, policy)
-    interval = settings.outbox.interval_s
-    monitor.scheduler.add_job(
-        runner.tick, "interval", seconds=interval, id="outbox", max_instances=1, coalesce=True
-    )
+        work.attach(monitor.scheduler, "worker")
+        monitor.on_stable = work.wake
 
 
 def start_alerts_and_web(

@@ -37,7 +37,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -426,6 +426,8 @@ class Outcome:
     version: int | None = None
     new_version: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    # Outbox rows added by this run.
+    queued: int = 0
 
 
 @dataclass
@@ -712,7 +714,12 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
         criteria=",".join(c.value for c in context.criteria),
     )
     return Outcome(
-        StudyState.DONE.value, kind=kind.value, version=version, new_version=new_version, timings=timings
+        StudyState.DONE.value,
+        kind=kind.value,
+        version=version,
+        new_version=new_version,
+        timings=timings,
+        queued=queued,
     )
 
 
@@ -728,11 +735,13 @@ class Worker:
     """Claims ``process_study`` jobs and runs them; the scheduler calls :meth:`tick`.
 
     A study whose processing fails for good raises the operational alert ``STUDY_FAILED`` in the alerts
-    store (subject ``study:<pk>``); a later successful run of the study resolves it.
+    store (subject ``study:<pk>``); a later successful run of the study resolves it. ``on_output`` (optional)
+    is called after a run queued objects for delivery (the outbox's wake-up).
     """
 
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, on_output: Callable[[], None] | None = None) -> None:
         self.deps = deps
+        self.on_output = on_output
 
     def _study_failed(self, session: Session, study_pk: int, reason: str) -> None:
         raise_operational(
@@ -800,6 +809,8 @@ class Worker:
                 .where(Study.id == study_pk, Study.state == StudyState.PROCESSING.value)
                 .values(state=final_state, updated_at=utcnow())
             )
+        if outcome is not None and outcome.queued and self.on_output is not None:
+            self.on_output()
         PIPELINE_DURATION.labels(stage="total").observe(time.perf_counter() - started)
         for stage, seconds in outcome.timings.items() if outcome else []:
             PIPELINE_DURATION.labels(stage=stage).observe(seconds)

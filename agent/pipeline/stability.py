@@ -8,6 +8,7 @@ durable ``process_study`` job row, in the same transaction as its state change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -67,16 +68,22 @@ def mark_stable(
 
 
 class StabilityMonitor:
-    """Runs ``mark_stable`` every ``check_interval_s`` on an APScheduler background thread."""
+    """Runs ``mark_stable`` every ``check_interval_s`` on an APScheduler background thread.
+
+    ``on_stable`` (optional) is called after a tick that turned studies stable (the worker's wake-up).
+    """
 
     def __init__(self, sessions: sessionmaker[Session], settings: StabilitySettings) -> None:
         self.sessions = sessions
         self.settings = settings
         self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.on_stable: Callable[[], None] | None = None
 
     def tick(self) -> None:
         try:
-            mark_stable(self.sessions, self.settings.stable_after_s, self.settings.max_wait_s)
+            stable = mark_stable(self.sessions, self.settings.stable_after_s, self.settings.max_wait_s)
+            if stable and self.on_stable is not None:
+                self.on_stable()
         except Exception as exc:  # the next tick retries; the scheduler must keep running
             log.error("study.stability_check_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
