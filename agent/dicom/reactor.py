@@ -15,6 +15,14 @@ how the two threads wait:
   for it.
 
 Both still wake at least every ``IDLE_WAKE_S`` to check their timers (ARTIM, network idle) and kill flags.
+
+C-STORE requests take a shorter road when the server has a :class:`StoreTarget`: the DUL thread recognises a
+P-DATA-TF PDU that opens a C-STORE request (its command set complete in the first PDV, on an accepted
+presentation context), hands every dataset fragment to the target as it arrives (so an instance is streamed
+to disk, never held whole), asks the target for the status once the last fragment is in, and sends the
+C-STORE response itself. No DIMSE message object, no event, no thread hop and no queue per instance; the
+state machine stays in Sta6 as it would for any P-DATA. Everything else (C-ECHO, release, abort, any message
+the short road does not recognise) goes through pynetdicom unchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ import ssl
 import struct
 import threading
 import time
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from pynetdicom import evt
 from pynetdicom.association import Association
@@ -38,6 +47,93 @@ from pynetdicom.transport import RequestHandler
 IDLE_WAKE_S = 0.05
 # Largest single recv_into when reading a PDU.
 RECV_CHUNK = 1 << 20
+
+
+C_STORE_RQ = 0x0001
+C_STORE_RSP = 0x8001
+NO_DATASET = 0x0101
+_ELEMENT = struct.Struct("<HHI")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCommand:
+    """The fields of a C-STORE request's command set that the short road needs."""
+
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+class IncomingStore(Protocol):
+    """One instance being received: fragments in, a DICOM status out."""
+
+    def write(self, fragment: memoryview) -> None: ...
+
+    def finish(self) -> int: ...
+
+    def discard(self) -> None: ...
+
+
+class StoreTarget(Protocol):
+    def begin(self, assoc: Association, transfer_syntax: str, command: StoreCommand) -> IncomingStore: ...
+
+
+def parse_command(data: bytes | bytearray | memoryview) -> dict[int, bytes] | None:
+    """Elements of a command set (implicit VR little endian, group 0000) by element number; None if broken."""
+    out: dict[int, bytes] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + 8 > end:
+            return None
+        group, elem, length = _ELEMENT.unpack_from(data, pos)
+        pos += 8
+        if group != 0 or pos + length > end:
+            return None
+        out[elem] = bytes(data[pos : pos + length])
+        pos += length
+    return out
+
+
+def _us(values: dict[int, bytes], elem: int) -> int | None:
+    raw = values.get(elem)
+    return struct.unpack("<H", raw)[0] if raw is not None and len(raw) == 2 else None
+
+
+def _uid(values: dict[int, bytes], elem: int) -> str:
+    return values.get(elem, b"").decode("ascii", "replace").rstrip("\0 ")
+
+
+def store_response_pdu(context_id: int, command: StoreCommand, status: int) -> bytes:
+    """A P-DATA-TF PDU carrying the complete C-STORE response command set."""
+
+    def ui(elem: int, value: str) -> bytes:
+        raw = value.encode("ascii", "replace")
+        if len(raw) % 2:
+            raw += b"\0"
+        return _ELEMENT.pack(0, elem, len(raw)) + raw
+
+    def us(elem: int, value: int) -> bytes:
+        return _ELEMENT.pack(0, elem, 2) + struct.pack("<H", value)
+
+    body = b"".join(
+        (
+            ui(0x0002, command.sop_class_uid),
+            us(0x0100, C_STORE_RSP),
+            us(0x0120, command.message_id),
+            us(0x0800, NO_DATASET),
+            us(0x0900, status),
+            ui(0x1000, command.sop_instance_uid),
+        )
+    )
+    cmd = _ELEMENT.pack(0, 0, 4) + struct.pack("<I", len(body)) + body
+    return struct.pack(">BBIIBB", 0x04, 0, len(cmd) + 6, len(cmd) + 2, context_id, 0x03) + cmd
+
+
+@dataclass(slots=True)
+class _Receiving:
+    context_id: int
+    command: StoreCommand
+    sink: IncomingStore
 
 
 class _SignalQueue(queue.Queue):  # type: ignore[type-arg]
@@ -61,6 +157,9 @@ class EventDUL(DULServiceProvider):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.to_provider_queue = _SignalQueue(self._wake)
+        # The short road for C-STORE (None: everything through pynetdicom).
+        self.store_target: StoreTarget | None = None
+        self._receiving: _Receiving | None = None
 
     def _wake(self) -> None:
         # OSError: the buffer is full (already awake) or the pair is closed (the reactor has ended).
@@ -122,6 +221,10 @@ class EventDUL(DULServiceProvider):
         finally:
             self._wake_r.close()
             self._wake_w.close()
+            if self._receiving is not None:  # the peer went away in the middle of an instance
+                receiving, self._receiving = self._receiving, None
+                with contextlib.suppress(Exception):
+                    receiving.sink.discard()
 
     def _abort_on_exception(self) -> None:
         # As pynetdicom does: bypass the state machine, send an A-ABORT and stop both reactors.
@@ -136,6 +239,9 @@ class EventDUL(DULServiceProvider):
         self.assoc.is_established = False
         self.assoc._kill = True
         self._kill_thread = True
+
+    def _store_pdvs(self, body: memoryview) -> memoryview | None:
+        return _store_pdvs_impl(self, body)
 
     def _read_pdu_data(self) -> None:
         """Read one PDU: its 6-byte header, then the body in large ``recv_into`` calls."""
@@ -160,6 +266,13 @@ class EventDUL(DULServiceProvider):
         if len(body) != pdu_length:
             self.event_queue.put("Evt17")
             return
+        if pdu_type == 0x04 and self.store_target is not None and self.state_machine.current_state == "Sta6":
+            rest = self._store_pdvs(memoryview(body))
+            if rest is None:
+                return
+            if len(rest) != len(body):  # a message the short road does not take follows in this PDU
+                header = bytearray(struct.pack(">BBL", 0x04, 0, len(rest)))
+                body = bytearray(rest)
         try:
             pdu, event = self._decode_pdu(header + body)
         except Exception:
@@ -167,6 +280,71 @@ class EventDUL(DULServiceProvider):
             return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
+
+
+def _store_pdvs_impl(dul: EventDUL, body: memoryview) -> memoryview | None:
+    """Consume the PDVs of a P-DATA-TF body that belong to C-STORE requests on the short road.
+
+    Returns None when every PDV was consumed, else the unconsumed tail (from the first PDV of a message the
+    short road does not take), for pynetdicom to decode as usual.
+    """
+    pos, end = 0, len(body)
+    while pos < end:
+        if pos + 6 > end:
+            _protocol_error(dul)
+            return None
+        (length,) = struct.unpack_from(">I", body, pos)
+        if length < 2 or pos + 4 + length > end:
+            _protocol_error(dul)
+            return None
+        context_id, control = body[pos + 4], body[pos + 5]
+        data = body[pos + 6 : pos + 4 + length]
+        receiving = dul._receiving
+        if receiving is None:
+            started = _start_store(dul, context_id, control, data)
+            if started is None:
+                return body[pos:]
+            dul._receiving = started
+        elif control & 1 or context_id != receiving.context_id:
+            _protocol_error(dul)  # a command, or another context, in the middle of a dataset
+            return None
+        else:
+            receiving.sink.write(data)
+            if control & 2:
+                dul._receiving = None
+                status = receiving.sink.finish()
+                pdu = store_response_pdu(receiving.context_id, receiving.command, status)
+                cast(Any, dul.socket).send(pdu)
+        pos += 4 + length
+    return None
+
+
+def _start_store(dul: EventDUL, context_id: int, control: int, data: memoryview) -> _Receiving | None:
+    """A receiving state when ``data`` is a complete C-STORE request command set on an accepted context."""
+    assoc = dul.assoc
+    if control & 3 != 3 or assoc.dimse.message is not None:
+        return None
+    context = assoc._accepted_cx.get(context_id)
+    values = parse_command(data)
+    if context is None or values is None:
+        return None
+    if _us(values, 0x0100) != C_STORE_RQ or _us(values, 0x0800) in (None, NO_DATASET):
+        return None
+    message_id = _us(values, 0x0110)
+    if message_id is None:
+        return None
+    command = StoreCommand(message_id, _uid(values, 0x0002), _uid(values, 0x1000))
+    target = cast(StoreTarget, dul.store_target)
+    return _Receiving(context_id, command, target.begin(assoc, str(context.transfer_syntax[0]), command))
+
+
+def _protocol_error(dul: EventDUL) -> None:
+    """An invalid P-DATA-TF: drop the instance being received and let the state machine abort."""
+    receiving, dul._receiving = dul._receiving, None
+    if receiving is not None:
+        with contextlib.suppress(Exception):
+            receiving.sink.discard()
+    dul.event_queue.put("Evt19")
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytearray:
@@ -281,6 +459,7 @@ def _create_event_association(handler: RequestHandler) -> Association:
     assoc.acceptor.implementation_version_name = ae.implementation_version_name
     assoc.acceptor.supported_contexts = deepcopy(server.contexts)
     assoc.requestor.address_info = handler.remote
+    cast(EventDUL, assoc.dul).store_target = getattr(server, "store_target", None)
     for event in server._handlers:
         if event.is_intervention and server._handlers[event]:
             assoc.bind(event, *server._handlers[event])

@@ -13,11 +13,15 @@ Statuses: 0x0000 success; 0xA700 out of resources (spool under its free-space fl
 from __future__ import annotations
 
 import contextlib
+import mmap
+import os
 import socket
 import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 from pynetdicom import AE, evt
@@ -29,9 +33,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.config import DicomSettings
 from agent.db.index import IndexWriter, InstanceRecord
 from agent.db.models import StudyState, utcnow
-from agent.dicom.header import HeaderError, read_identity
-from agent.dicom.reactor import EventRequestHandler
-from agent.dicom.spool import PREAMBLE, Spool, SpoolError, is_valid_uid
+from agent.dicom.header import HeaderError, Identity, read_identity
+from agent.dicom.reactor import EventRequestHandler, StoreCommand
+from agent.dicom.spool import PREAMBLE, Spool, SpoolError, _write_all, is_valid_uid
 from agent.log import get_logger, uid_hash
 from agent.metrics import (
     ASSOCIATION_REJECTS,
@@ -110,6 +114,8 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     """
 
     handshake_timeout_s: float = 30.0
+    # Receives C-STORE requests on the reactor's short road (None: through pynetdicom's events).
+    store_target: Any = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
@@ -251,6 +257,7 @@ class StoreSCP:
             ),
         )
         server.handshake_timeout_s = self.settings.acse_timeout_s
+        server.store_target = self
         self.ae._servers.append(server)
         self._thread = threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True)
         self._thread.start()
@@ -314,17 +321,30 @@ class StoreSCP:
         log.warning("scp.association.aborted", calling_aet=event.assoc.requestor.ae_title)
 
     def _on_store(self, event: Any) -> int:
+        """pynetdicom's C-STORE event (associations we open, like C-GET, and requests off the short road)."""
         req = event.request
         calling = event.assoc.requestor.ae_title
+        data: bytes = req.DataSet.getvalue()
+        command = StoreCommand(0, str(req.AffectedSOPClassUID or ""), str(req.AffectedSOPInstanceUID or ""))
+        return self._answer(
+            calling, command, lambda: self._file(data, None, event.context.transfer_syntax, calling, command)
+        )
+
+    def begin(self, assoc: Any, transfer_syntax: str, command: StoreCommand) -> IncomingInstance:
+        """Start receiving one instance on the reactor's short road (``reactor.StoreTarget``)."""
+        return IncomingInstance(self, str(assoc.requestor.ae_title), transfer_syntax, command)
+
+    def _answer(self, calling: str, command: StoreCommand, store: Callable[[], int]) -> int:
+        """Run ``store`` and turn a refusal or an unexpected error into its status and log event."""
         try:
-            return self._store(event, req, calling)
+            return store()
         except Refusal as refusal:
             log.warning(
                 "scp.store.refused",
                 status=f"0x{refusal.status:04X}",
                 reason=refusal.reason,
                 calling_aet=calling,
-                sop_class=str(req.AffectedSOPClassUID or ""),
+                sop_class=command.sop_class_uid,
             )
             INSTANCES_REFUSED.labels(status=f"0x{refusal.status:04X}").inc()
             return refusal.status
@@ -333,13 +353,27 @@ class StoreSCP:
             INSTANCES_REFUSED.labels(status=f"0x{OUT_OF_RESOURCES:04X}").inc()
             return OUT_OF_RESOURCES
 
-    def _store(self, event: Any, req: Any, calling: str) -> int:
-        data: bytes = req.DataSet.getvalue()
-        transfer_syntax = str(event.context.transfer_syntax)
-        try:
-            ident = read_identity(data, transfer_syntax)
-        except HeaderError as exc:
-            raise Refusal(CANNOT_UNDERSTAND, f"unparseable: {exc}") from None
+    def _file(
+        self,
+        data: bytes | bytearray | None,
+        spilled: IncomingInstance | None,
+        transfer_syntax: str,
+        calling: str,
+        command: StoreCommand,
+    ) -> int:
+        """Validate, spool durably and index one received instance; return the status to answer.
+
+        ``data`` is the whole dataset in memory, or ``spilled`` the instance already written (file meta and
+        dataset) to a file in the spool's ``.incoming/``.
+        """
+        if spilled is not None:
+            ident = spilled.identity()
+        else:
+            assert data is not None
+            try:
+                ident = read_identity(data, transfer_syntax)
+            except HeaderError as exc:
+                raise Refusal(CANNOT_UNDERSTAND, f"unparseable: {exc}") from None
         uids = {
             "sop_instance_uid": ident.sop_instance_uid,
             "study_uid": ident.study_uid,
@@ -353,20 +387,30 @@ class StoreSCP:
                 raise Refusal(CANNOT_UNDERSTAND, f"invalid {name}")
         if not ident.patient_id:
             raise Refusal(DATASET_DOES_NOT_MATCH, "missing patient_id")
-        if ident.sop_instance_uid != str(req.AffectedSOPInstanceUID):
+        if ident.sop_instance_uid != command.sop_instance_uid:
             raise Refusal(DATASET_DOES_NOT_MATCH, "sop_instance_uid differs from the request")
-        if ident.sop_class_uid != str(req.AffectedSOPClassUID):
+        if ident.sop_class_uid != command.sop_class_uid:
             raise Refusal(DATASET_DOES_NOT_MATCH, "sop_class_uid differs from the request")
         assert ident.study_uid and ident.series_uid and ident.sop_instance_uid and ident.sop_class_uid
 
-        meta = file_meta(ident.sop_class_uid, ident.sop_instance_uid, transfer_syntax, calling)
-        if not self.spool.has_room(len(meta) + len(data)):
-            raise Refusal(OUT_OF_RESOURCES, "spool below its free-space floor")
         relative = self.spool.relative_path(ident.study_uid, ident.series_uid, ident.sop_instance_uid)
-        try:
-            size = self.spool.write(relative, (meta, data))
-        except SpoolError as exc:
-            raise Refusal(OUT_OF_RESOURCES, f"spool write failed: {exc}") from None
+        if spilled is not None:
+            size = spilled.size
+            if not self.spool.has_room(0):
+                raise Refusal(OUT_OF_RESOURCES, "spool below its free-space floor")
+            try:
+                spilled.move_in(relative)
+            except SpoolError as exc:
+                raise Refusal(OUT_OF_RESOURCES, f"spool write failed: {exc}") from None
+        else:
+            assert data is not None
+            meta = file_meta(ident.sop_class_uid, ident.sop_instance_uid, transfer_syntax, calling)
+            if not self.spool.has_room(len(meta) + len(data)):
+                raise Refusal(OUT_OF_RESOURCES, "spool below its free-space floor")
+            try:
+                size = self.spool.write(relative, (meta, data))
+            except SpoolError as exc:
+                raise Refusal(OUT_OF_RESOURCES, f"spool write failed: {exc}") from None
 
         record = InstanceRecord(
             patient_id=ident.patient_id,
@@ -420,3 +464,121 @@ class StoreSCP:
 
 
 _STORAGE_CLASSES_BY_UID = {uid: name for name, uid in _STORAGE_CLASSES.items()}
+
+# An instance larger than this is streamed to a file in the spool as it arrives instead of being buffered.
+SPILL_BYTES = 1 << 20
+
+
+class IncomingInstance:
+    """One instance arriving on the reactor's short road: buffered up to ``SPILL_BYTES``, then streamed.
+
+    A small instance is validated from memory and written under its final name. A larger one is written,
+    fragment by fragment, to a file in the spool's ``.incoming/`` (file meta first, from the request), then
+    validated from that file (element headers only, through a memory map) and renamed into place. Memory use
+    per association is therefore bounded whatever the instance size.
+    """
+
+    __slots__ = ("_buf", "_failed", "_fd", "_path", "calling", "command", "scp", "size", "transfer_syntax")
+
+    def __init__(self, scp: StoreSCP, calling: str, transfer_syntax: str, command: StoreCommand) -> None:
+        self.scp = scp
+        self.calling = calling
+        self.transfer_syntax = transfer_syntax
+        self.command = command
+        self._buf = bytearray()
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._failed: str | None = None
+        self.size = 0
+
+    def write(self, fragment: memoryview) -> None:
+        if self._failed is not None:
+            return
+        if self._fd is None:
+            if len(self._buf) + len(fragment) <= SPILL_BYTES:
+                self._buf += fragment
+                return
+            self._spill()
+            if self._failed is not None:
+                return
+        try:
+            self.size += _write_all(cast(int, self._fd), (fragment,))
+        except OSError as exc:
+            self._fail(f"spool write failed: {exc.strerror or exc}")
+
+    def _spill(self) -> None:
+        cmd = self.command
+        meta = file_meta(cmd.sop_class_uid, cmd.sop_instance_uid, self.transfer_syntax, self.calling)
+        try:
+            if not self.scp.spool.has_room(len(meta) + SPILL_BYTES):
+                self._fail("spool below its free-space floor")
+                return
+            self._fd, self._path = self.scp.spool.incoming()
+            self.size = _write_all(self._fd, (meta, self._buf))
+        except (OSError, SpoolError) as exc:
+            self._fail(f"spool write failed: {exc}")
+        self._buf = bytearray()
+
+    def _fail(self, reason: str) -> None:
+        self._failed = reason
+        self.discard()
+
+    def finish(self) -> int:
+        scp, cmd = self.scp, self.command
+        try:
+            if self._failed is not None:
+                failed = self._failed
+
+                def refuse() -> int:
+                    raise Refusal(OUT_OF_RESOURCES, failed)
+
+                return scp._answer(self.calling, cmd, refuse)
+            if self._fd is None:
+                return scp._answer(
+                    self.calling,
+                    cmd,
+                    lambda: scp._file(self._buf, None, self.transfer_syntax, self.calling, cmd),
+                )
+            return scp._answer(
+                self.calling, cmd, lambda: scp._file(None, self, self.transfer_syntax, self.calling, cmd)
+            )
+        finally:
+            self.discard()
+
+    def identity(self) -> Identity:
+        """The identifying attributes of the spilled dataset (:class:`Refusal` if it is not complete)."""
+        fd = cast(int, self._fd)
+        offset = len(
+            file_meta(
+                self.command.sop_class_uid, self.command.sop_instance_uid, self.transfer_syntax, self.calling
+            )
+        )
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as m:
+            result = _identity_of(m, offset, self.transfer_syntax)
+        if isinstance(result, str):
+            raise Refusal(CANNOT_UNDERSTAND, f"unparseable: {result}")
+        return result
+
+    def move_in(self, relative: Path) -> None:
+        fd, path = cast(int, self._fd), cast(Path, self._path)
+        self._fd = self._path = None
+        self.scp.spool.move_in(fd, path, relative)
+
+    def discard(self) -> None:
+        self._buf = bytearray()
+        fd, path = self._fd, self._path
+        self._fd = self._path = None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _identity_of(m: mmap.mmap, offset: int, transfer_syntax: str) -> Identity | str:
+    # No view of the map may outlive this call (the caller closes it), hence no exception escapes with one.
+    try:
+        return read_identity(memoryview(m)[offset:], transfer_syntax)
+    except HeaderError as exc:
+        return str(exc)

@@ -1,8 +1,10 @@
 """The spool: received instances as DICOM files under ``<spool>/<study>/<series>/<sop>.dcm``.
 
 Every write is durable before it returns. A new instance is created directly under its final name
-(``O_CREAT|O_EXCL``), written, ``fsync``ed, then its directory is ``fsync``ed (cheap right after the file's
-own fsync, and what makes the new entry survive a power loss). Replacing an existing copy stays atomic: a
+(``O_CREAT|O_EXCL``), written and ``fsync``ed; its directory is ``fsync``ed too, except on ext4, XFS and
+btrfs, whose ``fsync`` of a newly created file also commits its directory entry (the create is journalled
+with the inode, or logged with it by btrfs), so the second fsync would only cost time (measured here at about
+half the cost of the file's own). Replacing an existing copy stays atomic: a
 temporary file, ``fsync``, ``rename`` over the final name, ``fsync`` of the directory, so the earlier copy is
 never lost to a half-written one. Instances too large to buffer arrive in ``.incoming/`` and are renamed into
 place the same way.
@@ -34,6 +36,28 @@ PREAMBLE = b"\x00" * 128 + b"DICM"
 INCOMING = ".incoming"
 # Written at a clean stop, removed at start: its absence at start means the last stop was not clean.
 CLEAN_MARKER = ".clean-stop"
+# Filesystems on which fsync of a newly created file makes its directory entry durable as well.
+ENTRY_DURABLE_WITH_FILE = frozenset({"ext4", "xfs", "btrfs"})
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (from /proc/self/mountinfo; "" when unknown)."""
+    target = str(Path(path).resolve())
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if " - " not in line or len(fields) < 5:
+                    continue
+                mount = fields[4].replace("\\040", " ")
+                after = line.split(" - ", 1)[1].split()
+                inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best) and after:
+                    best, kind = mount, after[0]
+    except OSError:
+        return ""
+    return kind
 
 
 def is_valid_uid(value: object) -> bool:
@@ -53,6 +77,8 @@ class Spool:
         self.min_free_bytes = min_free_mb * 1024 * 1024
         self._known_dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
+        # Whether a new file's directory needs its own fsync (decided by prepare() from the filesystem).
+        self.sync_new_entries = True
 
     def prepare(self) -> bool:
         """Create the spool directories (at start-up, so a permission problem shows before any association).
@@ -62,6 +88,7 @@ class Spool:
         """
         fresh = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.sync_new_entries = filesystem_type(self.root) not in ENTRY_DURABLE_WITH_FILE
         incoming = self.root / INCOMING
         incoming.mkdir(exist_ok=True)
         for leftover in incoming.iterdir():  # never acknowledged: the sender was not answered
@@ -131,7 +158,8 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _fsync_dir(directory)
+            if self.sync_new_entries:
+                _fsync_dir(directory)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 target.unlink(missing_ok=True)
