@@ -128,10 +128,11 @@ class Facts:
     categories: dict[Criterion, list[Category | None]]
     density_criterion: Criterion | None
     followups: range
+    compared_criteria: frozenset[Criterion]  # requested in the context and computed
 
     def compared(self, *criteria: Criterion) -> bool:
         """Discordance rules need every criterion requested in the context and computed."""
-        return all(c in self.requested and c in self.results for c in criteria)
+        return self.compared_criteria.issuperset(criteria)
 
     def step(self, criterion: Criterion, t: int) -> TimepointAssessment | None:
         result = self.results.get(criterion)
@@ -163,6 +164,7 @@ def facts(timeline: Timeline, results: tuple[CriterionResult, ...]) -> Facts:
         categories={c: result.categories() for c, result in by_criterion.items()},
         density_criterion=density,
         followups=range(1, len(timeline.timepoints)),
+        compared_criteria=requested.intersection(by_criterion),
     )
 
 

@@ -83,7 +83,7 @@ def recist_like(target: Category, non_target: Category, new_disease_persists: bo
     category = _I_OF[base]
     return (
         category,
-        f"{category.value} per the RECIST 1.1 table (target {target.value}, non-target {non_target.value})",
+        f"{category} per the RECIST 1.1 table (target {target}, non-target {non_target})",  # StrEnum values
     )
 
 

@@ -168,7 +168,7 @@ def chun_timepoint(
     responses = [m.response for m in lesions]
     detail = tuple(
         [
-            f"{m.lesion_id}: G{m.baseline_group or '?'} -> G{m.group or '?'} = {m.response.value}"
+            f"{m.lesion_id}: G{m.baseline_group or '?'} -> G{m.group or '?'} = {m.response}"  # StrEnum value
             for m in lesions
         ]
     )
