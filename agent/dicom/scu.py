@@ -145,6 +145,7 @@ class PeerClient:
         self.name = name
         self.peer = peer
         self.calling_aet = calling_aet
+        self._find_assoc: Association | None = None
 
     def _ae(self) -> AE:
         ae = AE(ae_title=self.calling_aet)
@@ -194,21 +195,41 @@ class PeerClient:
 
     # -- query -------------------------------------------------------------------------------------------
 
-    def _find(self, identifier: Dataset) -> list[Dataset]:
+    @contextlib.contextmanager
+    def queries(self) -> Iterator[None]:
+        """Run the C-FINDs made inside this block over one association (a search makes a dozen or more)."""
+        if self._find_assoc is not None:
+            yield
+            return
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-        out: list[Dataset] = []
         with self._association(ae) as assoc:
-            for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
-                code = _status(status)
-                if code is None:
-                    raise TransientError(f"{self.name}: C-FIND: no response (timeout or abort)")
-                if code in (0xFF00, 0xFF01):
-                    if ds is not None:
-                        out.append(ds)
-                elif code != 0x0000:
-                    raise StatusError("C-FIND", code)
-            self._check_alive(assoc, "C-FIND")
+            self._find_assoc = assoc
+            try:
+                yield
+            finally:
+                self._find_assoc = None
+
+    def _find(self, identifier: Dataset) -> list[Dataset]:
+        if self._find_assoc is not None:
+            return self._find_on(self._find_assoc, identifier)
+        with self.queries():
+            assert self._find_assoc is not None
+            return self._find_on(self._find_assoc, identifier)
+
+    def _find_on(self, assoc: Association, identifier: Dataset) -> list[Dataset]:
+        self._check_alive(assoc, "C-FIND")
+        out: list[Dataset] = []
+        for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+            code = _status(status)
+            if code is None:
+                raise TransientError(f"{self.name}: C-FIND: no response (timeout or abort)")
+            if code in (0xFF00, 0xFF01):
+                if ds is not None:
+                    out.append(ds)
+            elif code != 0x0000:
+                raise StatusError("C-FIND", code)
+        self._check_alive(assoc, "C-FIND")
         return out
 
     def find_studies(

@@ -156,18 +156,19 @@ def _search_peer(
     org_root = settings.uids.org_root
     peer = client.peer
     t0 = time.perf_counter()
-    studies = client.find_studies(
-        patient_id, issuer or None, window[0], window[1], settings.pipeline.prior_modalities
-    )
     wanted: list[InstanceMatch] = []
-    for match in studies:
-        if match.modalities and "SR" not in {m.upper() for m in match.modalities}:
-            continue
-        for inst in client.find_sr_instances(match.study_uid):
-            if inst.sop_uid in known or is_ours(inst.sop_uid, org_root):
+    with client.queries():  # every C-FIND of the search over one association
+        studies = client.find_studies(
+            patient_id, issuer or None, window[0], window[1], settings.pipeline.prior_modalities
+        )
+        for match in studies:
+            if match.modalities and "SR" not in {m.upper() for m in match.modalities}:
                 continue
-            known.add(inst.sop_uid)
-            wanted.append(inst)
+            for inst in client.find_sr_instances(match.study_uid):
+                if inst.sop_uid in known or is_ours(inst.sop_uid, org_root):
+                    continue
+                known.add(inst.sop_uid)
+                wanted.append(inst)
     search.find_s += time.perf_counter() - t0
     search.studies_found += len(studies)
     if not wanted:
