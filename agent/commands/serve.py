@@ -52,7 +52,6 @@ def add_pipeline(monitor: StabilityMonitor, settings: Any, sessions: Any, scp: S
     """
     from agent.pipeline.health import AlertPolicy
     from agent.pipeline.outbox import OutboxRunner
-    from agent.pipeline.process import Deps, Worker
     from agent.pipeline.wake import WakeableTick
 
     policy = AlertPolicy.from_settings(settings)
@@ -64,6 +63,9 @@ def add_pipeline(monitor: StabilityMonitor, settings: Any, sessions: Any, scp: S
     )
     deliver.attach(monitor.scheduler, "outbox")
     if settings.pipeline.enabled:
+        # Imported only when enabled: the worker's libraries (highdicom) weigh ~23 MB of resident memory.
+        from agent.pipeline.process import Deps, Worker
+
         worker = Worker(Deps(settings, sessions, store_handler=scp._on_store), on_output=deliver.wake)
         work = WakeableTick(worker.tick)
         monitor.scheduler.add_job(
@@ -85,8 +87,6 @@ def start_alerts_and_web(
     from agent.alerts.delivery import AlertDispatcher
     from agent.alerts.sinks import build_sinks
     from agent.alerts.store import routing_from_settings
-    from agent.web.app import Readiness, create_app
-    from agent.web.server import WebServer
 
     routing = routing_from_settings(settings.alerts.sinks)
     dispatcher = AlertDispatcher(
@@ -95,6 +95,9 @@ def start_alerts_and_web(
     dispatcher.start()
     if not settings.web.enabled:
         return dispatcher, None
+    from agent.web.app import Readiness, create_app  # only when enabled (~10 MB resident)
+    from agent.web.server import WebServer
+
     checks = {
         "scheduler": lambda: bool(monitor.scheduler.running) and dispatcher.running,
         "dicom": lambda: scp.server is not None and scp._thread is not None and scp._thread.is_alive(),
