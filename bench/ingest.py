@@ -13,7 +13,8 @@ Targets, all started and stopped here with their own temporary storage and free 
 - ``storescp --fork -od DIR``: DCMTK's receiver, writes files, no fsync (the speed of light here);
 - Orthanc with its defaults (``SyncStorageArea`` on: fsync of every file; SQLite index);
 - ``liver-agent serve`` (``PIPELINE__ENABLED=false``, web off, JSON logs at INFO to a file; fsync of every
-  file and its directory, SQLite ``synchronous=FULL`` commit before every answer).
+  file before every answer, and of its directory where the filesystem needs it; index committed before
+  every answer, SQLite ``synchronous=NORMAL`` with start-up reconciliation, see ``agent/db/index.py``).
 Every DCMTK tool and Orthanc run with ``TCP_NODELAY=1`` in their environment.
 
 Output: one line per target and scenario (median instances/s and MB/s over the rounds, and every round),
