@@ -1,4 +1,4 @@
-"""A 200 MB multi-frame instance is streamed to disk: the receiver's resident memory stays flat.
+"""Streaming and durability of the listener: a 200 MB instance with flat memory; index rebuilt after a crash.
 
 The agent buffers at most ``SPILL_BYTES`` of an instance; beyond that the fragments go to a file in the
 spool's ``.incoming/`` as they arrive and the file is renamed into place once complete, indexed and fsynced.
@@ -65,4 +65,33 @@ def test_a_200_mb_instance_is_streamed_with_flat_memory(make_agent, tmp_path: Pa
     assert agent.scalar("SELECT size FROM instances") == stored.stat().st_size
     assert list((agent.spool / ".incoming").iterdir()) == []
     assert growth < GROWTH_LIMIT_MB, f"peak RSS grew by {growth:.1f} MB for a 200 MB instance"
+    assert agent.stop() == 0
+
+
+def test_rows_lost_with_the_last_commits_are_indexed_again_at_start(make_agent, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+    from support.dicomgen import make_study
+
+    agent = make_agent().start()
+    study = make_study(tmp_path / "study", key="reindex", ct_instances=3)
+    assert agent.store(*study.files).returncode == 0
+    assert agent.stop() == 0
+    marker = agent.spool / ".clean-stop"
+    assert marker.exists()
+    rows = sorted(agent.query("SELECT sop_uid, path FROM instances"))
+    # What a power loss may do to the last synchronous=NORMAL commits, and to the clean-stop marker.
+    engine = create_engine(f"sqlite:///{agent.db_path}")
+    with engine.begin() as conn:
+        conn.execute(
+            text("DELETE FROM instances WHERE id IN (SELECT id FROM instances ORDER BY id DESC LIMIT 2)")
+        )
+    engine.dispose()
+    marker.unlink()
+    agent.start()
+    assert sorted(agent.query("SELECT sop_uid, path FROM instances")) == rows
+    assert agent.events("spool.reconciled")[-1]["indexed"] == 2
+    assert agent.stop() == 0
+    agent.start()  # a clean stop: no walk, nothing changes
+    assert len(agent.events("spool.reconciled")) == 1
+    assert sorted(agent.query("SELECT sop_uid, path FROM instances")) == rows
     assert agent.stop() == 0
