@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system programs the test suite drives as real peers. Idempotent; needs root (or sudo).
 set -euo pipefail
-packages=(dcmtk orthanc dicom3tools poppler-utils iproute2 util-linux chromium)
+packages=(dcmtk orthanc dicom3tools poppler-utils iproute2 util-linux postgresql chromium)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
