@@ -8,7 +8,6 @@ RUN pip install --no-cache-dir --prefix=/install ".[postgres]"
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home /var/lib/liver-agent --create-home --shell /usr/sbin/nologin liver-agent
 COPY --from=build /install /usr/local
-COPY config/agent.example.yaml /etc/liver-agent/agent.yaml
 ENV LIVER_AGENT_DICOM__HOST=0.0.0.0 \
     LIVER_AGENT_WEB__HOST=0.0.0.0 \
     LIVER_AGENT_STORAGE__SPOOL_DIR=/var/lib/liver-agent/spool \
@@ -21,4 +20,5 @@ EXPOSE 11112 8080
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
   CMD ["liver-agent", "echo", "LIVERAGENT@127.0.0.1:11112"]
 ENTRYPOINT ["liver-agent"]
-CMD ["serve", "-c", "/etc/liver-agent/agent.yaml"]
+# Embedded defaults plus the environment above; mount a configuration and pass `serve -c FILE` for more.
+CMD ["serve"]
