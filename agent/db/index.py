@@ -1,7 +1,9 @@
 """Insert-or-update of the index for one received instance, in one short transaction.
 
 Used by the C-STORE handler after the file is safely in the spool. A repeated SOP Instance UID updates its
-row (never a second row); an instance for a study that is no longer receiving reopens the study.
+row (never a second row); a routed instance for a study that is no longer receiving reopens the study. A
+retrieved instance (the answer to our own C-MOVE or C-GET) is indexed but leaves its study's state and
+timestamps alone; a study it creates starts in the state ``prior``, which stability never picks up.
 
 Durability: the spooled file, fsynced before the index is touched, is the durable record of an instance;
 the index is rebuildable from the spool. So the :class:`IndexWriter` commits on SQLite with
@@ -26,7 +28,10 @@ from sqlalchemy import Connection, Engine, bindparam, case, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from agent.db.models import Instance, Patient, Series, Study, StudyState
+from agent.db.models import Instance, InstanceOrigin, Patient, Series, Study, StudyState
+
+ROUTED = InstanceOrigin.ROUTED.value
+RETRIEVED = InstanceOrigin.RETRIEVED.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,8 @@ class InstanceRecord:
     path: str
     size: int
     calling_aet: str | None
+    # ``InstanceOrigin``: a retrieved instance never reopens its study.
+    origin: str = ROUTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,8 @@ class Recorded:
     # Spool path of an earlier copy of this SOP Instance filed elsewhere (to remove), if any.
     replaced_path: str | None
     replaced: bool
+    # The study was stable or further along and this (routed) instance moved it back to receiving.
+    reopened: bool = False
 
 
 def _insert(dialect: str, model: Any) -> Any:
@@ -83,6 +92,7 @@ class _Statements:
     patient: Any
     study_state: Any
     study: Any
+    study_retrieved: Any
     series: Any
     instance_path: Any
     instance: Any
@@ -138,6 +148,24 @@ def _statements(dialect: str) -> _Statements:
         },
     ).returning(Study.id)
 
+    ins = _insert(dialect, Study).values(
+        study_uid=b("study_uid"),
+        patient_pk=b("patient_pk"),
+        study_date=b("study_date"),
+        study_time=b("study_time"),
+        accession_number=b("accession_number"),
+        description=b("study_description"),
+        state=StudyState.PRIOR.value,
+        first_received_at=b("now"),
+        last_received_at=b("now"),
+        receiving_since=b("now"),
+        updated_at=b("now"),
+    )
+    # A retrieval touches neither the state nor the receiving clock of a study that exists.
+    study_retrieved = ins.on_conflict_do_update(
+        index_elements=[Study.study_uid], set_={"patient_pk": Study.patient_pk}
+    ).returning(Study.id)
+
     ins = _insert(dialect, Series).values(
         series_uid=b("series_uid"),
         study_pk=b("study_pk"),
@@ -159,6 +187,7 @@ def _statements(dialect: str) -> _Statements:
         path=b("path"),
         size=b("size"),
         calling_aet=b("calling_aet"),
+        origin=b("origin"),
         received_at=b("now"),
     )
     ex = ins.excluded
@@ -172,6 +201,7 @@ def _statements(dialect: str) -> _Statements:
             "path": ex.path,
             "size": ex.size,
             "calling_aet": ex.calling_aet,
+            "origin": ex.origin,
             "received_at": ex.received_at,
         },
     )
@@ -179,6 +209,7 @@ def _statements(dialect: str) -> _Statements:
         patient=patient,
         study_state=select(Study.state).where(Study.study_uid == b("study_uid")),
         study=study,
+        study_retrieved=study_retrieved,
         series=series,
         instance_path=select(Instance.path).where(Instance.sop_uid == b("sop_uid")),
         instance=instance,
@@ -206,8 +237,9 @@ def record_instance(session: Session | Connection, rec: InstanceRecord, now: dat
         },
     ).scalar_one()
     previous_state = conn.execute(st.study_state, {"study_uid": rec.study_uid}).scalar()
+    routed = rec.origin != RETRIEVED
     study_pk = conn.execute(
-        st.study,
+        st.study if routed else st.study_retrieved,
         {
             "study_uid": rec.study_uid,
             "patient_pk": patient_pk,
@@ -241,6 +273,7 @@ def record_instance(session: Session | Connection, rec: InstanceRecord, now: dat
             "path": rec.path,
             "size": rec.size,
             "calling_aet": rec.calling_aet,
+            "origin": rec.origin,
             "now": now,
         },
     )
@@ -249,6 +282,7 @@ def record_instance(session: Session | Connection, rec: InstanceRecord, now: dat
         previous_state=previous_state,
         replaced_path=old_path if old_path is not None and old_path != rec.path else None,
         replaced=old_path is not None,
+        reopened=routed and previous_state not in (None, StudyState.RECEIVING.value),
     )
 
 

@@ -58,12 +58,28 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class StudyState(enum.StrEnum):
+    """Where a study is in ``receiving -> stable -> processing -> done | failed | ignored``.
+
+    ``prior`` is outside that cycle: a study first seen through a retrieval we asked for (C-MOVE to our own
+    AE, or C-GET) is held only as evidence for other studies. Stability never picks it up and no job is
+    made for it; the first instance routed to us for it (any other C-STORE) moves it to ``receiving`` like
+    a new study.
+    """
+
+    PRIOR = "prior"
     RECEIVING = "receiving"
     STABLE = "stable"
     PROCESSING = "processing"
     DONE = "done"
     FAILED = "failed"
     IGNORED = "ignored"
+
+
+class InstanceOrigin(enum.StrEnum):
+    """How an instance reached the listener."""
+
+    ROUTED = "routed"  # sent to us by a PACS or modality: new data, (re)opens its study
+    RETRIEVED = "retrieved"  # answered our own C-MOVE or C-GET: indexed, never (re)opens its study
 
 
 class JobState(enum.StrEnum):
@@ -148,6 +164,10 @@ class Instance(Base):
     path: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(BigInteger)
     calling_aet: Mapped[str | None] = mapped_column(String(16))
+    # ``InstanceOrigin`` of the latest copy received.
+    origin: Mapped[str] = mapped_column(
+        String(16), default=InstanceOrigin.ROUTED.value, server_default=InstanceOrigin.ROUTED.value
+    )
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     series: Mapped[Series] = relationship(back_populates="instances")

@@ -136,6 +136,9 @@ class FileMeta:
     transfer_syntax: str
     source_aet: str | None
     dataset_offset: int
+    # Private Information Creator UID (0002,0100) and Private Information (0002,0102), when present.
+    private_creator: str | None = None
+    private_information: bytes | None = None
 
 
 def read_file_meta(buf: bytes | memoryview | mmap.mmap) -> FileMeta:
@@ -172,7 +175,8 @@ def read_file_meta(buf: bytes | memoryview | mmap.mmap) -> FileMeta:
     if not syntax:
         raise HeaderError("file meta without a transfer syntax")
     aet = values.get(0x0016, b"").decode("ascii", "replace").strip(" \x00") or None
-    return FileMeta(syntax, aet, end)
+    creator = values.get(0x0100, b"").decode("ascii", "replace").strip(" \x00") or None
+    return FileMeta(syntax, aet, end, creator, values.get(0x0102))
 
 
 def _walk(

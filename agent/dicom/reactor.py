@@ -62,6 +62,8 @@ class StoreCommand:
     message_id: int
     sop_class_uid: str
     sop_instance_uid: str
+    # Move Originator Application Entity Title (0000,1030): set when the instance answers a C-MOVE.
+    move_originator: str = ""
 
 
 class IncomingStore(Protocol):
@@ -333,7 +335,7 @@ def _start_store(dul: EventDUL, context_id: int, control: int, data: memoryview)
     message_id = _us(values, 0x0110)
     if message_id is None:
         return None
-    command = StoreCommand(message_id, _uid(values, 0x0002), _uid(values, 0x1000))
+    command = StoreCommand(message_id, _uid(values, 0x0002), _uid(values, 0x1000), _uid(values, 0x1030))
     target = cast(StoreTarget, dul.store_target)
     return _Receiving(context_id, command, target.begin(assoc, str(context.transfer_syntax[0]), command))
 

@@ -5,7 +5,8 @@ roll back after a power loss (see :mod:`agent.db.index`). After a stop that did 
 marker, :func:`reconcile` walks the whole spool before the listener opens and:
 
 - indexes every complete instance file that has no row (an acknowledged instance whose commit was lost, or
-  one written just before a crash and never answered: indexing it is harmless, a resend replaces it);
+  one written just before a crash and never answered: indexing it is harmless, a resend replaces it), with
+  the origin the listener marked in its file meta (a retrieved prior never reopens its study);
 - removes files cut short (never acknowledged) and leftover temporary files;
 - when a SOP Instance has a row pointing at another file (a replacement interrupted between its commit and
   the removal of the earlier copy, or whose commit was lost), keeps the newer file and removes the other.
@@ -25,9 +26,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from agent.db.index import InstanceRecord, record_instance
+from agent.db.index import RETRIEVED, ROUTED, InstanceRecord, record_instance
 from agent.db.models import Instance, utcnow
 from agent.dicom.header import FileMeta, HeaderError, Identity, read_file_meta, read_identity
+from agent.dicom.scp import IMPLEMENTATION_CLASS_UID, RETRIEVED_MARK
 from agent.dicom.spool import Spool, is_valid_uid
 from agent.log import get_logger
 
@@ -153,4 +155,12 @@ def _record_from_file(path: Path, relative: Path) -> InstanceRecord | None:
         path=relative.as_posix(),
         size=size,
         calling_aet=meta.source_aet,
+        origin=_origin(meta),
     )
+
+
+def _origin(meta: FileMeta) -> str:
+    """``retrieved`` when the listener marked the file as the answer to our own retrieval (scp.file_meta)."""
+    if meta.private_creator == IMPLEMENTATION_CLASS_UID and meta.private_information == RETRIEVED_MARK:
+        return RETRIEVED
+    return ROUTED

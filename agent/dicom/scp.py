@@ -31,8 +31,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.config import DicomSettings
-from agent.db.index import IndexWriter, InstanceRecord
-from agent.db.models import StudyState, utcnow
+from agent.db.index import RETRIEVED, ROUTED, IndexWriter, InstanceRecord
+from agent.db.models import utcnow
 from agent.dicom.header import HeaderError, Identity, read_identity
 from agent.dicom.reactor import EventRequestHandler, StoreCommand
 from agent.dicom.spool import PREAMBLE, Spool, SpoolError, _write_all, is_valid_uid
@@ -144,8 +144,20 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         super().process_request_thread(request, client_address)
 
 
-def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_aet: str) -> bytes:
+# File meta Private Information (0002,0102) of an instance we retrieved, under our Private Information
+# Creator UID (0002,0100): lets the start-up reconciliation re-index it with its origin.
+RETRIEVED_MARK = b"retrieved\0"
+
+
+def file_meta(
+    sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_aet: str, origin: str = ROUTED
+) -> bytes:
     """Preamble, ``DICM`` and an encoded File Meta Information group (PS3.10 §7.1)."""
+    private = b""
+    if origin == RETRIEVED:
+        private = _meta_element(0x0100, b"UI", _ui(IMPLEMENTATION_CLASS_UID)) + _meta_element(
+            0x0102, b"OB", RETRIEVED_MARK
+        )
     body = b"".join(
         (
             _meta_element(0x0001, b"OB", b"\x00\x01"),
@@ -155,6 +167,7 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, s
             _meta_element(0x0012, b"UI", _ui(IMPLEMENTATION_CLASS_UID)),
             _meta_element(0x0013, b"SH", _text(IMPLEMENTATION_VERSION_NAME)),
             _meta_element(0x0016, b"AE", _text(source_aet)) if source_aet else b"",
+            private,
         )
     )
     return PREAMBLE + struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(body)) + body
@@ -201,6 +214,7 @@ class StoreSCP:
         self._thread: threading.Thread | None = None
         # Concurrent associations share index commits instead of queueing on the database write lock.
         self.index = IndexWriter(sessions.kw["bind"], utcnow)
+        self.own_aet = settings.ae_title.strip()
         self.ae = self._build_ae()
 
     def _build_ae(self) -> AE:
@@ -320,19 +334,35 @@ class StoreSCP:
     def _on_aborted(self, event: Any) -> None:
         log.warning("scp.association.aborted", calling_aet=event.assoc.requestor.ae_title)
 
+    def origin(self, command: StoreCommand) -> str:
+        """``retrieved`` when the request answers a C-MOVE we issued (its Move Originator is our AE title)."""
+        return RETRIEVED if command.move_originator.strip() == self.own_aet else ROUTED
+
     def _on_store(self, event: Any) -> int:
-        """pynetdicom's C-STORE event (associations we open, like C-GET, and requests off the short road)."""
+        """pynetdicom's C-STORE event (associations we open, like C-GET, and requests off the short road).
+
+        Every instance arriving on an association we requested answers our own retrieval (C-GET).
+        """
         req = event.request
         calling = event.assoc.requestor.ae_title
         data: bytes = req.DataSet.getvalue()
-        command = StoreCommand(0, str(req.AffectedSOPClassUID or ""), str(req.AffectedSOPInstanceUID or ""))
+        command = StoreCommand(
+            0,
+            str(req.AffectedSOPClassUID or ""),
+            str(req.AffectedSOPInstanceUID or ""),
+            str(req.MoveOriginatorApplicationEntityTitle or ""),
+        )
+        origin = RETRIEVED if event.assoc.is_requestor else self.origin(command)
+        syntax = event.context.transfer_syntax
         return self._answer(
-            calling, command, lambda: self._file(data, None, event.context.transfer_syntax, calling, command)
+            calling, command, lambda: self._file(data, None, syntax, calling, command, origin)
         )
 
     def begin(self, assoc: Any, transfer_syntax: str, command: StoreCommand) -> IncomingInstance:
         """Start receiving one instance on the reactor's short road (``reactor.StoreTarget``)."""
-        return IncomingInstance(self, str(assoc.requestor.ae_title), transfer_syntax, command)
+        return IncomingInstance(
+            self, str(assoc.requestor.ae_title), transfer_syntax, command, self.origin(command)
+        )
 
     def _answer(self, calling: str, command: StoreCommand, store: Callable[[], int]) -> int:
         """Run ``store`` and turn a refusal or an unexpected error into its status and log event."""
@@ -360,6 +390,7 @@ class StoreSCP:
         transfer_syntax: str,
         calling: str,
         command: StoreCommand,
+        origin: str = ROUTED,
     ) -> int:
         """Validate, spool durably and index one received instance; return the status to answer.
 
@@ -404,7 +435,7 @@ class StoreSCP:
                 raise Refusal(OUT_OF_RESOURCES, f"spool write failed: {exc}") from None
         else:
             assert data is not None
-            meta = file_meta(ident.sop_class_uid, ident.sop_instance_uid, transfer_syntax, calling)
+            meta = file_meta(ident.sop_class_uid, ident.sop_instance_uid, transfer_syntax, calling, origin)
             if not self.spool.has_room(len(meta) + len(data)):
                 raise Refusal(OUT_OF_RESOURCES, "spool below its free-space floor")
             try:
@@ -434,6 +465,7 @@ class StoreSCP:
             path=relative.as_posix(),
             size=size,
             calling_aet=calling or None,
+            origin=origin,
         )
         try:
             recorded = self.index.record(record)
@@ -442,7 +474,7 @@ class StoreSCP:
             raise Refusal(OUT_OF_RESOURCES, f"index write failed: {type(exc).__name__}") from None
         if recorded.replaced_path:
             self.spool.remove(recorded.replaced_path)
-        if recorded.previous_state not in (None, StudyState.RECEIVING.value):
+        if recorded.reopened:
             log.info(
                 "study.reopened", study=uid_hash(ident.study_uid), previous_state=recorded.previous_state
             )
@@ -459,6 +491,7 @@ class StoreSCP:
             bytes=size,
             replaced=recorded.replaced,
             calling_aet=calling,
+            origin=origin,
         )
         return SUCCESS
 
@@ -478,11 +511,25 @@ class IncomingInstance:
     per association is therefore bounded whatever the instance size.
     """
 
-    __slots__ = ("_buf", "_failed", "_fd", "_path", "calling", "command", "scp", "size", "transfer_syntax")
+    __slots__ = (
+        "_buf",
+        "_failed",
+        "_fd",
+        "_path",
+        "calling",
+        "command",
+        "origin",
+        "scp",
+        "size",
+        "transfer_syntax",
+    )
 
-    def __init__(self, scp: StoreSCP, calling: str, transfer_syntax: str, command: StoreCommand) -> None:
+    def __init__(
+        self, scp: StoreSCP, calling: str, transfer_syntax: str, command: StoreCommand, origin: str = ROUTED
+    ) -> None:
         self.scp = scp
         self.calling = calling
+        self.origin = origin
         self.transfer_syntax = transfer_syntax
         self.command = command
         self._buf = bytearray()
@@ -508,7 +555,9 @@ class IncomingInstance:
 
     def _spill(self) -> None:
         cmd = self.command
-        meta = file_meta(cmd.sop_class_uid, cmd.sop_instance_uid, self.transfer_syntax, self.calling)
+        meta = file_meta(
+            cmd.sop_class_uid, cmd.sop_instance_uid, self.transfer_syntax, self.calling, self.origin
+        )
         try:
             if not self.scp.spool.has_room(len(meta) + SPILL_BYTES):
                 self._fail("spool below its free-space floor")
@@ -537,10 +586,12 @@ class IncomingInstance:
                 return scp._answer(
                     self.calling,
                     cmd,
-                    lambda: scp._file(self._buf, None, self.transfer_syntax, self.calling, cmd),
+                    lambda: scp._file(self._buf, None, self.transfer_syntax, self.calling, cmd, self.origin),
                 )
             return scp._answer(
-                self.calling, cmd, lambda: scp._file(None, self, self.transfer_syntax, self.calling, cmd)
+                self.calling,
+                cmd,
+                lambda: scp._file(None, self, self.transfer_syntax, self.calling, cmd, self.origin),
             )
         finally:
             self.discard()
@@ -550,7 +601,11 @@ class IncomingInstance:
         fd = cast(int, self._fd)
         offset = len(
             file_meta(
-                self.command.sop_class_uid, self.command.sop_instance_uid, self.transfer_syntax, self.calling
+                self.command.sop_class_uid,
+                self.command.sop_instance_uid,
+                self.transfer_syntax,
+                self.calling,
+                self.origin,
             )
         )
         with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as m:

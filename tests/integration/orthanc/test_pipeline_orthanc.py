@@ -20,6 +20,7 @@ import pytest
 from pydicom.dataset import Dataset
 from support.orthanc import AGENT_AET, Orthanc, wait_until
 
+from agent.log import uid_hash
 from agent.sr.read import read_sr
 from tests.unit.sr.srgen import LesionSpec, ct_image, uid, write_study_sr
 
@@ -161,7 +162,7 @@ def test_follow_up_pre_read_then_final_response(
     orthanc: Orthanc, make_agent: Any, tmp_path: Path, method: str
 ):
     pid = f"E2E{method.upper()}"
-    base_ct, base_sr, _ = patient_study(tmp_path, pid, "bl", date(2024, 1, 10), lesions((40, 30)))
+    base_ct, base_sr, base_uid = patient_study(tmp_path, pid, "bl", date(2024, 1, 10), lesions((40, 30)))
     fu_ct, fu_sr, fu_uid = patient_study(tmp_path, pid, "fu", date(2024, 3, 20), lesions((25, 20)))
     assert base_sr is not None and fu_sr is not None
     orthanc.upload(base_ct)
@@ -208,6 +209,25 @@ def test_follow_up_pre_read_then_final_response(
     assert kinds.count(COMPREHENSIVE_SR) == 2 and kinds.count(PDF) == 2
     assert agent.scalar("SELECT state FROM studies WHERE study_uid = :u", u=fu_uid) == "done"
     assert operational_alerts(agent) == []
+    # The retrieved prior is evidence only: its study was never reopened nor processed, so no job, no
+    # result version and nothing of ours in the PACS for the old study.
+    time.sleep(1.5)  # beyond the stability quiet time, a few stability ticks and worker polls
+    assert agent.scalar("SELECT state FROM studies WHERE study_uid = :u", u=base_uid) == "prior"
+    assert agent.query(
+        "SELECT DISTINCT i.origin FROM instances i JOIN series se ON se.id = i.series_pk"
+        " JOIN studies st ON st.id = se.study_pk WHERE st.study_uid = :u",
+        u=base_uid,
+    ) == [("retrieved",)]
+    for table in ("jobs", "output_versions", "outbox"):
+        assert (
+            agent.scalar(
+                f"SELECT count(*) FROM {table} t JOIN studies st ON st.id = t.study_pk WHERE st.study_uid = :u",
+                u=base_uid,
+            )
+            == 0
+        ), table
+    assert ours(orthanc, base_uid) == []
+    assert {e.get("study") for e in agent.events("study.stable")} == {uid_hash(fu_uid)}
     agent.stop()
 
 
