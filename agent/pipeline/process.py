@@ -81,7 +81,7 @@ from agent.response.table import assess_timeline
 from agent.sr import write as sr_write
 from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesInfo, study_context
 from agent.sr.observations import observations
-from agent.sr.read import Limits, SRReadError, read_sr, require_measurements
+from agent.sr.read import Limits, ReportCache, SRReadError, read_sr, require_measurements
 from agent.sr.report import Instance as ReportInstance
 from agent.sr.report import LesionDicom, PatientInfo, ResponseReport, StudyInfo
 from agent.sr.write import as_date
@@ -437,6 +437,8 @@ class Deps:
     store_handler: StoreHandler | None = None
     # Sink routing and the PACS_UNREACHABLE delay, from ``settings.alerts``.
     policy: AlertPolicy = field(init=False)
+    # SR files already read, for the worker's lifetime (agent.sr.read.ReportCache).
+    reports: ReportCache = field(default_factory=ReportCache)
 
     def __post_init__(self) -> None:
         self.policy = AlertPolicy.from_settings(self.settings)
@@ -507,9 +509,16 @@ def _to_date(value: str | None) -> date | None:
 
 
 def read_inputs(
-    reports: Sequence[LocalSR], settings: Settings, lookup: Any, current_date: str | None
+    reports: Sequence[LocalSR],
+    settings: Settings,
+    lookup: Any,
+    current_date: str | None,
+    cache: ReportCache | None = None,
 ) -> tuple[list[ReportInput], list[str]]:
-    """Readable measurement SRs up to the current study's date (later studies are not priors)."""
+    """Readable measurement SRs up to the current study's date (later studies are not priors).
+
+    With ``cache`` (the worker's), an SR file read by an earlier run is not parsed again.
+    """
     sr = settings.sr
     rules = [PhaseRule(r.pattern, Phase(r.phase)) for r in sr.phase_rules] or list(DEFAULT_PHASE_RULES)
     limits = Limits(
@@ -521,7 +530,7 @@ def read_inputs(
         if current_date and local.study_date and local.study_date > current_date:
             continue
         try:
-            report = require_measurements(read_sr(local.path, limits=limits))
+            report = require_measurements(read_sr(local.path, limits=limits, cache=cache))
         except SRReadError as exc:
             warnings.append(f"{uid_hash(local.sop_uid)}: {exc.reason}")
             continue
@@ -580,7 +589,7 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
 
     t0 = time.perf_counter()
     lookup = _lookup(sessions, spool_root)
-    items, read_warnings = read_inputs(search.reports, settings, lookup, study_date)
+    items, read_warnings = read_inputs(search.reports, settings, lookup, study_date, deps.reports)
     attrs = dict(facts[0].attributes) if facts else {}
     attrs.update(patient_id=patient_id, issuer=issuer or "")
     context = choose_context(attrs, settings.pipeline.assess)

@@ -23,15 +23,20 @@ It never touches the database or the network.
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
+import io
+import os
 import re
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -64,6 +69,7 @@ SOP_CLASS_MODALITY = {
     "1.2.840.10008.5.1.4.1.1.130": "PT",
     "1.2.840.10008.5.1.4.1.1.6.1": "US",
 }
+_T = TypeVar("_T")
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 
 
@@ -271,17 +277,83 @@ class SRReport:
 # Entry points
 
 
+class ReportCache:
+    """Reports already read, by the SHA-256 of the file's bytes (so by SOP Instance UID and every byte of
+    the content): a file read again unchanged, under any name, is never parsed again.
+
+    Bounded (least recently used out first). The pipeline worker keeps one for its lifetime: the pre-read
+    run and the final run of a study, and later follow-ups of the same patient, parse each prior once.
+    Files that cannot be used are remembered too (their :class:`SRReadError` is raised again).
+    """
+
+    def __init__(self, max_entries: int = 2048) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[Any, ...], SRReport | str] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[Any, ...]) -> SRReport | str | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+        else:
+            self.misses += 1
+        return found
+
+    def put(self, key: tuple[Any, ...], value: SRReport | str) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
 def read_sr(
-    source: str | Path | Dataset, *, limits: Limits | None = None, use_highdicom: bool = True
+    source: str | Path | Dataset,
+    *,
+    limits: Limits | None = None,
+    use_highdicom: bool = True,
+    cache: ReportCache | None = None,
 ) -> SRReport:
-    """Read one SR document. Raises only :class:`SRReadError` (unusable file)."""
+    """Read one SR document. Raises only :class:`SRReadError` (unusable file).
+
+    A file is read from disk once and parsed once (highdicom converts that parse in place; only a tree it
+    refuses is parsed again from the same bytes for the walker). With ``cache`` a file whose bytes were
+    read before gives the earlier report (its ``source`` the name given now) without being parsed.
+    """
     limits = limits or Limits()
-    name = None if isinstance(source, Dataset) else str(source)
+    if isinstance(source, Dataset):
+        return _guarded(lambda: _read_dataset(source, None, limits, use_highdicom, None), None)
+    name = str(source)
+    data = _guarded(lambda: _read_bytes(Path(source), limits), name)
+    key = (hashlib.sha256(data).digest(), limits, use_highdicom)
+    found = cache.get(key) if cache is not None else None
+    if isinstance(found, SRReport):
+        return found if found.source == name else replace(found, source=name)
+    if found is not None:
+        raise SRReadError(found, name)
+    try:
+        report = _guarded(
+            lambda: _read_dataset(_parse(data), name, limits, use_highdicom, lambda: _parse(data)), name
+        )
+    except SRReadError as exc:
+        if cache is not None:
+            cache.put(key, exc.reason)
+        raise
+    if cache is not None:
+        cache.put(key, report)
+    return report
+
+
+def _guarded(step: Callable[[], _T], name: str | None) -> _T:
+    """``step()`` with every failure turned into :class:`SRReadError` naming ``name``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = source if isinstance(source, Dataset) else _read_file(Path(source), limits)
-            return _read_dataset(ds, name, limits, use_highdicom)
+            return step()
     except SRReadError as exc:
         if exc.source is None and name is not None:
             raise SRReadError(exc.reason, name) from exc
@@ -337,22 +409,40 @@ def _is_lesion_group(group: MeasurementGroup) -> tuple[bool, str]:
 # File and header
 
 
-def _read_file(path: Path, limits: Limits) -> Dataset:
+def _read_bytes(path: Path, limits: Limits) -> bytes:
     try:
-        size = path.stat().st_size
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limits.max_file_bytes:
+                raise SRReadError(
+                    f"file of {size} bytes exceeds the {limits.max_file_bytes}-byte limit for an SR"
+                )
+            return fh.read(limits.max_file_bytes + 1)
     except OSError as exc:
         raise SRReadError(f"cannot open: {exc.strerror or exc}") from exc
-    if size > limits.max_file_bytes:
-        raise SRReadError(f"file of {size} bytes exceeds the {limits.max_file_bytes}-byte limit for an SR")
+
+
+def _parse(data: bytes) -> Dataset:
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
     except pydicom.errors.InvalidDicomError as exc:
         raise SRReadError("not a DICOM file") from exc
     except OSError as exc:
         raise SRReadError(f"cannot open: {exc.strerror or exc}") from exc
 
 
-def _read_dataset(ds: Dataset, name: str | None, limits: Limits, use_highdicom: bool) -> SRReport:
+def _read_dataset(
+    ds: Dataset,
+    name: str | None,
+    limits: Limits,
+    use_highdicom: bool,
+    reread: Callable[[], Dataset] | None,
+) -> SRReport:
+    """The report of ``ds``. highdicom converts the content tree it parses in place (even its
+    ``from_dataset(copy=True)`` converts the items of the dataset given), so: with ``reread`` (a file
+    source) it parses ``ds`` itself and a tree it refuses is parsed again from the file's bytes for the
+    walker; without it (a caller's dataset) it parses a deep copy, and the caller's dataset stays as it
+    was."""
     sop_class = str(_get(ds, "SOPClassUID") or "")
     if sop_class not in SR_SOP_CLASSES:
         what = _get(ds, "Modality") or "unknown modality"
@@ -363,21 +453,26 @@ def _read_dataset(ds: Dataset, name: str | None, limits: Limits, use_highdicom: 
         raise SRReadError("SR document without a content tree")
     _check_bounds(ds, limits)
     warns: list[str] = []
+    # The header first: highdicom may convert the tree in place below.
+    header_warns: list[str] = []
+    header = _header(ds, header_warns)
     groups: list[MeasurementGroup] = []
     reader = "walker"
-    if use_highdicom and sop_class in HIGHDICOM_SOP_CLASSES:
+    if use_highdicom and sop_class in HIGHDICOM_SOP_CLASSES and _is_tid1500_by_structure(ds):
         try:
-            hd_groups = _groups_via_highdicom(ds)
+            hd_groups = _groups_via_highdicom(ds if reread is not None else copy.deepcopy(ds))
         except Exception as exc:  # highdicom refuses the tree: fall back to the tolerant walker
             warns.append(f"highdicom refused the tree ({type(exc).__name__}: {_short(exc)}); read tolerantly")
             hd_groups = None
         if hd_groups is not None:
             groups, reader = hd_groups, "highdicom"
+        elif reread is not None:
+            ds = reread()  # the walker reads the tree as stored, not as highdicom left it
     if reader == "walker":
         groups = _groups_via_walker(ds, limits)
     if len(groups) > limits.max_groups:
         raise SRReadError(f"more than {limits.max_groups} measurement groups")
-    header = _header(ds, warns)
+    warns += header_warns
     return SRReport(source=name, groups=tuple(groups), reader=reader, warnings=tuple(warns), **header)
 
 
@@ -494,12 +589,19 @@ def _check_bounds(ds: Dataset, limits: Limits) -> None:
 
 
 def _groups_via_highdicom(ds: Dataset) -> list[MeasurementGroup] | None:
-    """Groups from highdicom's three getters, or None when the root is not a measurement report."""
+    """Groups of a TID 1500 tree as highdicom parses and classifies them, or None when highdicom does not
+    parse the root as a measurement report.
+
+    highdicom converts the whole tree of ``ds`` once, in place (``from_dataset``). The groups are
+    then classified as its three getters do (planar ROI 1410, volumetric ROI 1411, image measurements 1501;
+    template id, else the ROI items present), but without their per-group deep copy and re-parse of an
+    already parsed tree; a getter's result is used only where it cannot be had otherwise (a highdicom
+    release without the helpers it uses).
+    """
     import highdicom as hd
 
+    order = _group_document_order(ds)
     root = ds
-    if not _is_tid1500_by_structure(ds):
-        return None
     if not _seq(ds, "ContentTemplateSequence"):
         # TID 1500 by structure without the (Type 1C) template id: give it one so highdicom parses it.
         root = Dataset()
@@ -514,22 +616,201 @@ def _groups_via_highdicom(ds: Dataset) -> list[MeasurementGroup] | None:
         "1.2.840.10008.5.1.4.1.1.88.33": hd.sr.ComprehensiveSR,
         "1.2.840.10008.5.1.4.1.1.88.34": hd.sr.Comprehensive3DSR,
     }[str(ds.SOPClassUID)]
-    sr = sop_cls.from_dataset(root, copy=True)
+    sr = sop_cls.from_dataset(root, copy=False)
     report = sr.content
     if not isinstance(report, hd.sr.MeasurementReport):
         return None
     out: list[tuple[int, MeasurementGroup]] = []
-    order = _group_document_order(ds)
-    getters: Sequence[tuple[str, Callable[[], Sequence[Any]]]] = (
-        ("1410", report.get_planar_roi_measurement_groups),
-        ("1411", report.get_volumetric_roi_measurement_groups),
-        ("1501", report.get_image_measurement_groups),
-    )
-    for template, getter in getters:
-        for g in getter():
-            out.append((order.get(_group_key(g[0]), len(order)), _group_from_highdicom(g, template)))
+    for template, item in _classified_groups(report):
+        out.append((order.get(_group_key(item), len(order)), _group_from_highdicom(item, template)))
     out.sort(key=lambda pair: pair[0])
     return [g for _, g in out]
+
+
+def _classified_groups(report: Any) -> list[tuple[str, Dataset]]:
+    """(template, group item) in the order of highdicom's getters: all 1410, then 1411, then 1501.
+
+    The selection is the getters' own (highdicom 0.28/0.29 ``MeasurementReport``): a group with a template
+    id goes to that template, one without to planar or volumetric by the ROI items it holds (both when it
+    qualifies for both), else to image measurements.
+    """
+    from highdicom.sr import templates as hdt
+
+    find = getattr(report, "_find_measurement_groups", None)
+    planar = getattr(hdt, "_contains_planar_rois", None)
+    volumetric = getattr(hdt, "_contains_volumetric_rois", None)
+    if find is None or planar is None or volumetric is None:  # another highdicom: its public getters
+        return [
+            (template, g[0])
+            for template, getter in (
+                ("1410", report.get_planar_roi_measurement_groups),
+                ("1411", report.get_volumetric_roi_measurement_groups),
+                ("1501", report.get_image_measurement_groups),
+            )
+            for g in getter()
+        ]
+    items = find()
+    out: list[tuple[str, Dataset]] = []
+    for template, test in (
+        ("1410", planar),
+        ("1411", volumetric),
+        ("1501", lambda i: not (planar(i) or volumetric(i))),
+    ):
+        for item in items:
+            tid = item.template_id
+            if (tid == template) if tid is not None else test(item):
+                out.append((template, item))
+    return out
+
+
+class _Children:
+    """The children of a parsed highdicom content item, matched as ``highdicom.sr.find_content_items`` does
+    (same name and value-type comparison, direct children only), each child's probe built once instead of
+    once per query."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self, item: Dataset, *, required: bool) -> None:
+        from highdicom.sr import CodedConcept, ContentItem
+
+        self.entries: list[tuple[Any, Dataset]] = []
+        if not hasattr(item, "ContentSequence"):
+            if required:  # find_content_items refuses an item without children
+                raise AttributeError("Data set does not contain a Content Sequence attribute.")
+            return
+        for child in item.ContentSequence:
+            name_code = child.ConceptNameCodeSequence[0]
+            if hasattr(name_code, "CodeValue"):
+                code_value = name_code.CodeValue
+            elif hasattr(name_code, "LongCodeValue"):
+                code_value = name_code.LongCodeValue
+            else:
+                code_value = name_code.URNCodeValue
+            probe = ContentItem(
+                value_type=child.ValueType,
+                name=CodedConcept(
+                    value=code_value,
+                    scheme_designator=name_code.CodingSchemeDesignator,
+                    meaning=name_code.CodeMeaning,
+                ),
+                relationship_type=child.get("RelationshipType", None),
+            )
+            self.entries.append((probe, child))
+
+    def find(self, value_type: Any, name: Any = None) -> list[Any]:
+        from highdicom.sr import ValueTypeValues
+
+        vt = ValueTypeValues(value_type)
+        return [
+            child
+            for probe, child in self.entries
+            if probe.value_type == vt and (name is None or probe.name == name)
+        ]
+
+    def first_value(self, value_type: Any, name: Any) -> Any:
+        found = self.find(value_type, name)
+        return found[0].value if found else None
+
+
+def _group_from_highdicom(item: Dataset, template: str) -> MeasurementGroup:
+    """Core fields as highdicom's group template reads them; what it does not expose (TID 1502,
+    evaluations) from the tree.
+
+    The values are those of highdicom's properties (``finding_type``, ``finding_category``,
+    ``finding_sites``, ``method``, ``get_measurements()`` with each measurement's ``derivation`` and
+    ``method``, ``roi``, ``tracking_uid``, ``tracking_identifier``), found in one pass over the group's
+    children rather than one search of them per property.
+    """
+    import highdicom as hd
+    from highdicom.sr import ValueTypeValues
+    from highdicom.sr.templates import VolumetricROIMeasurementsAndQualitativeEvaluations
+    from highdicom.uid import UID
+    from pydicom.sr.codedict import codes as dcm
+
+    code, text, uidref, num = (
+        ValueTypeValues.CODE,
+        ValueTypeValues.TEXT,
+        ValueTypeValues.UIDREF,
+        ValueTypeValues.NUM,
+    )
+    children = _Children(item, required=True)
+    warns: list[str] = []
+    finding = _as_code(children.first_value(code, dcm.DCM.Finding))
+    category = _as_code(children.first_value(code, Code("276214006", "SCT", "Finding category")))
+    sites = [c for fs in children.find(code, dcm.SCT.FindingSite) if (c := _as_code(fs.value)) is not None]
+    method = _as_code(children.first_value(code, dcm.SCT.MeasurementMethod))
+    measurements: list[Measurement] = []
+    # highdicom's measurements as get_measurements() builds them (value re-encoded, relationship CONTAINS),
+    # without its copy of each NUM's modifiers: those are read from the NUM itself.
+    rebuilt_all: list[tuple[Dataset, Any]] = []
+    for num_item in children.find(num):
+        if not isinstance(num_item, hd.sr.NumContentItem):
+            raise TypeError("Measurement shall contain a NUM content item.")
+        rebuilt_all.append(
+            (
+                num_item,
+                hd.sr.Measurement(
+                    name=num_item.name, value=num_item.value, unit=num_item.unit, qualifier=num_item.qualifier
+                ),
+            )
+        )
+    for num_item, rebuilt in rebuilt_all:
+        value_item: Dataset = rebuilt[0]
+        if _get(value_item, "RelationshipType") != "CONTAINS":
+            continue  # TID 1502 Time Point Order and other context NUMs
+        modifiers = _Children(num_item, required=False)
+        images, region = _references(num_item)
+        measurement = _measurement(
+            name=_as_code(rebuilt.name),
+            raw_value=_raw_numeric(value_item),
+            unit=_as_code(rebuilt.unit),
+            derivation=_as_code(modifiers.first_value(code, dcm.DCM.Derivation)),
+            method=_as_code(modifiers.first_value(code, dcm.SCT.MeasurementMethod)) or method,
+            dimension_label=None,
+            images=images,
+            region=region,
+            warns=warns,
+        )
+        if measurement is not None:
+            measurements.append(measurement)
+    for fs in _measurement_sites(item):
+        if fs not in sites:
+            sites.append(fs)
+    images, regions = _group_references(item)
+    roi: Any = None
+    if template == "1410":
+        scoords = children.find(ValueTypeValues.SCOORD, dcm.DCM.ImageRegion)
+        scoords3d = [] if scoords else children.find(ValueTypeValues.SCOORD3D, dcm.DCM.ImageRegion)
+        if scoords:
+            roi = hd.sr.ImageRegion.from_dataset(scoords[0], copy=False)
+        elif scoords3d:
+            roi = hd.sr.ImageRegion3D.from_dataset(scoords3d[0], copy=False)
+    elif template == "1411":  # a volume surface or a list of regions: evaluated as highdicom does, unused
+        group: Any = hd.sr.ContentSequence([item], is_root=False, is_sr=True)  # type: ignore[list-item]
+        group.__class__ = VolumetricROIMeasurementsAndQualitativeEvaluations
+        roi = group.roi
+    if roi is not None:
+        refs, region = _references_of_region(roi)
+        images = _unique(images + refs)
+        if region is not None and region not in regions:
+            regions.append(region)
+    tracking_uid_value = children.first_value(uidref, dcm.DCM.TrackingUniqueIdentifier)
+    tracking_uid = _checked_uid(UID(tracking_uid_value) if tracking_uid_value is not None else None, warns)
+    return MeasurementGroup(
+        tracking_identifier=_clean_text(children.first_value(text, dcm.DCM.TrackingIdentifier)),
+        tracking_uid=tracking_uid,
+        finding=finding,
+        finding_category=category,
+        finding_sites=tuple(sites),
+        measurements=tuple(measurements),
+        images=tuple(images),
+        regions=tuple(regions),
+        time_point=_time_point(item),
+        evaluations=tuple(_evaluations(item)),
+        method=method,
+        template=template,
+        warnings=tuple(warns),
+    )
 
 
 def _group_key(item: Dataset) -> tuple[str | None, str | None, int]:
@@ -559,61 +840,6 @@ def _is_tid1500_by_structure(ds: Dataset) -> bool:
     if not matches(_concept(ds), codes.REPORT_TITLES):
         return False
     return any(matches(_concept(c), codes.IMAGING_MEASUREMENTS) for c in _children(ds))
-
-
-def _group_from_highdicom(g: Any, template: str) -> MeasurementGroup:
-    """Core fields from highdicom's API; what it does not expose (TID 1502, evaluations) from the tree."""
-    item: Dataset = g[0]
-    warns: list[str] = []
-    finding = _as_code(g.finding_type)
-    category = _as_code(g.finding_category)
-    sites = [c for fs in g.finding_sites if (c := _as_code(fs.value)) is not None]
-    method = _as_code(g.method)
-    measurements: list[Measurement] = []
-    for m in g.get_measurements():
-        num_item: Dataset = m[0]
-        if _get(num_item, "RelationshipType") != "CONTAINS":
-            continue  # TID 1502 Time Point Order and other context NUMs
-        images, region = _references(num_item)
-        measurement = _measurement(
-            name=_as_code(m.name),
-            raw_value=_raw_numeric(num_item),
-            unit=_as_code(m.unit),
-            derivation=_as_code(m.derivation),
-            method=_as_code(m.method) or method,
-            dimension_label=None,
-            images=images,
-            region=region,
-            warns=warns,
-        )
-        if measurement is not None:
-            measurements.append(measurement)
-    for fs in _measurement_sites(item):
-        if fs not in sites:
-            sites.append(fs)
-    images, regions = _group_references(item)
-    roi = getattr(g, "roi", None)
-    if roi is not None:
-        refs, region = _references_of_region(roi)
-        images = _unique(images + refs)
-        if region is not None and region not in regions:
-            regions.append(region)
-    tracking_uid = _checked_uid(g.tracking_uid, warns)
-    return MeasurementGroup(
-        tracking_identifier=_clean_text(g.tracking_identifier),
-        tracking_uid=tracking_uid,
-        finding=finding,
-        finding_category=category,
-        finding_sites=tuple(sites),
-        measurements=tuple(measurements),
-        images=tuple(images),
-        regions=tuple(regions),
-        time_point=_time_point(item),
-        evaluations=tuple(_evaluations(item)),
-        method=method,
-        template=template,
-        warnings=tuple(warns),
-    )
 
 
 # --------------------------------------------------------------------------------------------------------
