@@ -291,6 +291,8 @@ class PipelineSettings(Section):
     # Attempts before a failing job stays failed; a failed attempt waits ``retry_after_s``.
     max_attempts: int = Field(5, ge=1)
     retry_after_s: float = Field(60, ge=0)
+    # An unreachable or busy peer is not an attempt: the job waits retry_after_s (>= 1 s) doubling up to this.
+    outage_retry_max_s: float = Field(600, gt=0)
     # Prior studies searched on the PACS: this many years back, these modalities.
     prior_years: float = Field(3, gt=0)
     prior_modalities: list[str] = Field(default_factory=lambda: ["CT", "MR", "SR"])

@@ -199,6 +199,8 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     # A failed attempt is retried no earlier than this (None: at once).
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Consecutive retries because a peer was unreachable: they set the back-off, not counted in ``attempts``.
+    outage_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

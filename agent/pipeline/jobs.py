@@ -102,6 +102,7 @@ def finish(session: Session, job: Job, error: str | None = None, now: datetime |
     job.state = JobState.FAILED.value if error else JobState.DONE.value
     job.last_error = error
     job.lease_until = None
+    job.outage_retries = 0
     job.updated_at = now
     log.info("job.finished", job=job.id, kind=job.kind, state=job.state)
 
@@ -124,6 +125,27 @@ def retry_later(
     job.not_before = now + timedelta(seconds=delay_s)
     job.updated_at = now
     log.info("job.retry_later", job=job.id, kind=job.kind, attempt=job.attempts, delay_s=delay_s)
+
+
+def outage_delay(retries: int, base_s: float, cap_s: float) -> float:
+    """Back-off before retry ``retries + 1`` while a peer is unreachable: ``base_s`` (at least 1 s) doubling,
+    capped at ``cap_s`` (never below the first wait)."""
+    first = max(base_s, 1.0)
+    return float(min(first * 2.0 ** min(retries, 32), max(cap_s, first)))
+
+
+def retry_after_outage(
+    session: Session, job: Job, error: str, base_s: float, cap_s: float, now: datetime | None = None
+) -> float:
+    """Give a claimed job back because a peer was unreachable: the attempt its claim counted is returned
+    (an outage never uses up ``max_attempts``) and it waits a capped, doubling back-off. The caller commits;
+    returns the delay."""
+    delay = outage_delay(job.outage_retries or 0, base_s, cap_s)
+    job.attempts = max((job.attempts or 0) - 1, 0)
+    job.outage_retries = (job.outage_retries or 0) + 1
+    retry_later(session, job, error, delay, now)
+    log.info("job.outage_retry", job=job.id, kind=job.kind, outage_retries=job.outage_retries, delay_s=delay)
+    return delay
 
 
 def log_enqueued(job: Job, study_uid: str | None) -> None:

@@ -62,7 +62,8 @@ from agent.db.models import (
     StudyState,
     utcnow,
 )
-from agent.dicom.scu import SCUError
+from agent.dicom.scu import Outcome as PeerOutcome
+from agent.dicom.scu import SCUError, StatusError, TransientError
 from agent.log import get_logger, uid_hash
 from agent.metrics import PIPELINE_DURATION
 from agent.pipeline import jobs, outbox
@@ -415,7 +416,23 @@ def write_outputs(report: ResponseReport, out_dir: Path, org_root: str) -> Writt
 
 
 class RetryLater(Exception):
-    """A transient problem (PACS unreachable): the job goes back to the queue."""
+    """A problem with a peer: the job goes back to the queue.
+
+    ``outage``: the peer could not be reached or was busy (no association, timeout, abort, a transient
+    status); such a retry does not count against ``pipeline.max_attempts``, so an outage of any length never
+    makes a study fail. Otherwise (the peer refused for good) the retry is one of the job's attempts.
+    """
+
+    def __init__(self, message: str, *, outage: bool = False) -> None:
+        super().__init__(message)
+        self.outage = outage
+
+
+def peer_outage(exc: SCUError) -> bool:
+    """The peer was unreachable or busy, as opposed to refusing the request."""
+    if isinstance(exc, TransientError):
+        return True
+    return isinstance(exc, StatusError) and exc.outcome is PeerOutcome.TRANSIENT
 
 
 @dataclass
@@ -583,7 +600,7 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
             store_handler=deps.store_handler,
         )
     except SCUError as exc:
-        raise RetryLater(str(exc)) from exc
+        raise RetryLater(str(exc), outage=peer_outage(exc)) from exc
     timings["find"] = search.find_s
     timings["retrieve"] = search.retrieve_s
 
@@ -786,18 +803,23 @@ class Worker:
                 )
         assert study_pk is not None
         started = time.perf_counter()
+        outage = False
         try:
             outcome = process_study(self.deps, study_pk)
             error = None
         except RetryLater as exc:
-            outcome, error = None, str(exc)
+            outcome, error, outage = None, str(exc), exc.outage
         except Exception as exc:  # one bad study must not stop the worker
             log.error("pipeline.failed", job=job_id, error=type(exc).__name__, detail=str(exc)[:300])
             outcome, error = None, f"{type(exc).__name__}: {exc}"[:500]
         with sessions.begin() as session:
             job = session.get(Job, job_id)
             assert job is not None
-            if outcome is None and attempts < ps.max_attempts:
+            if outcome is None and outage:  # never fails the study: back-off, attempts untouched
+                jobs.retry_after_outage(session, job, error or "", ps.retry_after_s, ps.outage_retry_max_s)
+                final_state = StudyState.STABLE.value
+            elif outcome is None and attempts < ps.max_attempts:
+                job.outage_retries = 0
                 jobs.retry_later(session, job, error or "", ps.retry_after_s)
                 final_state = StudyState.STABLE.value
             elif outcome is None:

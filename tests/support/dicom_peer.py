@@ -22,6 +22,8 @@ class DicomPeer:
     ae_title: str = "TESTPACS"
     port: int = 0
     statuses: list[int] = field(default_factory=list)
+    # Final statuses of the next C-FIND requests (none left: success, no match).
+    find_statuses: list[int] = field(default_factory=list)
     received: list[str] = field(default_factory=list)
     finds: int = 0
     _server: Any = None
@@ -37,7 +39,9 @@ class DicomPeer:
     def _on_find(self, event: Any) -> Iterator[tuple[int, Any]]:
         with self._lock:
             self.finds += 1
-        yield from ()
+            status = self.find_statuses.pop(0) if self.find_statuses else None
+        if status is not None:
+            yield status, None
 
     def start(self) -> DicomPeer:
         ae = AE(ae_title=self.ae_title)

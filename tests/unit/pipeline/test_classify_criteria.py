@@ -265,42 +265,96 @@ def indexed_liver_study(sessions, spool: Path) -> tuple[int, str]:
         return study.id, str(ds.StudyInstanceUID)
 
 
-def test_silent_pacs_raises_pacs_unreachable_then_study_failed_and_both_resolve(tmp_path: Path) -> None:
-    sessions = migrated_sessions(tmp_path / "agent.db")
-    spool = tmp_path / "spool"
-    port = free_port()  # the PACS is down: nothing listens
-    settings = Settings(
+def worker_settings(tmp_path: Path, spool: Path, port: int, **pipeline: object) -> Settings:
+    return Settings(
         storage={"spool_dir": str(spool), "min_free_mb": 0},
         peers={"pacs": {"ae_title": "TESTPACS", "host": "127.0.0.1", "port": port, "acse_timeout_s": 5,
                         "store": False}},
-        pipeline={"max_attempts": 1, "results_dir": str(tmp_path / "results")},
+        pipeline={"results_dir": str(tmp_path / "results"), **pipeline},
         alerts={"pacs_unreachable_after_s": 0, "sinks": {"log": {"type": "log"}}},
     )  # fmt: skip
+
+
+def make_due(sessions, study_pk: int) -> None:  # type: ignore[no-untyped-def]
+    """The back-off has passed: the job may be claimed again."""
+    with sessions.begin() as s:
+        job = s.scalars(select(Job).where(Job.study_pk == study_pk, Job.state == "pending")).one()
+        job.not_before = None
+
+
+def test_a_pacs_outage_never_fails_the_study_and_backs_off_up_to_the_cap(tmp_path: Path) -> None:
+    sessions = migrated_sessions(tmp_path / "agent.db")
+    spool = tmp_path / "spool"
+    port = free_port()  # the PACS is down: nothing listens
+    settings = worker_settings(tmp_path, spool, port, max_attempts=2, retry_after_s=1, outage_retry_max_s=5)
     try:
         study_pk, _ = indexed_liver_study(sessions, spool)
         worker = Worker(Deps(settings, sessions))
-        assert worker.run_one()
-        with sessions() as s:
-            assert s.get(Study, study_pk).state == "failed"
-            alerts = {(a.code, a.subject, a.state) for a in s.scalars(select(AlertRecord))}
-        assert alerts == {
-            ("PACS_UNREACHABLE", "peer:pacs", "open"),
-            ("STUDY_FAILED", f"study:{study_pk}", "open"),
-        }
-        # The PACS answers again (no prior studies); the operator reprocesses the study.
+        delays = []
+        for _ in range(6):  # three times max_attempts
+            assert worker.run_one()
+            with sessions() as s:
+                job = s.scalars(select(Job).where(Job.study_pk == study_pk)).one()
+                assert (job.state, job.attempts, s.get(Study, study_pk).state) == ("pending", 0, "stable")
+                assert (job.last_error or "").startswith("pacs: ")
+                delays.append(round((job.not_before - job.updated_at).total_seconds(), 3))
+                alerts = {(a.code, a.state) for a in s.scalars(select(AlertRecord))}
+            assert alerts == {("PACS_UNREACHABLE", "open")}  # and never STUDY_FAILED
+            assert not worker.run_one()  # waiting out its back-off
+            make_due(sessions, study_pk)
+        assert delays == [1, 2, 4, 5, 5, 5]
+        # The PACS answers again (no prior studies): the same job completes on its first real attempt.
         peer = DicomPeer(port=port).start()
         try:
-            with sessions.begin() as s:
-                jobs.enqueue(s, jobs.PROCESS_STUDY, study_pk)
-                s.get(Study, study_pk).state = "stable"
             assert worker.run_one()
         finally:
             peer.stop()
         assert peer.finds == 1
         with sessions() as s:
             assert s.get(Study, study_pk).state == "done"
+            (job,) = s.scalars(select(Job))
+            assert (job.state, job.attempts, job.outage_retries) == ("done", 1, 0)
+            alerts = {(a.code, a.state) for a in s.scalars(select(AlertRecord))}
+        assert alerts == {("PACS_UNREACHABLE", "resolved")}
+    finally:
+        sessions.kw["bind"].dispose()
+
+
+def test_a_refusing_pacs_uses_up_the_attempts_then_study_failed_until_reprocessed(tmp_path: Path) -> None:
+    sessions = migrated_sessions(tmp_path / "agent.db")
+    spool = tmp_path / "spool"
+    # C-FIND answered 0xA700 (out of resources: busy, an outage) then 0xC000 twice (refused: real failures).
+    peer = DicomPeer(find_statuses=[0xA700, 0xC000, 0xC000]).start()
+    settings = worker_settings(tmp_path, spool, peer.port, max_attempts=2, retry_after_s=0)
+    try:
+        study_pk, _ = indexed_liver_study(sessions, spool)
+        worker = Worker(Deps(settings, sessions))
+        assert worker.run_one()
+        make_due(sessions, study_pk)
+        with sessions() as s:
+            job = s.scalars(select(Job)).one()
+            assert (job.state, job.attempts, job.outage_retries) == ("pending", 0, 1)
+        assert worker.run_one()  # refused: attempt 1 of 2
+        with sessions() as s:
+            job = s.scalars(select(Job)).one()
+            assert (job.state, job.attempts, job.outage_retries) == ("pending", 1, 0)
+            assert "0xC000" in (job.last_error or "")
+        assert worker.run_one()  # refused again: failed for good
+        with sessions() as s:
+            assert s.get(Study, study_pk).state == "failed"
+            alerts = {(a.code, a.subject, a.state) for a in s.scalars(select(AlertRecord))}
+        assert alerts == {("STUDY_FAILED", f"study:{study_pk}", "open")}
+        # The operator reprocesses the study; the PACS answers (no prior studies).
+        with sessions.begin() as s:
+            jobs.enqueue(s, jobs.PROCESS_STUDY, study_pk)
+            s.get(Study, study_pk).state = "stable"
+        assert worker.run_one()
+        assert peer.finds == 4
+        with sessions() as s:
+            assert s.get(Study, study_pk).state == "done"
             alerts = {(a.code, a.state, a.study_pk) for a in s.scalars(select(AlertRecord))}
             assert [j.state for j in s.scalars(select(Job).order_by(Job.id))] == ["failed", "done"]
-        assert alerts == {("PACS_UNREACHABLE", "resolved", None), ("STUDY_FAILED", "resolved", study_pk)}
+        assert alerts == {("STUDY_FAILED", "resolved", study_pk)}
     finally:
+        peer.stop()
         sessions.kw["bind"].dispose()
