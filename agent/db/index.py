@@ -16,12 +16,13 @@ before the listener opens. Every other connection keeps ``synchronous=FULL`` (jo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, case, select
@@ -286,6 +287,143 @@ def record_instance(session: Session | Connection, rec: InstanceRecord, now: dat
     )
 
 
+def _sqlite_time(now: datetime) -> str:
+    """``now`` as SQLAlchemy stores a ``UTCDateTime`` in SQLite (naive UTC, microseconds)."""
+    return now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+_SQLITE_PATIENT = (
+    "INSERT INTO patients (patient_id, issuer, name, birth_date, created_at) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (patient_id, issuer) DO UPDATE SET name = excluded.name, birth_date = excluded.birth_date"
+    " RETURNING id"
+)
+_SQLITE_STUDY_STATE = "SELECT id, state FROM studies WHERE study_uid = ?"
+_SQLITE_STUDY_COLUMNS = (
+    "INSERT INTO studies (study_uid, patient_pk, study_date, study_time, accession_number, description,"
+    " state, first_received_at, last_received_at, receiving_since, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_STUDY_ROUTED = (
+    _SQLITE_STUDY_COLUMNS
+    + " ON CONFLICT (study_uid) DO UPDATE SET last_received_at = excluded.last_received_at,"
+    " receiving_since = CASE WHEN studies.state = 'receiving' THEN studies.receiving_since"
+    " ELSE excluded.receiving_since END,"
+    " stable_at = CASE WHEN studies.state = 'receiving' THEN studies.stable_at ELSE NULL END,"
+    " state = 'receiving', updated_at = excluded.updated_at RETURNING id"
+)
+_SQLITE_STUDY_RETRIEVED = _SQLITE_STUDY_COLUMNS + " RETURNING id"
+_SQLITE_SERIES = (
+    "INSERT INTO series (series_uid, study_pk, modality, series_number, description, body_part)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series_uid) DO UPDATE SET study_pk = excluded.study_pk"
+    " RETURNING id"
+)
+_SQLITE_INSTANCE_PATH = "SELECT path FROM instances WHERE sop_uid = ?"
+_SQLITE_INSTANCE = (
+    "INSERT INTO instances (sop_uid, series_pk, sop_class_uid, transfer_syntax_uid, instance_number, path,"
+    " size, calling_aet, origin, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (sop_uid) DO UPDATE SET series_pk = excluded.series_pk,"
+    " sop_class_uid = excluded.sop_class_uid, transfer_syntax_uid = excluded.transfer_syntax_uid,"
+    " instance_number = excluded.instance_number, path = excluded.path, size = excluded.size,"
+    " calling_aet = excluded.calling_aet, origin = excluded.origin, received_at = excluded.received_at"
+)
+_RECEIVING = StudyState.RECEIVING.value
+
+
+class _SqliteRecorder:
+    """:func:`record_instance` for the listener's own SQLite connection, on the driver directly.
+
+    The same rows as :func:`record_instance` (a test compares the two), in a quarter of the time: prepared
+    statements of the ``sqlite3`` module instead of SQLAlchemy's execution path, and no statement for what
+    cannot have changed since the previous instance of the series (the patient row with the same name and
+    birth date, the series row under the same study). Rows of patients and series are never deleted, so
+    their primary keys stay valid; the study's state is read for every instance, since others change it.
+    """
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self._patients: dict[tuple[str, str], tuple[int, str | None, str | None]] = {}
+        self._series: dict[str, tuple[int, int]] = {}
+
+    def forget(self) -> None:
+        """Drop the cached keys (after a rolled back transaction that may have created them)."""
+        self._patients.clear()
+        self._series.clear()
+
+    def record(self, rec: InstanceRecord, ts: str) -> Recorded:
+        db = self.db
+        key = (rec.patient_id[:64], rec.issuer_of_patient_id[:64])
+        name, birth = _clip(rec.patient_name, 324), _clip(rec.patient_birth_date, 8)
+        cached = self._patients.get(key)
+        if cached is not None and cached[1] == name and cached[2] == birth:
+            patient_pk = cached[0]
+        else:
+            patient_pk = db.execute(_SQLITE_PATIENT, (key[0], key[1], name, birth, ts)).fetchone()[0]
+            self._patients[key] = (patient_pk, name, birth)
+        row = db.execute(_SQLITE_STUDY_STATE, (rec.study_uid,)).fetchone()
+        previous_state = None if row is None else row[1]
+        routed = rec.origin != RETRIEVED
+        if routed or row is None:
+            values = (
+                rec.study_uid,
+                patient_pk,
+                _clip(rec.study_date, 8),
+                _clip(rec.study_time, 16),
+                _clip(rec.accession_number, 16),
+                _clip(rec.study_description, 64),
+                _RECEIVING if routed else StudyState.PRIOR.value,
+                ts,
+                ts,
+                ts,
+                ts,
+            )
+            # Inside the writer's BEGIN IMMEDIATE nobody else inserts the study between the two statements.
+            study_pk = db.execute(
+                _SQLITE_STUDY_ROUTED if routed else _SQLITE_STUDY_RETRIEVED, values
+            ).fetchone()[0]
+        else:
+            study_pk = row[0]
+        series = self._series.get(rec.series_uid)
+        if series is not None and series[1] == study_pk:
+            series_pk = series[0]
+        else:
+            series_pk = db.execute(
+                _SQLITE_SERIES,
+                (
+                    rec.series_uid,
+                    study_pk,
+                    _clip(rec.modality, 16),
+                    _clip(rec.series_number, 12),
+                    _clip(rec.series_description, 64),
+                    _clip(rec.body_part, 16),
+                ),
+            ).fetchone()[0]
+            self._series[rec.series_uid] = (series_pk, study_pk)
+        old = db.execute(_SQLITE_INSTANCE_PATH, (rec.sop_uid,)).fetchone()
+        old_path = None if old is None else old[0]
+        db.execute(
+            _SQLITE_INSTANCE,
+            (
+                rec.sop_uid,
+                series_pk,
+                rec.sop_class_uid,
+                rec.transfer_syntax_uid,
+                _clip(rec.instance_number, 12),
+                rec.path,
+                rec.size,
+                rec.calling_aet,
+                rec.origin,
+                ts,
+            ),
+        )
+        return Recorded(
+            study_pk=study_pk,
+            previous_state=previous_state,
+            replaced_path=old_path if old_path is not None and old_path != rec.path else None,
+            replaced=old_path is not None,
+            reopened=routed and previous_state not in (None, _RECEIVING),
+        )
+
+
 class IndexWriter:
     """One thread that indexes instances for every association, committing concurrent ones together.
 
@@ -306,18 +444,21 @@ class IndexWriter:
         self._now = now
         self._relaxed_sync = relaxed_sync
         self._conn: Connection | None = None
+        # SQLite: the driver's own connection and the recorder on it (see _SqliteRecorder).
+        self._raw: Any = None
+        self._recorder: _SqliteRecorder | None = None
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
         self._thread.start()
 
     def record(self, rec: InstanceRecord) -> Recorded:
+        return self.submit(rec).wait()
+
+    def submit(self, rec: InstanceRecord) -> _Pending:
+        """Queue ``rec`` for the next commit; ``wait()`` on the result blocks until it is committed."""
         pending = _Pending(rec)
         self._queue.put(pending)
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+        return pending
 
     def close(self) -> None:
         """Stop the writer thread, then make every commit it made durable (see :meth:`sync`)."""
@@ -378,8 +519,13 @@ class IndexWriter:
         finally:
             if self._conn is not None:
                 self._conn.close()
+            if self._raw is not None:
+                self._raw.close()
 
     def _commit(self, batch: list[_Pending]) -> None:
+        if self._engine.dialect.name == "sqlite":
+            self._commit_sqlite(batch)
+            return
         try:
             conn = self._connection()
             with conn.begin():
@@ -403,6 +549,53 @@ class IndexWriter:
         for p in batch:
             p.done.set()
 
+    def _sqlite(self) -> tuple[Any, _SqliteRecorder]:
+        if self._raw is None or self._recorder is None:
+            raw = self._engine.raw_connection()  # the engine's pragmas applied, isolation_level None
+            if self._relaxed_sync:
+                raw.dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
+            self._raw = raw
+            self._recorder = _SqliteRecorder(raw.dbapi_connection)
+        return self._raw.dbapi_connection, self._recorder
+
+    def _commit_sqlite(self, batch: list[_Pending]) -> None:
+        """As :meth:`_commit` on the driver's connection: BEGIN IMMEDIATE, a savepoint per request, COMMIT."""
+        recorder: _SqliteRecorder | None = None
+        try:
+            db, recorder = self._sqlite()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                ts = _sqlite_time(self._now())
+                for p in batch:
+                    if len(batch) == 1:
+                        p.result = recorder.record(p.rec, ts)
+                        continue
+                    db.execute("SAVEPOINT instance")
+                    try:
+                        p.result = recorder.record(p.rec, ts)
+                    except Exception as exc:
+                        p.error = exc
+                        db.execute("ROLLBACK TO instance")
+                        recorder.forget()
+                    db.execute("RELEASE instance")
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    db.execute("ROLLBACK")
+                raise
+        except Exception as exc:
+            for p in batch:
+                p.result = None
+                p.error = p.error or exc
+            if recorder is not None:
+                recorder.forget()
+            if self._raw is not None:
+                with contextlib.suppress(Exception):
+                    self._raw.invalidate()
+                self._raw = self._recorder = None
+        for p in batch:
+            p.done.set()
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -410,3 +603,11 @@ class _Pending:
     done: threading.Event = field(default_factory=threading.Event)
     result: Recorded | None = None
     error: Exception | None = None
+
+    def wait(self) -> Recorded:
+        """The committed :class:`Recorded`, or the error that prevented the commit."""
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result

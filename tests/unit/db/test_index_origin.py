@@ -117,3 +117,47 @@ def test_index_writer_batches_keep_each_origin(sessions) -> None:
         states = dict(s.execute(select(Study.study_uid, Study.state)).all())
     assert states == {"1.2.9": "prior", "1.2.8": "receiving"}
     assert origins(sessions) == {"1.2.9.1": "retrieved", "1.2.8.1": "routed"}
+
+
+def test_listener_writer_on_sqlite_writes_the_same_rows_as_record_instance(tmp_path: Path) -> None:
+    """The IndexWriter's direct SQLite path and the SQLAlchemy upserts leave identical tables."""
+    steps: list[tuple[InstanceRecord | str, datetime]] = [
+        (rec("1.2.3.1"), T0),
+        (rec("1.2.3.2"), T0 + timedelta(seconds=1)),
+        (replace(rec("1.2.3.3"), patient_name="Doe^Janet"), T0 + timedelta(seconds=2)),
+        (rec("1.2.7.1", study="1.2.7", series="1.2.7.1", origin=RETRIEVED), T0 + timedelta(seconds=3)),
+        (rec("1.2.7.2", study="1.2.7", series="1.2.7.1", origin=RETRIEVED), T0 + timedelta(seconds=4)),
+        ("UPDATE studies SET state = 'done', stable_at = '2024-03-12 10:00:30.000000'", T0),
+        (rec("1.2.3.4", origin=RETRIEVED), T0 + timedelta(seconds=5)),
+        (rec("1.2.3.5"), T0 + timedelta(seconds=6)),  # reopens
+        (rec("1.2.7.3", study="1.2.7", series="1.2.7.2"), T0 + timedelta(seconds=7)),  # routed: opens
+        (rec("1.2.3.1", series="1.2.3.11"), T0 + timedelta(seconds=8)),  # filed again elsewhere
+        (replace(rec("1.2.3.2"), size=999, origin=RETRIEVED), T0 + timedelta(seconds=9)),
+    ]
+    dumps = []
+    for kind in ("core", "writer"):
+        engine = make_engine(f"sqlite:///{tmp_path / kind}.db")
+        upgrade(engine)
+        sessions = session_factory(engine)
+        clock = [T0]
+        writer = IndexWriter(engine, lambda: clock[0]) if kind == "writer" else None
+        results = []
+        for step, at in steps:
+            if isinstance(step, str):
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(step)
+                continue
+            clock[0] = at
+            results.append(writer.record(step) if writer else store(sessions, step, at))
+        if writer:
+            writer.close()
+        with engine.connect() as conn:
+            tables = {
+                t: conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY id").all()
+                for t in ("patients", "studies", "series", "instances")
+            }
+        dumps.append((results, tables))
+        engine.dispose()
+    assert dumps[0] == dumps[1]
+    results, tables = dumps[0]
+    assert [r.reopened for r in results] == [False] * 6 + [True, True, False, False]
