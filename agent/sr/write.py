@@ -46,6 +46,7 @@ from typing import Any
 import highdicom as hd
 import numpy as np
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian
@@ -76,6 +77,7 @@ ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 SUM_IDENTIFIER = "Sum of target lesion diameters"
 _CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 _MODIFIER = hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD
+_CONTENT_SEQUENCE = 0x0040A730
 _PROCEDURES = {
     "CT": codes.CT_UNSPECIFIED_BODY_REGION,
     "MR": codes.MR_UNSPECIFIED_BODY_REGION,
@@ -174,12 +176,21 @@ def response_sr(
         imaging_measurements=groups,
         title=codes.ONCOLOGY_MEASUREMENT_REPORT,
     )
-    content[0].ContentSequence.append(_qualitative_evaluations(report, tab))
+    root: Any = content[0]  # the root CONTAINER item (a highdicom ContainerContentItem)
+    root.ContentSequence.append(_qualitative_evaluations(report, tab))
+    evidence = _evidence_datasets(report)
+    _check_evidence(root, evidence)
     content_date, content_time = _created(report, created)
     fp = fingerprint(report)
+    # highdicom's constructor deep-copies the content it is given, parses the copy again and searches the
+    # whole tree for references: it gets the root without its children (the tree, built here with
+    # highdicom's own classes, is attached afterwards as it stands); _check_evidence did the search.
+    shallow = Dataset()
+    for elem in root:
+        shallow.add(elem if elem.tag != _CONTENT_SEQUENCE else DataElement(_CONTENT_SEQUENCE, "SQ", []))
     sr = hd.sr.ComprehensiveSR(
-        evidence=_evidence_datasets(report),
-        content=content[0],
+        evidence=evidence,
+        content=shallow,
         series_instance_uid=series_uid(report, org_root),
         series_number=SERIES_NUMBER,
         sop_instance_uid=derive_uid(org_root, "response-sr", report.current.study_uid, fp),
@@ -199,12 +210,33 @@ def response_sr(
         series_time=content_time,
         specific_character_set="ISO_IR 192",
     )
+    sr[_CONTENT_SEQUENCE] = root[_CONTENT_SEQUENCE]
+    sr._content = hd.sr.ContentSequence([root], is_root=True)
     sr.InstanceCreationDate = DA(content_date)
     sr.InstanceCreationTime = TM(content_time)
     for equipment in sr.get("ContributingEquipmentSequence", []):  # highdicom stamps its clock here
         equipment.ContributionDateTime = content_date + content_time
     _set_character_set(sr)
     return sr
+
+
+def _check_evidence(root: Dataset, evidence: Sequence[Dataset]) -> None:
+    """Every instance an IMAGE or COMPOSITE item references is in the evidence (highdicom's own check)."""
+    known = {str(e.SOPInstanceUID) for e in evidence}
+    missing: set[str] = set()
+    stack = list(root.get("ContentSequence", []))
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") in ("IMAGE", "COMPOSITE"):
+            uid = str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+            if uid not in known:
+                missing.add(uid)
+        stack.extend(item.get("ContentSequence", []))
+    if missing:
+        raise ValueError(
+            "No evidence was provided for the following SOP instances, which are referenced in the "
+            'document content: "{}"'.format('", "'.join(sorted(missing)))
+        )
 
 
 def _set_character_set(ds: Dataset) -> None:

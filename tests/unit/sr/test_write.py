@@ -430,3 +430,28 @@ def test_tracking_context_in_dump_of_our_sr_names_the_current_study(
     data = timeline_to_dict(tracked)
     assert data["timepoints"][0]["study_instance_uid"] == pydicom.dcmread(inputs.fu2).StudyInstanceUID
     assert data["timepoints"][0]["date"] == "2024-05-06"
+
+
+def test_an_image_referenced_without_evidence_is_refused() -> None:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes as dcm
+
+    from agent.sr.write import _check_evidence
+
+    image = hd.sr.ImageContentItem(
+        dcm.DCM.SourceOfMeasurement, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5",
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )  # fmt: skip
+    group = hd.sr.ContainerContentItem(
+        dcm.DCM.MeasurementGroup, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    group.ContentSequence = [image]
+    root = hd.sr.ContainerContentItem(dcm.DCM.ImagingMeasurementReport)
+    root.ContentSequence = [group]
+    known = Dataset()
+    known.SOPInstanceUID = "1.2.3.4.5"
+    other = Dataset()
+    other.SOPInstanceUID = "1.2.3.4.6"
+    _check_evidence(root, [other, known])
+    with pytest.raises(ValueError, match=r'No evidence .* "1\.2\.3\.4\.5"'):
+        _check_evidence(root, [other])
