@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, case, select
+from sqlalchemy import Connection, Engine, bindparam, case, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -459,6 +459,11 @@ class IndexWriter:
         pending = _Pending(rec)
         self._queue.put(pending)
         return pending
+
+    def drop(self, sop_uid: str, path: str) -> None:
+        """Delete the row of ``sop_uid`` if it still points at ``path`` (its file could not be written)."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(Instance).where(Instance.sop_uid == sop_uid, Instance.path == path))
 
     def close(self) -> None:
         """Stop the writer thread, then make every commit it made durable (see :meth:`sync`)."""

@@ -8,6 +8,10 @@ marker, :func:`reconcile` walks the whole spool before the listener opens and:
   one written just before a crash and never answered: indexing it is harmless, a resend replaces it), with
   the origin the listener marked in its file meta (a retrieved prior never reopens its study);
 - removes files cut short (never acknowledged) and leftover temporary files;
+- drops every row whose file is missing or not of the size recorded: the listener commits the row while
+  the file's ``fsync`` runs and answers only once both are done, so after a power loss a row may point at a
+  file that never reached the disk (its instance was never answered; the sender resends it). A series or
+  study left without any instance, job, result or alert by that goes too;
 - when a SOP Instance has a row pointing at another file (a replacement interrupted between its commit and
   the removal of the earlier copy, or whose commit was lost), keeps the newer file and removes the other.
 
@@ -23,11 +27,21 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, delete, select
 
 from agent.db.index import RETRIEVED, ROUTED, InstanceRecord, record_instance
-from agent.db.models import Instance, utcnow
+from agent.db.models import (
+    AlertRecord,
+    Instance,
+    Job,
+    OutboxItem,
+    OutputVersion,
+    Series,
+    Study,
+    utcnow,
+)
 from agent.dicom.header import FileMeta, HeaderError, Identity, read_file_meta, read_identity
 from agent.dicom.scp import IMPLEMENTATION_CLASS_UID, RETRIEVED_MARK
 from agent.dicom.spool import Spool, is_valid_uid
@@ -43,11 +57,14 @@ class Reconciled:
     files: int = 0
     indexed: int = 0
     removed: int = 0
+    # Index rows dropped because their file is missing or cut short.
+    dropped: int = 0
 
 
 def reconcile(spool: Spool, engine: Engine) -> Reconciled:
     """Make the index agree with the spool (see the module docstring). Returns what it did."""
     result = Reconciled()
+    _drop_rows_without_files(spool, engine, result)
     by_series: dict[Path, list[Path]] = {}
     for relative in spool.files():
         by_series.setdefault(relative.parent, []).append(relative)
@@ -55,8 +72,61 @@ def reconcile(spool: Spool, engine: Engine) -> Reconciled:
     for paths in by_series.values():
         for start in range(0, len(paths), _BATCH):
             _reconcile_batch(spool, engine, paths[start : start + _BATCH], result)
-    log.info("spool.reconciled", files=result.files, indexed=result.indexed, removed=result.removed)
+    log.info(
+        "spool.reconciled",
+        files=result.files,
+        indexed=result.indexed,
+        removed=result.removed,
+        dropped=result.dropped,
+    )
     return result
+
+
+def _drop_rows_without_files(spool: Spool, engine: Engine, result: Reconciled) -> None:
+    """Delete the rows whose file is missing or of another size, and the series and studies left empty."""
+    gone: list[tuple[int, int]] = []
+    with engine.connect() as conn:
+        rows = conn.execution_options(yield_per=2000).execute(
+            select(Instance.id, Instance.series_pk, Instance.path, Instance.size)
+        )
+        for pk, series_pk, path, size in rows:
+            try:
+                if os.stat(spool.root / path).st_size == size:
+                    continue
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+            gone.append((pk, series_pk))
+    if not gone:
+        return
+    series_pks = sorted({s for _, s in gone})
+    with engine.begin() as conn:
+        for start in range(0, len(gone), _BATCH):
+            ids = [pk for pk, _ in gone[start : start + _BATCH]]
+            conn.execute(delete(Instance).where(Instance.id.in_(ids)))
+        left = conn.execute(select(Series.id, Series.study_pk).where(Series.id.in_(series_pks))).all()
+        empty = [(pk, study_pk) for pk, study_pk in left if not _exists(conn, Instance.series_pk, pk)]
+        if empty:
+            conn.execute(delete(Series).where(Series.id.in_([pk for pk, _ in empty])))
+        for study_pk in sorted({study_pk for _, study_pk in empty}):
+            if not any(_exists(conn, column, study_pk) for column in _STUDY_REFERENCES):
+                conn.execute(delete(Study).where(Study.id == study_pk))
+    result.dropped = len(gone)
+
+
+# Rows that keep a study worth keeping even without any instance left.
+_STUDY_REFERENCES = (
+    Series.study_pk,
+    Job.study_pk,
+    OutputVersion.study_pk,
+    OutboxItem.study_pk,
+    AlertRecord.study_pk,
+)
+
+
+def _exists(conn: Connection, column: Any, value: int) -> bool:
+    return conn.execute(select(column).where(column == value).limit(1)).first() is not None
 
 
 def _remove_temporaries(spool: Spool, series_dirs: Iterable[Path]) -> None:

@@ -425,24 +425,16 @@ class StoreSCP:
         assert ident.study_uid and ident.series_uid and ident.sop_instance_uid and ident.sop_class_uid
 
         relative = self.spool.relative_path(ident.study_uid, ident.series_uid, ident.sop_instance_uid)
+        meta = b""
         if spilled is not None:
             size = spilled.size
-            if not self.spool.has_room(0):
-                raise Refusal(OUT_OF_RESOURCES, "spool below its free-space floor")
-            try:
-                spilled.move_in(relative)
-            except SpoolError as exc:
-                raise Refusal(OUT_OF_RESOURCES, f"spool write failed: {exc}") from None
+            incoming = 0
         else:
             assert data is not None
             meta = file_meta(ident.sop_class_uid, ident.sop_instance_uid, transfer_syntax, calling, origin)
-            if not self.spool.has_room(len(meta) + len(data)):
-                raise Refusal(OUT_OF_RESOURCES, "spool below its free-space floor")
-            try:
-                size = self.spool.write(relative, (meta, data))
-            except SpoolError as exc:
-                raise Refusal(OUT_OF_RESOURCES, f"spool write failed: {exc}") from None
-
+            size = incoming = len(meta) + len(data)
+        if not self.spool.has_room(incoming):
+            raise Refusal(OUT_OF_RESOURCES, "spool below its free-space floor")
         record = InstanceRecord(
             patient_id=ident.patient_id,
             issuer_of_patient_id=ident.issuer_of_patient_id or "",
@@ -467,8 +459,28 @@ class StoreSCP:
             calling_aet=calling or None,
             origin=origin,
         )
+        # The index commit runs in the writer thread while this one waits for the file's fsync; the answer
+        # waits for both. A crash in between leaves a row for an unanswered instance whose file may not be
+        # durable: the start-up reconciliation drops such rows (see agent.dicom.reconcile).
+        pending: list[Any] = []
+
+        def index_now() -> None:
+            pending.append(self.index.submit(record))
+
         try:
-            recorded = self.index.record(record)
+            if spilled is not None:
+                spilled.move_in(relative, index_now)
+            else:
+                assert data is not None
+                self.spool.write(relative, (meta, data), index_now)
+        except SpoolError as exc:
+            if pending:  # the row may be committed: take it back, the file is gone
+                with contextlib.suppress(Exception):
+                    pending[0].wait()
+                    self.index.drop(record.sop_uid, record.path)
+            raise Refusal(OUT_OF_RESOURCES, f"spool write failed: {exc}") from None
+        try:
+            recorded = pending[0].wait() if pending else self.index.record(record)
         except Exception as exc:
             # The file is on disk; a retry by the sender replaces it and indexes it.
             raise Refusal(OUT_OF_RESOURCES, f"index write failed: {type(exc).__name__}") from None
@@ -614,10 +626,10 @@ class IncomingInstance:
             raise Refusal(CANNOT_UNDERSTAND, f"unparseable: {result}")
         return result
 
-    def move_in(self, relative: Path) -> None:
+    def move_in(self, relative: Path, before_sync: Callable[[], None] | None = None) -> None:
         fd, path = cast(int, self._fd), cast(Path, self._path)
         self._fd = self._path = None
-        self.scp.spool.move_in(fd, path, relative)
+        self.scp.spool.move_in(fd, path, relative, before_sync)
 
     def discard(self) -> None:
         self._buf = bytearray()

@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 UID_MAX = 64
@@ -137,11 +137,17 @@ class Spool:
                 raise ValueError("not a valid DICOM UID")
         return Path(study_uid, series_uid, f"{sop_uid}.dcm")
 
-    def write(self, relative: Path, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
+    def write(
+        self,
+        relative: Path,
+        chunks: Iterable[bytes | bytearray | memoryview],
+        before_sync: Callable[[], None] | None = None,
+    ) -> int:
         """Write ``chunks`` durably to ``relative``; return the number of bytes written.
 
         A new file is created under its final name; an existing file of the same name is replaced only once
-        the new one is complete on disk.
+        the new one is complete on disk. ``before_sync`` is called once every byte is written and before the
+        ``fsync`` (the listener starts its index commit there, so the two overlap).
         """
         target = self.root / relative
         directory = target.parent
@@ -149,12 +155,14 @@ class Spool:
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         except FileExistsError:
-            return self._replace(target, chunks)
+            return self._replace(target, chunks, before_sync)
         except OSError as exc:
             raise SpoolError(f"{exc.strerror or exc}") from exc
         try:
             try:
                 size = _write_all(fd, chunks)
+                if before_sync is not None:
+                    before_sync()
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -166,7 +174,12 @@ class Spool:
             raise SpoolError(f"{exc.strerror or exc}") from exc
         return size
 
-    def _replace(self, target: Path, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
+    def _replace(
+        self,
+        target: Path,
+        chunks: Iterable[bytes | bytearray | memoryview],
+        before_sync: Callable[[], None] | None,
+    ) -> int:
         directory = target.parent
         tmp = directory / f".{target.name}.{threading.get_ident()}.tmp"
         size = 0
@@ -174,6 +187,8 @@ class Spool:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
             try:
                 size = _write_all(fd, chunks)
+                if before_sync is not None:
+                    before_sync()
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -193,11 +208,15 @@ class Spool:
         except OSError as exc:
             raise SpoolError(f"{exc.strerror or exc}") from exc
 
-    def move_in(self, fd: int, path: Path, relative: Path) -> None:
+    def move_in(
+        self, fd: int, path: Path, relative: Path, before_sync: Callable[[], None] | None = None
+    ) -> None:
         """Make the complete file ``path`` (open as ``fd``, closed here) durable under ``relative``."""
         target = self.root / relative
         try:
             try:
+                if before_sync is not None:
+                    before_sync()
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -109,3 +109,51 @@ def test_the_clean_marker_tells_a_clean_stop_from_a_crash(tmp_path: Path) -> Non
     spool.mark_clean()
     assert spool.prepare() is True
     assert spool.prepare() is False
+
+
+def _study_count(engine) -> int:
+    from agent.db import Study
+
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(Study)).scalar_one()
+
+
+def test_rows_committed_before_their_file_reached_the_disk_are_dropped(engine, tmp_path: Path) -> None:
+    """The listener commits the row while the file's fsync runs; a power loss may keep only the row."""
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    files = spool_study(spool, tmp_path, "unsynced")
+    lone = spool_study(spool, tmp_path, "lone")  # a second study whose only files never reached the disk
+    reconcile(spool, engine)
+    assert _study_count(engine) == 2
+    # Power loss: one file of the first study is gone, another lost its tail; the second study lost all.
+    (spool.root / files[0]).unlink()
+    cut = spool.root / files[2]
+    cut.write_bytes(cut.read_bytes()[:-300])
+    for f in lone:
+        (spool.root / f).unlink()
+    result = reconcile(spool, engine)
+    assert (result.dropped, result.indexed, result.removed) == (2 + len(lone), 0, 1)
+    assert not cut.exists()
+    assert sorted(indexed(engine).values()) == sorted(p.as_posix() for p in files[1:] if p != files[2])
+    assert _study_count(engine) == 1  # the study left without any instance (nor job) is gone
+    assert reconcile(spool, engine) == type(result)(files=len(files) - 2)
+
+
+def test_a_replacement_filed_elsewhere_whose_file_was_lost_falls_back_to_the_earlier_copy(
+    engine, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    files = spool_study(spool, tmp_path, "fallback")
+    reconcile(spool, engine)
+    old = files[0]
+    with engine.begin() as conn:  # the row was pointed at the new copy, whose rename never reached the disk
+        conn.execute(
+            Instance.__table__.update()
+            .where(Instance.sop_uid == old.stem)
+            .values(path=Path(old.parts[0], "1.2.999", old.name).as_posix())
+        )
+    result = reconcile(spool, engine)
+    assert (result.dropped, result.indexed) == (1, 1)
+    assert indexed(engine)[old.stem] == old.as_posix()

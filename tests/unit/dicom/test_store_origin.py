@@ -111,3 +111,26 @@ def test_move_originator_our_ae_title_indexes_a_retrieved_prior(scp: StoreSCP, t
         uid("routed", "study"): ("receiving", "routed"),
         uid("other-move", "study"): ("receiving", "routed"),
     }
+
+
+def test_a_failed_fsync_takes_back_the_row_committed_meanwhile(
+    scp: StoreSCP, tmp_path: Path, monkeypatch
+) -> None:
+    """The index commit overlaps the fsync; when the fsync fails the row goes and 0xA700 is answered."""
+    import agent.dicom.spool as spool_module
+
+    path = ct_file(tmp_path, "eio")
+    real_fsync = spool_module.os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        if spool_module.os.fstat(fd).st_size > 1000:  # the instance file, not a directory
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(spool_module.os, "fsync", failing_fsync)
+    assert send(scp, path, None) == 0xA700
+    monkeypatch.setattr(spool_module.os, "fsync", real_fsync)
+    assert rows(scp) == {}
+    assert not list(scp.spool.root.glob("*/*/*.dcm"))
+    assert send(scp, path, None) == 0  # the sender's retry
+    assert rows(scp) == {uid("eio", "study"): ("receiving", "routed")}
