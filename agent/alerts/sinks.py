@@ -59,6 +59,7 @@ import hl7
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from agent.log import get_logger, uid_hash
+from agent.sr.values import iso_da
 
 log = get_logger(__name__)
 
@@ -165,9 +166,7 @@ def _iso(dt: datetime) -> str:
 
 
 def _date_iso(da: str | None) -> str | None:
-    if da and len(da) == 8 and da.isdigit():
-        return f"{da[:4]}-{da[4:6]}-{da[6:]}"
-    return da or None
+    return iso_da(da) or da or None
 
 
 # --------------------------------------------------------------------------------------------------------

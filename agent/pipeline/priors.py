@@ -29,6 +29,7 @@ from agent.db.models import Instance, Series, Study
 from agent.dicom.scu import InstanceMatch, PeerClient, TransientError
 from agent.log import get_logger, uid_hash
 from agent.pipeline.health import AlertPolicy, peer_answered, peer_unreachable, unreachable_peers
+from agent.sr.values import parse_da
 
 log = get_logger(__name__)
 
@@ -76,15 +77,6 @@ def local_srs(session: Session, patient_pk: int, spool_root: Path, org_root: str
     ]
 
 
-def _parse_date(value: str | None) -> date | None:
-    if not value or len(value) < 8:
-        return None
-    try:
-        return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
-    except ValueError:
-        return None
-
-
 def gather(
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -110,7 +102,7 @@ def gather(
         silent = unreachable_peers(session)
     known = {r.sop_uid for r in local}
     search = PriorSearch(reports=local)
-    until = _parse_date(study_date) or date.today()
+    until = parse_da(study_date) or date.today()
     since = until - timedelta(days=round(365.25 * settings.pipeline.prior_years))
     for name, peer in settings.peers.items():
         if not peer.query_retrieve:

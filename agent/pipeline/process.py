@@ -85,7 +85,7 @@ from agent.sr.observations import observations
 from agent.sr.read import Limits, ReportCache, SRReadError, read_sr, require_measurements
 from agent.sr.report import Instance as ReportInstance
 from agent.sr.report import LesionDicom, PatientInfo, ResponseReport, StudyInfo
-from agent.sr.write import as_date
+from agent.sr.values import parse_da
 
 log = get_logger(__name__)
 
@@ -293,7 +293,7 @@ class CurrentImage:
 def _study_info(ds: Any, study_uid: str, fallback: date | None) -> StudyInfo:
     return StudyInfo(
         study_uid=study_uid,
-        date=as_date(_text(ds, "StudyDate")) or fallback or date.today(),
+        date=parse_da(_text(ds, "StudyDate")) or fallback or date.today(),
         time=_text(ds, "StudyTime") or None,
         accession=_text(ds, "AccessionNumber") or None,
         study_id=_text(ds, "StudyID") or None,
@@ -506,7 +506,7 @@ def _lookup(sessions: sessionmaker[Session], spool_root: Path) -> Any:
                 contrast_route=facts.contrast_route if facts else None,
                 study_uid=row.study_uid,
                 series_uid=row.series_uid,
-                study_date=_to_date(row.study_date),
+                study_date=parse_da(row.study_date),
                 modality=row.modality,
                 series_description=row.description,
             )
@@ -514,15 +514,6 @@ def _lookup(sessions: sessionmaker[Session], spool_root: Path) -> Any:
         return info
 
     return lookup
-
-
-def _to_date(value: str | None) -> date | None:
-    if not value or len(value) < 8:
-        return None
-    try:
-        return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
-    except ValueError:
-        return None
 
 
 def read_inputs(

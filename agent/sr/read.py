@@ -45,6 +45,7 @@ from pydicom.sr.coding import Code
 
 from agent.sr import codes
 from agent.sr.codes import matches
+from agent.sr.values import parse_da
 
 #: SR Storage SOP classes whose content tree we read.
 SR_SOP_CLASSES = {
@@ -509,7 +510,7 @@ def _header(ds: Dataset, warns: list[str]) -> dict[str, Any]:
     for item in _children(ds):
         if matches(_concept(item), codes.PROCEDURE_REPORTED):
             procedure = _code_value(item)
-    study_date = _date(_get(ds, "StudyDate"))
+    study_date = parse_da(_str(_get(ds, "StudyDate")))
     if _get(ds, "StudyDate") and study_date is None:
         warns.append(f"Study Date {_get(ds, 'StudyDate')!r} is not a valid date")
     return {
@@ -519,8 +520,8 @@ def _header(ds: Dataset, warns: list[str]) -> dict[str, Any]:
         "study_uid": _str(_get(ds, "StudyInstanceUID")),
         "patient_id": _str(_get(ds, "PatientID")),
         "study_date": study_date,
-        "series_date": _date(_get(ds, "SeriesDate")),
-        "content_date": _date(_get(ds, "ContentDate")),
+        "series_date": parse_da(_str(_get(ds, "SeriesDate"))),
+        "content_date": parse_da(_str(_get(ds, "ContentDate"))),
         "content_time": _str(_get(ds, "ContentTime")),
         "completion_flag": _str(_get(ds, "CompletionFlag")),
         "verification_flag": _str(_get(ds, "VerificationFlag")),
@@ -553,7 +554,7 @@ def _image_library(ds: Dataset) -> Iterator[EvidenceRef]:
                 elif matches(concept, codes.SERIES_INSTANCE_UID):
                     ctx["series_uid"] = _str(_get(child, "UID"))
                 elif matches(concept, codes.STUDY_DATE):
-                    ctx["study_date"] = _date(_get(child, "Date"))
+                    ctx["study_date"] = parse_da(_str(_get(child, "Date")))
             if _get(item, "ValueType") == "IMAGE":
                 ref = _image_ref(item)
                 if ref is not None:
@@ -1347,16 +1348,6 @@ def _str(value: Any) -> str | None:
 def _clean_text(value: Any) -> str | None:
     text = _str(value)
     return text[:1024] if text else None
-
-
-def _date(value: Any) -> date | None:
-    text = _str(value)
-    if not text or len(text) < 8 or not text[:8].isdigit():
-        return None
-    try:
-        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
-    except ValueError:
-        return None
 
 
 def _code_from_item(item: Any) -> Code | None:

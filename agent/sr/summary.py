@@ -46,6 +46,7 @@ from agent.sr.report import (
     table,
     threshold_text,
 )
+from agent.sr.values import iso_da
 
 FONT = "LAVera"
 FONT_BOLD = "LAVeraBd"
@@ -121,9 +122,7 @@ def _person(name: str) -> str:
 
 
 def _da(value: str | None) -> str:
-    if not value or len(value) < 8:
-        return "–"
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}"
+    return iso_da(value) or "–"
 
 
 def _nb(text: str) -> str:

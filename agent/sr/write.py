@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -759,13 +759,3 @@ def instance_of(ds: Dataset) -> Instance:
     return Instance(
         str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPClassUID), str(ds.SOPInstanceUID)
     )
-
-
-def as_date(value: str | None) -> date | None:
-    """DICOM DA text -> date (None when absent or invalid)."""
-    if not value or len(value) < 8 or not value[:8].isdigit():
-        return None
-    try:
-        return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
-    except ValueError:
-        return None

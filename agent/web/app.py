@@ -31,6 +31,7 @@ from agent.alerts.store import AlertFilter, acknowledge, list_alerts
 from agent.config import WebSettings
 from agent.db.models import OutputVersion, Patient, Study
 from agent.log import get_logger
+from agent.sr.values import iso_da
 from agent.web import views
 from agent.web.auth import SESSION_COOKIE, Principal, SessionSigner, TokenVerifier, check_password
 from agent.web.metrics import render_metrics
@@ -137,9 +138,7 @@ def _day_start(d: date) -> datetime:
 
 
 def _fmt_da(da: str | None) -> str:
-    if da and len(da) == 8 and da.isdigit():
-        return f"{da[:4]}-{da[4:6]}-{da[6:]}"
-    return da or "—"
+    return iso_da(da) or da or "—"
 
 
 def _fmt_name(pn: str | None) -> str:
