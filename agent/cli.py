@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"liver-agent {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", help="YAML configuration file (environment LIVER_AGENT_* overrides it)")
+    common.add_argument(
+        "-c", "--config", help="YAML configuration file (environment LIVER_AGENT_* overrides it)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers, [common])

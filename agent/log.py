@@ -37,7 +37,9 @@ PHI_FIELDS = frozenset(
     }
 )
 # Field names that hold UIDs; hashed above DEBUG when a raw UID slips through.
-UID_FIELDS = frozenset({"study_uid", "series_uid", "sop_uid", "sop_instance_uid", "study_instance_uid", "uid"})
+UID_FIELDS = frozenset(
+    {"study_uid", "series_uid", "sop_uid", "sop_instance_uid", "study_instance_uid", "uid"}
+)
 
 
 def uid_hash(uid: str | None) -> str:
@@ -81,8 +83,10 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
     # (patient names included), so it never goes below WARNING unless we run at DEBUG ourselves.
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-                                            foreign_pre_chain=shared)
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=shared,
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -59,7 +59,9 @@ def upgrade() -> None:
         sa.Column("alerted_at", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_outbox"),
         sa.ForeignKeyConstraint(["study_pk"], ["studies.id"], name="fk_outbox_study_pk_studies"),
-        sa.ForeignKeyConstraint(["output_pk"], ["output_versions.id"], name="fk_outbox_output_pk_output_versions"),
+        sa.ForeignKeyConstraint(
+            ["output_pk"], ["output_versions.id"], name="fk_outbox_output_pk_output_versions"
+        ),
         sa.UniqueConstraint("destination", "sop_uid", name="uq_outbox_destination_sop_uid"),
     )
     op.create_index("ix_outbox_state_next", "outbox", ["state", "next_attempt_at"])
@@ -74,9 +76,7 @@ def upgrade() -> None:
         sa.Column("outbox_pk", sa.Integer(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_operational_alerts"),
-        sa.ForeignKeyConstraint(
-            ["study_pk"], ["studies.id"], name="fk_operational_alerts_study_pk_studies"
-        ),
+        sa.ForeignKeyConstraint(["study_pk"], ["studies.id"], name="fk_operational_alerts_study_pk_studies"),
         sa.ForeignKeyConstraint(["outbox_pk"], ["outbox.id"], name="fk_operational_alerts_outbox_pk_outbox"),
     )
 
