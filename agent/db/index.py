@@ -12,6 +12,10 @@ loss or kernel crash the last commits may roll back) and the start-up reconcilia
 (:mod:`agent.dicom.reconcile`) re-indexes every spool file that has no row after an unclean stop. An
 acknowledged instance is therefore never lost: either its row survived, or its file did and is re-indexed
 before the listener opens. Every other connection keeps ``synchronous=FULL`` (jobs, alerts, outbox).
+
+The listener submits the row (:meth:`IndexWriter.submit`) once the file's bytes are written and waits for
+the commit only after the file's ``fsync``, so the two overlap; a crash in between can leave a committed row
+for an unanswered instance whose file is not durable, which the reconciliation drops.
 """
 
 from __future__ import annotations

@@ -47,6 +47,9 @@ from pynetdicom.transport import RequestHandler
 IDLE_WAKE_S = 0.05
 # Largest single recv_into when reading a PDU.
 RECV_CHUNK = 1 << 20
+# Receive buffer per association: a C-STORE command and its dataset usually come in one recv. Large enough
+# for a whole PDU at the default maximum PDU size (256 KiB) with its headers; a larger PDU is read past it.
+RECV_BUFFER = (1 << 18) + (1 << 12)
 
 
 C_STORE_RQ = 0x0001
@@ -162,6 +165,11 @@ class EventDUL(DULServiceProvider):
         # The short road for C-STORE (None: everything through pynetdicom).
         self.store_target: StoreTarget | None = None
         self._receiving: _Receiving | None = None
+        # Bytes received and not yet consumed: self._rbuf[self._rpos:self._rend].
+        self._rbuf = bytearray(RECV_BUFFER)
+        self._rpos = self._rend = 0
+        # The last wait saw the socket readable (no need to ask select again before reading).
+        self._readable = False
 
     def _wake(self) -> None:
         # OSError: the buffer is full (already awake) or the pair is closed (the reactor has ended).
@@ -170,7 +178,7 @@ class EventDUL(DULServiceProvider):
 
     def _wait(self) -> None:
         """Block until the socket is readable, a primitive is queued to send, or IDLE_WAKE_S passes."""
-        if self.to_provider_queue.qsize() or self.event_queue.qsize():
+        if self.to_provider_queue.qsize() or self.event_queue.qsize() or self._rend > self._rpos:
             return
         sock = self.socket.socket if self.socket is not None else None
         if sock is None or sock.fileno() < 0:
@@ -183,6 +191,7 @@ class EventDUL(DULServiceProvider):
         except (OSError, ValueError):
             time.sleep(self._run_loop_delay)
             return
+        self._readable = sock in ready
         if self._wake_r in ready:
             try:
                 while self._wake_r.recv(4096):
@@ -245,15 +254,55 @@ class EventDUL(DULServiceProvider):
     def _store_pdvs(self, body: memoryview) -> memoryview | None:
         return _store_pdvs_impl(self, body)
 
+    def _is_transport_event(self) -> bool:
+        """pynetdicom's check, without asking ``select`` again when data is known to be there."""
+        if (self._rend > self._rpos or self._readable) and self.state_machine.current_state != "Sta13":
+            self._readable = False
+            self._read_pdu_data()
+            return True
+        return bool(super()._is_transport_event())
+
+    def _fill(self, sock: socket.socket, n: int) -> bool:
+        """Make at least ``n`` (<= RECV_BUFFER) unconsumed bytes available in the buffer; False at EOF."""
+        while self._rend - self._rpos < n:
+            if len(self._rbuf) - self._rpos < n:  # move the unconsumed tail to the front
+                tail = self._rend - self._rpos
+                self._rbuf[:tail] = self._rbuf[self._rpos : self._rend]
+                self._rpos, self._rend = 0, tail
+            with memoryview(self._rbuf) as view:
+                got = sock.recv_into(view[self._rend :])
+            if got == 0:
+                return False
+            self._rend += got
+        return True
+
+    def _take(self, sock: socket.socket, n: int) -> bytearray | None:
+        """The next ``n`` bytes (from the buffer, then the socket), or None at EOF."""
+        if n <= RECV_BUFFER:
+            if not self._fill(sock, n):
+                return None
+            out = self._rbuf[self._rpos : self._rpos + n]
+            self._rpos += n
+            if self._rpos == self._rend:
+                self._rpos = self._rend = 0
+            return out
+        buffered = self._rbuf[self._rpos : self._rend]
+        self._rpos = self._rend = 0
+        rest = _recv_exact(sock, n - len(buffered))
+        if len(rest) != n - len(buffered):
+            return None
+        buffered += rest
+        return buffered
+
     def _read_pdu_data(self) -> None:
-        """Read one PDU: its 6-byte header, then the body in large ``recv_into`` calls."""
+        """Read one PDU: its 6-byte header, then the body, through the association's receive buffer."""
         sock = cast(Any, self.socket).socket
         try:
-            header = _recv_exact(sock, 6)
+            header = self._take(sock, 6)
         except (OSError, TimeoutError):
             self.event_queue.put("Evt17")
             return
-        if len(header) < 6:
+        if header is None:
             self.event_queue.put("Evt17")
             return
         pdu_type, _, pdu_length = struct.unpack(">BBL", header)
@@ -261,11 +310,11 @@ class EventDUL(DULServiceProvider):
             self.event_queue.put("Evt19")
             return
         try:
-            body = _recv_exact(sock, pdu_length)
+            body = self._take(sock, pdu_length)
         except (OSError, TimeoutError):
             self.event_queue.put("Evt17")
             return
-        if len(body) != pdu_length:
+        if body is None:
             self.event_queue.put("Evt17")
             return
         if pdu_type == 0x04 and self.store_target is not None and self.state_machine.current_state == "Sta6":
@@ -275,6 +324,7 @@ class EventDUL(DULServiceProvider):
             if len(rest) != len(body):  # a message the short road does not take follows in this PDU
                 header = bytearray(struct.pack(">BBL", 0x04, 0, len(rest)))
                 body = bytearray(rest)
+            del rest
         try:
             pdu, event = self._decode_pdu(header + body)
         except Exception:

@@ -25,6 +25,7 @@ import contextlib
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -34,6 +35,8 @@ _UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 PREAMBLE = b"\x00" * 128 + b"DICM"
 # Directory (inside the spool, same filesystem) of instances still arriving; never indexed.
 INCOMING = ".incoming"
+# Longest time has_room() relies on its last look at the filesystem's free space.
+FREE_CHECK_S = 0.5
 # Written at a clean stop, removed at start: its absence at start means the last stop was not clean.
 CLEAN_MARKER = ".clean-stop"
 # Filesystems on which fsync of a newly created file makes its directory entry durable as well.
@@ -76,6 +79,10 @@ class Spool:
         self.root = Path(root).absolute()
         self.min_free_bytes = min_free_mb * 1024 * 1024
         self._known_dirs: set[Path] = set()
+        # Free space at the last check, bytes written since, and when to check again (see has_room()).
+        self._free = 0
+        self._written = 0
+        self._free_until = 0.0
         self._dirs_lock = threading.Lock()
         # Whether a new file's directory needs its own fsync (decided by prepare() from the filesystem).
         self.sync_new_entries = True
@@ -128,8 +135,17 @@ class Spool:
         return st.f_bavail * st.f_frsize
 
     def has_room(self, incoming: int = 0) -> bool:
-        """True when, after writing ``incoming`` bytes, free space stays at or above the floor."""
-        return self.free_bytes() - incoming >= self.min_free_bytes
+        """True when, after writing ``incoming`` bytes, free space stays at or above the floor.
+
+        The free space is asked of the filesystem at most every ``FREE_CHECK_S``; in between, the bytes this
+        spool wrote since are taken off the last answer.
+        """
+        now = time.monotonic()
+        if now >= self._free_until:
+            self._free = self.free_bytes()
+            self._written = 0
+            self._free_until = now + FREE_CHECK_S
+        return self._free - self._written - incoming >= self.min_free_bytes
 
     def relative_path(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         for uid in (study_uid, series_uid, sop_uid):
@@ -161,6 +177,7 @@ class Spool:
         try:
             try:
                 size = _write_all(fd, chunks)
+                self._written += size
                 if before_sync is not None:
                     before_sync()
                 os.fsync(fd)
@@ -255,14 +272,21 @@ class Spool:
 
 
 def _write_all(fd: int, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
+    """Write every chunk, in one ``writev`` call when the system takes it whole."""
+    views = [memoryview(c) for c in chunks if len(c)]
     size = 0
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-            size += n
+    while views:
+        n = os.writev(fd, views[:_IOV_MAX])
+        size += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
     return size
+
+
+_IOV_MAX = 512
 
 
 def _fsync_dir(directory: Path) -> None:
