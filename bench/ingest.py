@@ -14,11 +14,13 @@ Targets, all started and stopped here with their own temporary storage and free 
 - Orthanc with its defaults (``SyncStorageArea`` on: fsync of every file; SQLite index);
 - ``liver-agent serve`` (``PIPELINE__ENABLED=false``, web off, JSON logs at INFO to a file; fsync of every
   file before every answer, and of its directory where the filesystem needs it; index committed before
-  every answer, SQLite ``synchronous=NORMAL`` with start-up reconciliation, see ``agent/db/index.py``).
+  every answer, SQLite ``synchronous=NORMAL`` with start-up reconciliation, see ``agent/db/index.py``;
+  ``dicom.receiver_processes`` at its default, one receiver process per core, at most 4).
 Every DCMTK tool and Orthanc run with ``TCP_NODELAY=1`` in their environment.
 
 Output: one line per target and scenario (median instances/s and MB/s over the rounds, and every round),
-the agent's peak RSS (VmHWM of the serve process and any child), then ``ratio_vs_orthanc=<min over
+the agent's peak RSS (the largest VmHWM of the serve process and its receiver processes; a comment line
+gives each one, their sum and the summed proportional set size), then ``ratio_vs_orthanc=<min over
 scenarios of agent/orthanc>`` and, last, ``ratio_vs_storescp=<min over scenarios of agent/storescp>``.
 
 Network namespace: storescp and Orthanc bind every interface, so as root the script re-executes itself
@@ -292,15 +294,34 @@ class Agent(Target):
         raise RuntimeError("agent did not start")
 
     def peak_rss_kb(self) -> int:
-        """VmHWM of the serve process and of every descendant (worker processes, if any)."""
+        """VmHWM of the serve process and of every descendant (receiver processes): the largest one."""
+        return max(self.peaks_kb(), default=0)
+
+    def peaks_kb(self) -> list[int]:
+        """VmHWM of the serve process and of each descendant."""
         assert self.proc is not None
-        return max((_vmhwm(pid) for pid in [self.proc.pid, *_descendants(self.proc.pid)]), default=0)
+        return [_vmhwm(pid) for pid in [self.proc.pid, *_descendants(self.proc.pid)]]
+
+    def pss_kb(self) -> int:
+        """Proportional set size now, summed over the processes (pages shared after fork counted once)."""
+        assert self.proc is not None
+        return sum(_pss(pid) for pid in [self.proc.pid, *_descendants(self.proc.pid)])
 
 
 def _vmhwm(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -419,7 +440,10 @@ def main() -> int:
                         f"  round {rnd + 1} {t.name:9s} {rows}x{rows} assoc={assocs}: {rate:7.1f} inst/s",
                         flush=True,
                     )
-        peak_kb = next((t.peak_rss_kb() for t in targets if isinstance(t, Agent)), 0)
+        agent = next((t for t in targets if isinstance(t, Agent)), None)
+        peak_kb = agent.peak_rss_kb() if agent else 0
+        peaks = agent.peaks_kb() if agent else []
+        pss_kb = agent.pss_kb() if agent else 0
     finally:
         for t in targets:
             t.stop()
@@ -439,7 +463,13 @@ def main() -> int:
         print(
             f"{name:9s} {rows:3d}x{rows:<3d} assoc={assocs}  {med:7.1f} inst/s  {mbs:7.1f} MB/s  [{rounds}]"
         )
-    if any(isinstance(t, Agent) for t in targets):
+    if peaks:
+        per = ", ".join(f"{kb / 1024:.1f}" for kb in peaks)
+        print(
+            f"# agent processes={len(peaks)}: peak RSS each [{per}] MB,"
+            f" sum of peaks {sum(peaks) / 1024:.1f} MB,"
+            f" proportional set size at the end {pss_kb / 1024:.1f} MB"
+        )
         print(f"agent_peak_rss_mb={peak_kb / 1024:.1f}")
     for ref in ("orthanc", "storescp"):
         ratios = [

@@ -3,22 +3,34 @@
 Start-up: logging, database migrations, spool directory, then the SCP and the scheduler. On a signal the
 listener stops accepting, in-flight associations get ``dicom.shutdown_grace_s`` to finish, and the command
 exits 0. Runs with no configuration at all (SQLite and spool under ./var, 127.0.0.1:11112, LIVERAGENT).
+
+With ``dicom.receiver_processes`` above 1, the process forks that many minus one receiver processes after
+the migrations and the spool reconciliation, before any thread starts. Each runs its own listener on the same
+port (``SO_REUSEPORT``: the kernel spreads new associations over them) and its own index writer; they take
+turns on the SQLite write lock through a ``flock``. Everything else (stability, pipeline, outbox, alerts,
+HTTP) runs in the first process only. A signal to the first process stops the receivers as it stops its own
+listener; the clean-stop marker is written only when every receiver exited cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pydicom.config
 
 from agent.commands import settings_or_exit
 from agent.db import make_engine, session_factory, upgrade
+from agent.dicom.counters import ReceiveCounters, SharedCounters
 from agent.dicom.reconcile import reconcile
-from agent.dicom.scp import StoreSCP
+from agent.dicom.scp import StoreSCP, accepted_storage_classes
 from agent.dicom.spool import Spool
 from agent.log import configure_logging, get_logger
 from agent.pipeline.stability import StabilityMonitor
@@ -141,13 +153,31 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         log.error("spool.unusable", path=str(spool.root), error=exc.strerror)
         return 1
+    receivers = settings.dicom.receiver_processes or min(os.cpu_count() or 1, AUTO_RECEIVERS_MAX)
+    shared = receivers > 1
+    writer_lock = writer_lock_path(engine) if shared else None
+    children: list[int] = []
+    counters: SharedCounters | None = None
+    if shared:
+        counters = SharedCounters(receivers, accepted_storage_classes().values())
+        engine.dispose()  # no database connection crosses the fork
+        for index in range(1, receivers):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
+                code = 1
+                try:
+                    code = run_receiver(settings, spool, engine, writer_lock, counters.writer(index), stop)
+                finally:
+                    os._exit(code)
+            children.append(pid)
     sessions = session_factory(engine)
-    scp = StoreSCP(settings.dicom, spool, sessions)
+    scp = StoreSCP(settings.dicom, spool, sessions, shared_port=shared, writer_lock=writer_lock)
     monitor = StabilityMonitor(sessions, settings.stability)
     try:
         scp.start()
     except (OSError, ValueError) as exc:
         log.error("scp.start_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        stop_receivers(children, 0)
         return 1
     add_pipeline(monitor, settings, sessions, scp)
     try:
@@ -155,20 +185,115 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         log.error("web.start_failed", error=type(exc).__name__, detail=str(exc)[:300])
         scp.stop(0)
+        stop_receivers(children, 0)
         return 1
     monitor.start()
-    log.info("agent.started", spool=str(spool.root), database=engine.dialect.name)
+    log.info(
+        "agent.started", spool=str(spool.root), database=engine.dialect.name, receiver_processes=receivers
+    )
+    receivers_clean = True
     try:
-        while not stop.wait(1.0):
-            pass
+        while not stop.wait(0.25 if counters else 1.0):
+            if counters is not None:
+                counters.merge()
+                receivers_clean &= reap_receivers(children)
     finally:
         if web is not None:
             web.stop()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         scp.stop(settings.dicom.shutdown_grace_s)
         monitor.stop()
         dispatcher.stop()
-        scp.index.close()
-        spool.mark_clean()
+        receivers_clean &= stop_receivers(children, settings.dicom.shutdown_grace_s + 15)
+        if counters is not None:
+            counters.merge()
+        scp.index.close()  # also fsyncs the write-ahead log the receivers committed to
+        if receivers_clean:
+            spool.mark_clean()
         engine.dispose()
     log.info("agent.stopped")
     return 0
+
+
+# Receiver processes started when ``dicom.receiver_processes`` is 0 (one per core, at most this many).
+AUTO_RECEIVERS_MAX = 4
+
+
+def writer_lock_path(engine: Any) -> Path | None:
+    """The file beside a SQLite database whose flock the receivers' index writers take around each commit."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(f"{database}-writer.lock")
+
+
+def run_receiver(
+    settings: Any,
+    spool: Spool,
+    engine: Any,
+    writer_lock: Path | None,
+    counters: ReceiveCounters,
+    stop: threading.Event,
+) -> int:
+    """A receiver process: one more listener on the shared port, until a signal or the first process ends."""
+    parent = os.getppid()
+    engine.dispose(close=False)  # the parent's pooled connections (none after its dispose) stay its own
+    scp = StoreSCP(
+        settings.dicom,
+        spool,
+        session_factory(engine),
+        shared_port=True,
+        writer_lock=writer_lock,
+        counters=counters,
+    )
+    try:
+        scp.start()
+    except (OSError, ValueError) as exc:
+        log.error("scp.start_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        scp.index.close()
+        return 1
+    while not stop.wait(0.5):
+        if os.getppid() != parent:  # the first process is gone: stop accepting
+            break
+    scp.stop(settings.dicom.shutdown_grace_s)
+    scp.index.close()
+    engine.dispose()
+    return 0
+
+
+def reap_receivers(children: list[int]) -> bool:
+    """Remove receivers that exited from ``children``; False when one of them exited with an error."""
+    clean = True
+    for pid in list(children):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            children.remove(pid)
+            code = os.waitstatus_to_exitcode(status)
+            clean &= code == 0
+            log.error("scp.receiver.exited", pid=pid, code=code)
+    return clean
+
+
+def stop_receivers(children: list[int], timeout_s: float) -> bool:
+    """Signal the receivers, wait up to ``timeout_s`` for them, kill the rest; True if all exited with 0."""
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    clean = True
+    deadline = time.monotonic() + timeout_s
+    for pid in children:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                clean &= os.waitstatus_to_exitcode(status) == 0
+                break
+            if time.monotonic() >= deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                clean = False
+                break
+            time.sleep(0.05)
+    children.clear()
+    return clean

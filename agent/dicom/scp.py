@@ -33,17 +33,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.config import DicomSettings
 from agent.db.index import RETRIEVED, ROUTED, IndexWriter, InstanceRecord
 from agent.db.models import utcnow
+from agent.dicom.counters import ReceiveCounters
 from agent.dicom.header import HeaderError, Identity, read_identity
 from agent.dicom.reactor import EventRequestHandler, StoreCommand
 from agent.dicom.spool import PREAMBLE, Spool, SpoolError, _write_all, is_valid_uid
 from agent.log import get_logger, uid_hash
-from agent.metrics import (
-    ASSOCIATION_REJECTS,
-    ASSOCIATIONS_ACCEPTED,
-    BYTES_RECEIVED,
-    INSTANCES_RECEIVED,
-    INSTANCES_REFUSED,
-)
 
 log = get_logger(__name__)
 
@@ -198,22 +192,40 @@ class Refusal(Exception):
         self.reason = reason
 
 
+class SharedPortAssociationServer(NoDelayAssociationServer):
+    """The server of one of several receiver processes listening on the same port (``SO_REUSEPORT``)."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class StoreSCP:
-    """The listening AE: owns the pynetdicom server, the spool and the per-instance indexing."""
+    """The listening AE: owns the pynetdicom server, the spool and the per-instance indexing.
+
+    ``shared_port``: one of several receiver processes on the same port (see ``dicom.receiver_processes``);
+    ``writer_lock``: a file whose ``flock`` the index writers of those processes take around each commit.
+    """
 
     def __init__(
         self,
         settings: DicomSettings,
         spool: Spool,
         sessions: sessionmaker[Session],
+        shared_port: bool = False,
+        writer_lock: Path | None = None,
+        counters: ReceiveCounters | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.sessions = sessions
+        self.shared_port = shared_port
+        self.counters = counters or ReceiveCounters()
         self.server: NoDelayAssociationServer | None = None
         self._thread: threading.Thread | None = None
         # Concurrent associations share index commits instead of queueing on the database write lock.
-        self.index = IndexWriter(sessions.kw["bind"], utcnow)
+        self.index = IndexWriter(sessions.kw["bind"], utcnow, lock_path=writer_lock)
         self.own_aet = settings.ae_title.strip()
         self.ae = self._build_ae()
 
@@ -266,7 +278,7 @@ class StoreSCP:
                 (self.settings.host, self.settings.port),
                 evt_handlers=handlers,
                 ssl_context=self.ssl_context(),
-                server_class=NoDelayAssociationServer,
+                server_class=SharedPortAssociationServer if self.shared_port else NoDelayAssociationServer,
                 request_handler=EventRequestHandler,
             ),
         )
@@ -284,6 +296,7 @@ class StoreSCP:
             port=port,
             tls=self.settings.tls.enabled,
             storage_classes=len(accepted_storage_classes()),
+            pid=os.getpid(),
         )
 
     def stop(self, grace_s: float) -> int:
@@ -312,17 +325,18 @@ class StoreSCP:
         return SUCCESS
 
     def _on_accepted(self, event: Any) -> None:
-        ASSOCIATIONS_ACCEPTED.inc()
+        self.counters.association_accepted()
         req = event.assoc.requestor
         log.info(
             "scp.association.accepted",
             calling_aet=req.ae_title,
             peer=req.address,
             contexts=len(event.assoc.accepted_contexts),
+            pid=os.getpid(),
         )
 
     def _on_rejected(self, event: Any) -> None:
-        ASSOCIATION_REJECTS.inc()
+        self.counters.association_rejected()
         req = event.assoc.requestor
         log.warning(
             "scp.association.rejected",
@@ -376,11 +390,11 @@ class StoreSCP:
                 calling_aet=calling,
                 sop_class=command.sop_class_uid,
             )
-            INSTANCES_REFUSED.labels(status=f"0x{refusal.status:04X}").inc()
+            self.counters.refused(f"0x{refusal.status:04X}")
             return refusal.status
         except Exception as exc:  # a bug must not take the association (or the service) down
             log.error("scp.store.failed", error=type(exc).__name__, calling_aet=calling)
-            INSTANCES_REFUSED.labels(status=f"0x{OUT_OF_RESOURCES:04X}").inc()
+            self.counters.refused(f"0x{OUT_OF_RESOURCES:04X}")
             return OUT_OF_RESOURCES
 
     def _file(
@@ -491,8 +505,7 @@ class StoreSCP:
                 "study.reopened", study=uid_hash(ident.study_uid), previous_state=recorded.previous_state
             )
         sop_class = _STORAGE_CLASSES_BY_UID.get(ident.sop_class_uid, ident.sop_class_uid)
-        INSTANCES_RECEIVED.labels(sop_class=sop_class).inc()
-        BYTES_RECEIVED.inc(size)
+        self.counters.received(sop_class, size)
         log.info(
             "scp.stored",
             study=uid_hash(ident.study_uid),

@@ -140,7 +140,7 @@ def test_listener_writer_on_sqlite_writes_the_same_rows_as_record_instance(tmp_p
         upgrade(engine)
         sessions = session_factory(engine)
         clock = [T0]
-        writer = IndexWriter(engine, lambda: clock[0]) if kind == "writer" else None
+        writer = IndexWriter(engine, lambda clock=clock: clock[0]) if kind == "writer" else None
         results = []
         for step, at in steps:
             if isinstance(step, str):
