@@ -12,6 +12,7 @@ from __future__ import annotations
 import mmap
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -114,13 +115,7 @@ class Identity:
 def read_identity(data: bytes | bytearray | memoryview, transfer_syntax: str) -> Identity:
     """Walk ``data`` (a dataset without file meta, as sent) and return its identifying attributes."""
     if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
-        try:
-            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            data = inflater.decompress(data) + inflater.flush()
-        except zlib.error as exc:
-            raise HeaderError(f"deflated dataset does not inflate: {exc}") from None
-        if not inflater.eof:
-            raise HeaderError("deflated dataset is truncated")
+        return _deflated_identity(memoryview(data))
     values: dict[int, bytes] = {}
     buf = memoryview(data)
     end = _walk(buf, 0, len(buf), transfer_syntax == IMPLICIT_VR_LE, values, 0, False)
@@ -179,6 +174,73 @@ def read_file_meta(buf: bytes | memoryview | mmap.mmap) -> FileMeta:
     return FileMeta(syntax, aet, end, creator, values.get(0x0102))
 
 
+# Highest tag read_identity keeps: a deflated dataset is inflated only as far as the first element after it.
+LAST_WANTED = max(WANTED)
+# Input and output sizes of one step of inflating a deflated dataset.
+DEFLATE_IN = 1 << 16
+DEFLATE_OUT = 1 << 18
+
+
+def _inflate(data: memoryview) -> Iterator[bytes]:
+    """The inflated bytes of a raw deflate stream, piece by piece (bounded memory whatever the ratio).
+
+    Raises :class:`HeaderError` when the stream does not inflate or ends before its final block.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        for start in range(0, len(data), DEFLATE_IN):
+            pending: bytes | memoryview = data[start : start + DEFLATE_IN]
+            while pending and not inflater.eof:
+                out = inflater.decompress(pending, DEFLATE_OUT)
+                pending = inflater.unconsumed_tail
+                if out:
+                    yield out
+            if inflater.eof:
+                break
+        while not inflater.eof:
+            out = inflater.decompress(b"", DEFLATE_OUT)
+            if not out:
+                break
+            yield out
+    except zlib.error as exc:
+        raise HeaderError(f"deflated dataset does not inflate: {exc}") from None
+    if not inflater.eof:
+        raise HeaderError("deflated dataset is truncated")
+
+
+def _deflated_identity(data: memoryview) -> Identity:
+    """read_identity of a deflated dataset, inflating only the prefix that holds the wanted attributes.
+
+    The prefix (every element up to the first one after ``LAST_WANTED``) is walked as any dataset; the rest
+    is inflated in bounded pieces and discarded, which proves the deflate stream complete (a stream cut short
+    has no final block) without holding the inflated instance in memory.
+    """
+    pieces = _inflate(data)
+    prefix = bytearray()
+    done = False
+    while True:
+        target = max(2 * len(prefix), DEFLATE_OUT)
+        while not done and len(prefix) < target:
+            piece = next(pieces, None)
+            if piece is None:
+                done = True
+            else:
+                prefix += piece
+        snapshot = bytes(prefix)
+        values: dict[int, bytes] = {}
+        try:
+            end = _walk(memoryview(snapshot), 0, len(snapshot), False, values, 0, False, LAST_WANTED)
+        except HeaderError:
+            if done:
+                raise
+            continue  # an element runs past what is inflated so far
+        if end < len(snapshot) or done:
+            break
+    for _ in pieces:  # the rest of the stream, to its final block
+        pass
+    return _identity(values)
+
+
 def _walk(
     buf: memoryview,
     pos: int,
@@ -187,11 +249,12 @@ def _walk(
     values: dict[int, bytes] | None,
     depth: int,
     in_item: bool,
+    stop_after: int = 0xFFFFFFFF,
 ) -> int:
     """Walk elements from ``pos``; stop at ``end`` or, inside an undefined-length item, after its end tag.
 
     Collects wanted top-level values into ``values`` (None below the top level). Returns the position after
-    the last byte consumed.
+    the last byte consumed, or the position of the first element whose tag is above ``stop_after``.
     """
     if depth > MAX_DEPTH:
         raise HeaderError("sequences nested too deeply")
@@ -209,6 +272,8 @@ def _walk(
             raise HeaderError(f"unexpected item tag at offset {pos}")
         if tag <= previous:
             raise HeaderError(f"elements out of order at offset {pos}")
+        if tag > stop_after:
+            return pos
         previous = tag
         if implicit:
             vr = b""

@@ -114,3 +114,27 @@ def test_missing_attributes_are_none(tmp_path: Path) -> None:
     ident = read_identity(buf.getvalue(), ImplicitVRLittleEndian)
     assert ident.sop_instance_uid == "1.2.3"
     assert ident.study_uid is None and ident.patient_id is None
+
+
+def test_a_deflated_instance_is_read_without_inflating_it_whole(study, tmp_path: Path) -> None:
+    """64 MB of pixel data deflate to a few dozen kB; reading the header never holds the inflated bytes."""
+    import tracemalloc
+
+    ds = pydicom.dcmread(study.files[0])
+    ds.Rows, ds.Columns = 4096, 8192
+    ds.PixelData = bytes(4096 * 8192 * 2)
+    path = tmp_path / "big-deflated.dcm"
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    data = dataset_bytes(path)
+    assert len(data) < 1 << 20
+    tracemalloc.start()
+    try:
+        ident = read_identity(data, DeflatedExplicitVRLittleEndian)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ident.patient_id == "PID000001" and ident.sop_instance_uid == ds.SOPInstanceUID
+    assert peak < 4 << 20, f"peak {peak / 1e6:.1f} MB while reading a 64 MB deflated instance"
+    with pytest.raises(HeaderError, match="truncated"):
+        read_identity(data[: len(data) - 100], DeflatedExplicitVRLittleEndian)
