@@ -4,7 +4,9 @@ The C-STORE hot path never decodes a whole dataset: it walks the element headers
 received, in the negotiated transfer syntax), keeps the few top-level values the index needs and checks that
 every element, sequence and item ends inside the buffer. A dataset cut short anywhere (pixel data included)
 raises ``HeaderError``. Only little-endian transfer syntaxes (implicit, explicit, deflated, encapsulated)
-are handled, which is everything the SCP accepts.
+are handled, which is everything the SCP accepts. A deflated dataset is never inflated whole: its elements are
+walked up to the last attribute wanted, and the rest of the stream is inflated piece by piece only to prove
+that it reaches its final block.
 """
 
 from __future__ import annotations
