@@ -76,7 +76,9 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # One write per line (print() writes the line and its newline apart, which lets the lines of
+        # several receiver processes sharing the output interleave).
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     # Third-party libraries log through the standard library. pynetdicom at DEBUG dumps whole datasets

@@ -76,6 +76,8 @@ class IncomingStore(Protocol):
 
     def finish(self) -> int: ...
 
+    def after_response(self) -> None: ...
+
     def discard(self) -> None: ...
 
 
@@ -367,6 +369,7 @@ def _store_pdvs_impl(dul: EventDUL, body: memoryview) -> memoryview | None:
                 status = receiving.sink.finish()
                 pdu = store_response_pdu(receiving.context_id, receiving.command, status)
                 cast(Any, dul.socket).send(pdu)
+                receiving.sink.after_response()  # logging and counting, while the peer sends the next
         pos += 4 + length
     return None
 

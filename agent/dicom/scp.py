@@ -405,11 +405,13 @@ class StoreSCP:
         calling: str,
         command: StoreCommand,
         origin: str = ROUTED,
+        after: list[Callable[[], None]] | None = None,
     ) -> int:
         """Validate, spool durably and index one received instance; return the status to answer.
 
         ``data`` is the whole dataset in memory, or ``spilled`` the instance already written (file meta and
-        dataset) to a file in the spool's ``.incoming/``.
+        dataset) to a file in the spool's ``.incoming/``. The log event and counters of a stored instance go
+        to ``after`` when given (run once the response is sent), else they are done here.
         """
         if spilled is not None:
             ident = spilled.identity()
@@ -498,26 +500,36 @@ class StoreSCP:
         except Exception as exc:
             # The file is on disk; a retry by the sender replaces it and indexes it.
             raise Refusal(OUT_OF_RESOURCES, f"index write failed: {type(exc).__name__}") from None
-        if recorded.replaced_path:
-            self.spool.remove(recorded.replaced_path)
-        if recorded.reopened:
-            log.info(
-                "study.reopened", study=uid_hash(ident.study_uid), previous_state=recorded.previous_state
-            )
         sop_class = _STORAGE_CLASSES_BY_UID.get(ident.sop_class_uid, ident.sop_class_uid)
-        self.counters.received(sop_class, size)
-        log.info(
-            "scp.stored",
-            study=uid_hash(ident.study_uid),
-            series=uid_hash(ident.series_uid),
-            sop=uid_hash(ident.sop_instance_uid),
-            sop_class=sop_class,
-            transfer_syntax=transfer_syntax,
-            bytes=size,
-            replaced=recorded.replaced,
-            calling_aet=calling,
-            origin=origin,
-        )
+
+        def bookkeeping() -> None:
+            # Nothing here bears on the instance's durability: the short road runs it after the response.
+            if recorded.replaced_path:
+                self.spool.remove(recorded.replaced_path)
+            if recorded.reopened:
+                log.info(
+                    "study.reopened",
+                    study=uid_hash(record.study_uid),
+                    previous_state=recorded.previous_state,
+                )
+            self.counters.received(sop_class, size)
+            log.info(
+                "scp.stored",
+                study=uid_hash(record.study_uid),
+                series=uid_hash(record.series_uid),
+                sop=uid_hash(record.sop_uid),
+                sop_class=sop_class,
+                transfer_syntax=transfer_syntax,
+                bytes=size,
+                replaced=recorded.replaced,
+                calling_aet=calling,
+                origin=origin,
+            )
+
+        if after is not None:
+            after.append(bookkeeping)
+        else:
+            bookkeeping()
         return SUCCESS
 
 
@@ -537,6 +549,7 @@ class IncomingInstance:
     """
 
     __slots__ = (
+        "_after",
         "_buf",
         "_failed",
         "_fd",
@@ -555,6 +568,8 @@ class IncomingInstance:
         self.scp = scp
         self.calling = calling
         self.origin = origin
+        # Bookkeeping of the stored instance, run after the response is on its way (after_response()).
+        self._after: list[Callable[[], None]] = []
         self.transfer_syntax = transfer_syntax
         self.command = command
         self._buf = bytearray()
@@ -611,15 +626,28 @@ class IncomingInstance:
                 return scp._answer(
                     self.calling,
                     cmd,
-                    lambda: scp._file(self._buf, None, self.transfer_syntax, self.calling, cmd, self.origin),
+                    lambda: scp._file(
+                        self._buf, None, self.transfer_syntax, self.calling, cmd, self.origin, self._after
+                    ),
                 )
             return scp._answer(
                 self.calling,
                 cmd,
-                lambda: scp._file(None, self, self.transfer_syntax, self.calling, cmd, self.origin),
+                lambda: scp._file(
+                    None, self, self.transfer_syntax, self.calling, cmd, self.origin, self._after
+                ),
             )
         finally:
             self.discard()
+
+    def after_response(self) -> None:
+        """Log and count the stored instance (called by the reactor once the response is sent)."""
+        work, self._after = self._after, []
+        for job in work:
+            try:
+                job()
+            except Exception as exc:  # bookkeeping must not take the association down
+                log.error("scp.store.bookkeeping_failed", error=type(exc).__name__)
 
     def identity(self) -> Identity:
         """The identifying attributes of the spilled dataset (:class:`Refusal` if it is not complete)."""
