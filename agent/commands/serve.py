@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -161,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     if shared:
         counters = SharedCounters(receivers, accepted_storage_classes().values())
         engine.dispose()  # no database connection crosses the fork
+        gc.freeze()  # objects from before the fork stay out of collections: their pages stay shared
         for index in range(1, receivers):
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
