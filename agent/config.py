@@ -49,7 +49,7 @@ class DicomSettings(Section):
     network_timeout_s: float = Field(60, gt=0)
     # Seconds ``serve`` waits for in-flight associations after SIGTERM.
     shutdown_grace_s: float = Field(30, ge=0)
-    # Processes accepting associations on the port (SO_REUSEPORT); 0 = one per CPU core, at most 4.
+    # Processes accepting associations on the one listening socket; 0 = one per CPU core, at most 4.
     receiver_processes: int = Field(0, ge=0, le=64)
     tls: TLSSettings = Field(default_factory=TLSSettings)
 

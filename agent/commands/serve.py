@@ -6,7 +6,8 @@ exits 0. Runs with no configuration at all (SQLite and spool under ./var, 127.0.
 
 With ``dicom.receiver_processes`` above 1, the process forks that many minus one receiver processes after
 the migrations and the spool reconciliation, before any thread starts. Each runs its own listener on the same
-port (``SO_REUSEPORT``: the kernel spreads new associations over them) and its own index writer; they take
+port (one listening socket made before the fork: the first idle process accepts each new association) and
+its own index writer; they take
 turns on the SQLite write lock through a ``flock``. Everything else (stability, pipeline, outbox, alerts,
 HTTP) runs in the first process only. A signal to the first process stops the receivers as it stops its own
 listener; the clean-stop marker is written only when every receiver exited cleanly.
@@ -31,7 +32,7 @@ from agent.commands import settings_or_exit
 from agent.db import make_engine, session_factory, upgrade
 from agent.dicom.counters import ReceiveCounters, SharedCounters
 from agent.dicom.reconcile import reconcile
-from agent.dicom.scp import StoreSCP, accepted_storage_classes
+from agent.dicom.scp import StoreSCP, accepted_storage_classes, shared_listener
 from agent.dicom.spool import Spool
 from agent.log import configure_logging, get_logger
 from agent.pipeline.stability import StabilityMonitor
@@ -159,7 +160,13 @@ def run(args: argparse.Namespace) -> int:
     writer_lock = writer_lock_path(engine) if shared else None
     children: list[int] = []
     counters: SharedCounters | None = None
+    listener = None
     if shared:
+        try:
+            listener = shared_listener(settings.dicom.host, settings.dicom.port)
+        except OSError as exc:
+            log.error("scp.start_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            return 1
         counters = SharedCounters(receivers, accepted_storage_classes().values())
         engine.dispose()  # no database connection crosses the fork
         gc.freeze()  # objects from before the fork stay out of collections: their pages stay shared
@@ -168,12 +175,14 @@ def run(args: argparse.Namespace) -> int:
             if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
                 code = 1
                 try:
-                    code = run_receiver(settings, spool, engine, writer_lock, counters.writer(index), stop)
+                    code = run_receiver(
+                        settings, spool, engine, listener, writer_lock, counters.writer(index), stop
+                    )
                 finally:
                     os._exit(code)
             children.append(pid)
     sessions = session_factory(engine)
-    scp = StoreSCP(settings.dicom, spool, sessions, shared_port=shared, writer_lock=writer_lock)
+    scp = StoreSCP(settings.dicom, spool, sessions, listener=listener, writer_lock=writer_lock)
     monitor = StabilityMonitor(sessions, settings.stability)
     try:
         scp.start()
@@ -235,6 +244,7 @@ def run_receiver(
     settings: Any,
     spool: Spool,
     engine: Any,
+    listener: Any,
     writer_lock: Path | None,
     counters: ReceiveCounters,
     stop: threading.Event,
@@ -246,7 +256,7 @@ def run_receiver(
         settings.dicom,
         spool,
         session_factory(engine),
-        shared_port=True,
+        listener=listener,
         writer_lock=writer_lock,
         counters=counters,
     )

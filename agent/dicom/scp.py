@@ -192,19 +192,46 @@ class Refusal(Exception):
         self.reason = reason
 
 
-class SharedPortAssociationServer(NoDelayAssociationServer):
-    """The server of one of several receiver processes listening on the same port (``SO_REUSEPORT``)."""
+class SharedSocketAssociationServer(NoDelayAssociationServer):
+    """The server of one of several receiver processes accepting on one listening socket (made before the
+    fork, non-blocking). Every idle process is woken by a new connection and the first to ``accept`` takes it,
+    so a process busy with an association leaves the next one to another process; the others find nothing
+    to accept and wait again.
+    """
+
+    listener: socket.socket | None = None
 
     def server_bind(self) -> None:
+        assert self.socket is not None and self.listener is not None
+        self.socket.close()
+        self.socket = self.listener
+        self.server_address = self.listener.getsockname()
+
+    def server_activate(self) -> None:
+        pass  # listening since before the fork
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        client, address = super().get_request()  # BlockingIOError: another process took it
+        client.setblocking(True)
+        return client, address
+
+    def server_close(self) -> None:
+        # close, never shutdown(): the listening socket is the other receiver processes' as well
         assert self.socket is not None
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        self.socket.close()
+
+
+def shared_listener(host: str, port: int) -> socket.socket:
+    """The listening socket the receiver processes share (``serve`` makes it before forking them)."""
+    sock = socket.create_server((host, port), backlog=128)
+    sock.setblocking(False)
+    return sock
 
 
 class StoreSCP:
     """The listening AE: owns the pynetdicom server, the spool and the per-instance indexing.
 
-    ``shared_port``: one of several receiver processes on the same port (see ``dicom.receiver_processes``);
+    ``listener``: a listening socket shared with other receiver processes (see ``dicom.receiver_processes``);
     ``writer_lock``: a file whose ``flock`` the index writers of those processes take around each commit.
     """
 
@@ -213,14 +240,14 @@ class StoreSCP:
         settings: DicomSettings,
         spool: Spool,
         sessions: sessionmaker[Session],
-        shared_port: bool = False,
+        listener: socket.socket | None = None,
         writer_lock: Path | None = None,
         counters: ReceiveCounters | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.sessions = sessions
-        self.shared_port = shared_port
+        self.listener = listener
         self.counters = counters or ReceiveCounters()
         self.server: NoDelayAssociationServer | None = None
         self._thread: threading.Thread | None = None
@@ -243,6 +270,11 @@ class StoreSCP:
         ae.require_calling_aet = list(s.accepted_calling_aets)
         ae.supported_contexts = supported_contexts()
         return ae
+
+    def _server_class(self) -> type[NoDelayAssociationServer]:
+        if self.listener is None:
+            return NoDelayAssociationServer
+        return type("ReceiverServer", (SharedSocketAssociationServer,), {"listener": self.listener})
 
     def ssl_context(self) -> ssl.SSLContext | None:
         tls = self.settings.tls
@@ -278,7 +310,7 @@ class StoreSCP:
                 (self.settings.host, self.settings.port),
                 evt_handlers=handlers,
                 ssl_context=self.ssl_context(),
-                server_class=SharedPortAssociationServer if self.shared_port else NoDelayAssociationServer,
+                server_class=self._server_class(),
                 request_handler=EventRequestHandler,
             ),
         )

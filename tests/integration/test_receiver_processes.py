@@ -1,4 +1,4 @@
-"""Several receiver processes on one port (``dicom.receiver_processes``): associations spread over them,
+"""Several receiver processes on one listening socket (``dicom.receiver_processes``): associations spread,
 every instance is indexed once, and the clean-stop marker tells whether every receiver stopped cleanly."""
 
 from __future__ import annotations
