@@ -37,6 +37,7 @@ from agent.config import AlertSettings
 from agent.db.models import Study, utcnow
 from agent.log import get_logger
 from agent.metrics import ALERT_DELIVERIES
+from agent.scheduling import add_periodic
 
 log = get_logger(__name__)
 
@@ -111,11 +112,6 @@ class AlertDispatcher:
         self.settings = settings
         self.routing = routing
         self.spool_root = spool_root
-        self.scheduler = BackgroundScheduler(timezone="UTC")
-
-    @property
-    def running(self) -> bool:
-        return bool(self.scheduler.running)
 
     def _claim(self, now: datetime) -> list[int]:
         with self.sessions.begin() as session:
@@ -237,24 +233,12 @@ class AlertDispatcher:
             else:
                 resolve_operational(session, DISK_LOW, "spool", now)
 
-    def tick(self) -> None:
-        try:
-            self.run_once()
-        except Exception as exc:  # the next tick retries; the scheduler must keep running
-            log.error("alert.delivery_pass_failed", error=type(exc).__name__, detail=str(exc)[:200])
-
-    def start(self) -> None:
-        self.scheduler.add_job(
-            self.tick,
-            "interval",
-            seconds=self.settings.delivery_interval_s,
-            id="alert-delivery",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=utcnow(),
+    def schedule(self, scheduler: BackgroundScheduler) -> None:
+        """Run a delivery pass every ``delivery_interval_s`` on the service's scheduler."""
+        add_periodic(
+            scheduler,
+            self.run_once,
+            self.settings.delivery_interval_s,
+            "alert-delivery",
+            "alert.delivery_pass_failed",
         )
-        self.scheduler.start()
-
-    def stop(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)

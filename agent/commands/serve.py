@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom.config
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from agent.commands import settings_or_exit
 from agent.db import make_engine, session_factory, upgrade
@@ -36,6 +37,7 @@ from agent.dicom.scp import StoreSCP, accepted_storage_classes, shared_listener
 from agent.dicom.spool import Spool
 from agent.log import configure_logging, get_logger
 from agent.pipeline.stability import StabilityMonitor
+from agent.scheduling import new_scheduler
 
 log = get_logger(__name__)
 
@@ -58,8 +60,10 @@ def quiet_libraries(level: str) -> None:
     logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
-def add_pipeline(monitor: StabilityMonitor, settings: Any, sessions: Any, scp: StoreSCP) -> None:
-    """The study worker and the delivery outbox run on the stability monitor's scheduler.
+def add_pipeline(
+    scheduler: BackgroundScheduler, monitor: StabilityMonitor, settings: Any, sessions: Any, scp: StoreSCP
+) -> None:
+    """The study worker and the delivery outbox, on the service's scheduler.
 
     Work is handed on at once: a study turning stable wakes the worker, results queued wake the outbox; the
     intervals remain the safety net (``agent.pipeline.wake``).
@@ -72,17 +76,15 @@ def add_pipeline(monitor: StabilityMonitor, settings: Any, sessions: Any, scp: S
     runner = OutboxRunner(sessions, settings.peers, settings.dicom.ae_title, settings.outbox, policy)
     deliver = WakeableTick(runner.tick)
     interval = settings.outbox.interval_s
-    monitor.scheduler.add_job(
-        deliver, "interval", seconds=interval, id="outbox", max_instances=1, coalesce=True
-    )
-    deliver.attach(monitor.scheduler, "outbox")
+    scheduler.add_job(deliver, "interval", seconds=interval, id="outbox", max_instances=1, coalesce=True)
+    deliver.attach(scheduler, "outbox")
     if settings.pipeline.enabled:
         # Imported only when enabled: the worker's libraries (highdicom) weigh ~23 MB of resident memory.
         from agent.pipeline.process import Deps, Worker
 
         worker = Worker(Deps(settings, sessions, store_handler=scp._on_store), on_output=deliver.wake)
         work = WakeableTick(worker.tick)
-        monitor.scheduler.add_job(
+        scheduler.add_job(
             work,
             "interval",
             seconds=settings.pipeline.poll_interval_s,
@@ -90,14 +92,14 @@ def add_pipeline(monitor: StabilityMonitor, settings: Any, sessions: Any, scp: S
             max_instances=1,
             coalesce=True,
         )
-        work.attach(monitor.scheduler, "worker")
+        work.attach(scheduler, "worker")
         monitor.on_stable = work.wake
 
 
 def start_alerts_and_web(
-    settings: Any, sessions: Any, scp: StoreSCP, monitor: StabilityMonitor, spool_root: Any
-) -> tuple[Any, Any]:
-    """The alert delivery loop, and the HTTP service unless ``web.enabled`` is false."""
+    settings: Any, sessions: Any, scp: StoreSCP, scheduler: BackgroundScheduler, spool_root: Any
+) -> Any:
+    """The alert delivery loop, and the HTTP service unless ``web.enabled`` is false (returned, or None)."""
     from agent.alerts.delivery import AlertDispatcher
     from agent.alerts.sinks import build_sinks
     from agent.alerts.store import routing_from_settings
@@ -106,25 +108,21 @@ def start_alerts_and_web(
     dispatcher = AlertDispatcher(
         sessions, build_sinks(settings.alerts.sinks), settings.alerts, routing, spool_root
     )
-    dispatcher.start()
+    dispatcher.schedule(scheduler)
     if not settings.web.enabled:
-        return dispatcher, None
+        return None
     from agent.web.app import Readiness, create_app  # only when enabled (~10 MB resident)
     from agent.web.server import WebServer
 
     checks = {
-        "scheduler": lambda: bool(monitor.scheduler.running) and dispatcher.running,
+        "scheduler": lambda: bool(scheduler.running),
         "dicom": lambda: scp.server is not None and scp._thread is not None and scp._thread.is_alive(),
     }
     web = WebServer(
         create_app(settings.web, sessions, Readiness(checks)), settings.web.host, settings.web.port
     )
-    try:
-        web.start()
-    except OSError:
-        dispatcher.stop()
-        raise
-    return dispatcher, web
+    web.start()
+    return web
 
 
 def run(args: argparse.Namespace) -> int:
@@ -183,22 +181,25 @@ def run(args: argparse.Namespace) -> int:
             children.append(pid)
     sessions = session_factory(engine)
     scp = StoreSCP(settings.dicom, spool, sessions, listener=listener, writer_lock=writer_lock)
+    # One scheduler for every periodic task, created after the receivers are forked (threads do not fork).
+    scheduler = new_scheduler()
     monitor = StabilityMonitor(sessions, settings.stability)
+    monitor.schedule(scheduler)
     try:
         scp.start()
     except (OSError, ValueError) as exc:
         log.error("scp.start_failed", error=type(exc).__name__, detail=str(exc)[:300])
         stop_receivers(children, 0)
         return 1
-    add_pipeline(monitor, settings, sessions, scp)
+    add_pipeline(scheduler, monitor, settings, sessions, scp)
     try:
-        dispatcher, web = start_alerts_and_web(settings, sessions, scp, monitor, spool.root)
+        web = start_alerts_and_web(settings, sessions, scp, scheduler, spool.root)
     except (OSError, ValueError) as exc:
         log.error("web.start_failed", error=type(exc).__name__, detail=str(exc)[:300])
         scp.stop(0)
         stop_receivers(children, 0)
         return 1
-    monitor.start()
+    scheduler.start()
     log.info(
         "agent.started", spool=str(spool.root), database=engine.dialect.name, receiver_processes=receivers
     )
@@ -215,8 +216,7 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         scp.stop(settings.dicom.shutdown_grace_s)
-        monitor.stop()
-        dispatcher.stop()
+        scheduler.shutdown(wait=True)
         receivers_clean &= stop_receivers(children, settings.dicom.shutdown_grace_s + 15)
         if counters is not None:
             counters.merge()

@@ -20,6 +20,7 @@ from agent.config import StabilitySettings
 from agent.db.models import Study, StudyState, utcnow
 from agent.log import get_logger, uid_hash
 from agent.pipeline.jobs import PROCESS_STUDY, enqueue, log_enqueued
+from agent.scheduling import add_periodic
 
 log = get_logger(__name__)
 
@@ -68,7 +69,7 @@ def mark_stable(
 
 
 class StabilityMonitor:
-    """Runs ``mark_stable`` every ``check_interval_s`` on an APScheduler background thread.
+    """Runs ``mark_stable`` every ``check_interval_s`` on the service's scheduler.
 
     ``on_stable`` (optional) is called after a tick that turned studies stable (the worker's wake-up).
     """
@@ -76,29 +77,14 @@ class StabilityMonitor:
     def __init__(self, sessions: sessionmaker[Session], settings: StabilitySettings) -> None:
         self.sessions = sessions
         self.settings = settings
-        self.scheduler = BackgroundScheduler(timezone="UTC")
         self.on_stable: Callable[[], None] | None = None
 
     def tick(self) -> None:
-        try:
-            stable = mark_stable(self.sessions, self.settings.stable_after_s, self.settings.max_wait_s)
-            if stable and self.on_stable is not None:
-                self.on_stable()
-        except Exception as exc:  # the next tick retries; the scheduler must keep running
-            log.error("study.stability_check_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        stable = mark_stable(self.sessions, self.settings.stable_after_s, self.settings.max_wait_s)
+        if stable and self.on_stable is not None:
+            self.on_stable()
 
-    def start(self) -> None:
-        self.scheduler.add_job(
-            self.tick,
-            "interval",
-            seconds=self.settings.check_interval_s,
-            id="stability",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=utcnow(),
+    def schedule(self, scheduler: BackgroundScheduler) -> None:
+        add_periodic(
+            scheduler, self.tick, self.settings.check_interval_s, "stability", "study.stability_check_failed"
         )
-        self.scheduler.start()
-
-    def stop(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
