@@ -221,7 +221,8 @@ def test_follow_up_pre_read_then_final_response(
     for table in ("jobs", "output_versions", "outbox"):
         assert (
             agent.scalar(
-                f"SELECT count(*) FROM {table} t JOIN studies st ON st.id = t.study_pk WHERE st.study_uid = :u",
+                f"SELECT count(*) FROM {table} t JOIN studies st ON st.id = t.study_pk"
+                " WHERE st.study_uid = :u",
                 u=base_uid,
             )
             == 0
