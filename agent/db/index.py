@@ -90,6 +90,24 @@ def _insert(dialect: str, model: Any) -> Any:
     raise NotImplementedError(f"database dialect {dialect!r} is not supported")
 
 
+def _study_insert(dialect: str, state: StudyState) -> Any:
+    """INSERT of a new study row in ``state``, its values bound by name (the ON CONFLICT part differs)."""
+    b = bindparam
+    return _insert(dialect, Study).values(
+        study_uid=b("study_uid"),
+        patient_pk=b("patient_pk"),
+        study_date=b("study_date"),
+        study_time=b("study_time"),
+        accession_number=b("accession_number"),
+        description=b("study_description"),
+        state=state.value,
+        first_received_at=b("now"),
+        last_received_at=b("now"),
+        receiving_since=b("now"),
+        updated_at=b("now"),
+    )
+
+
 def _clip(value: str | None, n: int) -> str | None:
     return None if value is None else value[:n]
 
@@ -130,19 +148,7 @@ def _statements(dialect: str) -> _Statements:
         set_={"name": ins.excluded.name, "birth_date": ins.excluded.birth_date},
     ).returning(Patient.id)
 
-    ins = _insert(dialect, Study).values(
-        study_uid=b("study_uid"),
-        patient_pk=b("patient_pk"),
-        study_date=b("study_date"),
-        study_time=b("study_time"),
-        accession_number=b("accession_number"),
-        description=b("study_description"),
-        state=StudyState.RECEIVING.value,
-        first_received_at=b("now"),
-        last_received_at=b("now"),
-        receiving_since=b("now"),
-        updated_at=b("now"),
-    )
+    ins = _study_insert(dialect, StudyState.RECEIVING)
     receiving = Study.state == StudyState.RECEIVING.value
     study = ins.on_conflict_do_update(
         index_elements=[Study.study_uid],
@@ -155,19 +161,7 @@ def _statements(dialect: str) -> _Statements:
         },
     ).returning(Study.id)
 
-    ins = _insert(dialect, Study).values(
-        study_uid=b("study_uid"),
-        patient_pk=b("patient_pk"),
-        study_date=b("study_date"),
-        study_time=b("study_time"),
-        accession_number=b("accession_number"),
-        description=b("study_description"),
-        state=StudyState.PRIOR.value,
-        first_received_at=b("now"),
-        last_received_at=b("now"),
-        receiving_since=b("now"),
-        updated_at=b("now"),
-    )
+    ins = _study_insert(dialect, StudyState.PRIOR)
     # A retrieval touches neither the state nor the receiving clock of a study that exists.
     study_retrieved = ins.on_conflict_do_update(
         index_elements=[Study.study_uid], set_={"patient_pk": Study.patient_pk}
