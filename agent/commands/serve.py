@@ -82,7 +82,7 @@ def add_pipeline(
         # Imported only when enabled: the worker's libraries (highdicom) weigh ~23 MB of resident memory.
         from agent.pipeline.process import Deps, Worker
 
-        worker = Worker(Deps(settings, sessions, store_handler=scp._on_store), on_output=deliver.wake)
+        worker = Worker(Deps(settings, sessions, store_handler=scp.handle_store), on_output=deliver.wake)
         work = WakeableTick(worker.tick)
         scheduler.add_job(
             work,
@@ -116,7 +116,7 @@ def start_alerts_and_web(
 
     checks = {
         "scheduler": lambda: bool(scheduler.running),
-        "dicom": lambda: scp.server is not None and scp._thread is not None and scp._thread.is_alive(),
+        "dicom": lambda: scp.listening,
     }
     web = WebServer(
         create_app(settings.web, sessions, Readiness(checks)), settings.web.host, settings.web.port

@@ -291,6 +291,11 @@ class StoreSCP:
         return ctx
 
     @property
+    def listening(self) -> bool:
+        """The listener is accepting associations (readiness)."""
+        return self.server is not None and self._thread is not None and self._thread.is_alive()
+
+    @property
     def address(self) -> tuple[str, int]:
         assert self.server is not None
         host, port = self.server.server_address[:2]
@@ -299,7 +304,7 @@ class StoreSCP:
     def start(self) -> None:
         handlers: list[Any] = [
             (evt.EVT_C_ECHO, self._on_echo),
-            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ABORTED, self._on_aborted),
@@ -384,7 +389,7 @@ class StoreSCP:
         """``retrieved`` when the request answers a C-MOVE we issued (its Move Originator is our AE title)."""
         return RETRIEVED if command.move_originator.strip() == self.own_aet else ROUTED
 
-    def _on_store(self, event: Any) -> int:
+    def handle_store(self, event: Any) -> int:
         """pynetdicom's C-STORE event (associations we open, like C-GET, and requests off the short road).
 
         Every instance arriving on an association we requested answers our own retrieval (C-GET).
