@@ -15,8 +15,7 @@ from pydicom.dataset import Dataset
 from agent.sr.read import ReportCache, SRReadError, SRReport, _classified_groups, read_sr
 from tests.unit.sr.srgen import LesionSpec, uid, write_study_sr
 
-SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "samples" / "sr"
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"shared SR samples not found at {SAMPLES}")
+SAMPLES = Path(__file__).resolve().parents[2] / "data" / "sr"
 
 
 def sample(prefix: str) -> Path:
@@ -54,7 +53,6 @@ def test_file_read_equals_dataset_read_and_leaves_the_callers_dataset_alone(gene
     assert read_sr(ds) == from_dataset
 
 
-@needs_samples
 @pytest.mark.parametrize("prefix", ["01", "02", "03", "04", "05", "06", "07", "08", "09", "15", "17"])
 def test_samples_file_and_dataset_reads_agree(prefix: str) -> None:
     path = sample(prefix)
@@ -62,7 +60,6 @@ def test_samples_file_and_dataset_reads_agree(prefix: str) -> None:
     assert without_source(from_file) == read_sr(pydicom.dcmread(path))
 
 
-@needs_samples
 def test_a_tree_highdicom_refuses_is_walked_as_stored() -> None:
     # 05: an empty NUM; highdicom refuses the tree after converting part of it in place.
     report = read_sr(sample("05"))
@@ -71,7 +68,6 @@ def test_a_tree_highdicom_refuses_is_walked_as_stored() -> None:
     assert without_source(report) == read_sr(pydicom.dcmread(sample("05")))
 
 
-@needs_samples
 @pytest.mark.parametrize("prefix", ["01", "02", "03", "06", "07", "08"])
 def test_group_classification_is_that_of_highdicoms_getters(prefix: str) -> None:
     import highdicom as hd
@@ -79,8 +75,7 @@ def test_group_classification_is_that_of_highdicoms_getters(prefix: str) -> None
     ds = pydicom.dcmread(sample(prefix))
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.34"
     report = hd.sr.Comprehensive3DSR.from_dataset(ds, copy=False).content
-    if not isinstance(report, hd.sr.MeasurementReport):
-        pytest.skip("highdicom does not parse this root as a measurement report")
+    assert isinstance(report, hd.sr.MeasurementReport)
     ours = _classified_groups(report)
     theirs = [
         (template, g[0])

@@ -1,7 +1,9 @@
-"""Every real SR of ../shared/samples/sr (read in place): the MANIFEST values come back, or a clear reason."""
+"""Every real SR of tests/data/sr: the values its writer put in come back, or a clear reason; and the
+MANIFEST there lists every file with its source, licence and checksum."""
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,8 +14,7 @@ from agent.sr.context import study_context
 from agent.sr.observations import observations
 from agent.sr.read import MeasurementKind, SRReadError, SRReport, read_sr, require_measurements
 
-SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "samples" / "sr"
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"shared SR samples not found at {SAMPLES}")
+SAMPLES = Path(__file__).resolve().parents[2] / "data" / "sr"
 
 
 def sample(prefix: str) -> Path:
@@ -30,6 +31,21 @@ def group(report: SRReport, identifier: str):  # type: ignore[no-untyped-def]
     matches = [g for g in report.groups if g.tracking_identifier == identifier]
     assert len(matches) == 1, [g.tracking_identifier for g in report.groups]
     return matches[0]
+
+
+def test_the_manifest_lists_every_sample_with_source_licence_and_checksum() -> None:
+    rows = {}
+    for line in (SAMPLES / "MANIFEST.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].endswith(".dcm"):
+            rows[cells[0]] = cells
+    files = sorted(p.name for p in SAMPLES.glob("*.dcm"))
+    assert len(files) == 19 and sorted(rows) == files
+    for name, (_, repository, path, commit, licence, sha256) in rows.items():
+        assert "/" in repository and path and commit and licence, name
+        assert hashlib.sha256((SAMPLES / name).read_bytes()).hexdigest() == sha256, name
+    for licence_file in {"GPL-3.0"} & {r[4].split(" ")[0] for r in rows.values()}:
+        assert (SAMPLES / "LICENSES" / f"{licence_file}.txt").is_file()
 
 
 def test_every_sample_reads_or_gives_a_reason_and_nothing_else_raises() -> None:
