@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Install the system programs the test suite drives as real peers. Idempotent; needs root (or sudo).
+#
+# It touches only what it installs: it stops no process and no service. The Debian orthanc and postgresql
+# packages start a service of their own when installed; a policy-rc.d in place for the duration of the
+# install (the mechanism invoke-rc.d and deb-systemd-invoke consult) keeps those starts from happening, and is
+# removed afterwards (an administrator's own policy-rc.d, if any, is put back). Services already running are
+# left alone. The tests start their own Orthanc and PostgreSQL on free ports.
 set -euo pipefail
 packages=(dcmtk orthanc dicom3tools poppler-utils iproute2 util-linux postgresql chromium)
+policy="${POLICY_RC_D:-/usr/sbin/policy-rc.d}"
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
@@ -13,11 +20,20 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "install-system-deps: missing ${need[*]} and not root; install them and re-run" >&2; exit 1
   fi
 fi
-echo "install-system-deps: installing ${need[*]}"
+
+saved=""
+restore_policy() {
+  if [ -n "$saved" ]; then $sudo mv -f "$saved" "$policy"; else $sudo rm -f "$policy"; fi
+}
+if [ -e "$policy" ]; then
+  saved="$policy.liver-agent-saved"
+  $sudo mv -f "$policy" "$saved"
+fi
+trap restore_policy EXIT
+# Exit status 101: "action forbidden by policy" (invoke-rc.d(8)); no service is started during the install.
+printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+$sudo chmod 755 "$policy"
+
+echo "install-system-deps: installing ${need[*]} (no service will be started)"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# The Debian package starts an Orthanc service on the default ports; the tests start their own.
-if command -v systemctl >/dev/null && systemctl is-active --quiet orthanc 2>/dev/null; then
-  $sudo systemctl stop orthanc || true
-fi
-pkill -x Orthanc 2>/dev/null || true
