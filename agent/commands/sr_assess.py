@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import pydicom
@@ -24,6 +24,7 @@ from agent.response.alerts import CATALOGUE
 from agent.response.model import Alert, Assessment, Severity, Timeline
 from agent.response.parse import ValidationError, assessment_to_dict
 from agent.response.table import assess_timeline
+from agent.sr import write as sr_write
 from agent.sr.read import PRE_READ_REASON, SRReport, read_sr
 from agent.sr.report import Instance, LesionDicom, PatientInfo, ResponseReport, StudyInfo
 from agent.sr.write import AGENT_NAME, instance_of, response_sr, summary_pdf
@@ -159,20 +160,6 @@ def _tracking_alerts(tracked: TrackedTimeline, n: int) -> list[Alert]:
     ]
 
 
-def _created(items: list[ReportInput]) -> datetime | None:
-    """The newest content date/time of the inputs: our report cannot be older than what it summarises."""
-    stamps = []
-    for item in items:
-        r = item.report
-        if r.content_date is not None:
-            t = (r.content_time or "000000").split(".")[0].ljust(6, "0")[:6]
-            try:
-                stamps.append(datetime.combine(r.content_date, datetime.strptime(t, "%H%M%S").time()))
-            except ValueError:
-                stamps.append(datetime.combine(r.content_date, datetime.min.time()))
-    return max(stamps) if stamps else None
-
-
 def build_report(
     tracked: TrackedTimeline,
     assessment: Assessment,
@@ -267,7 +254,7 @@ def assess_files(args: argparse.Namespace) -> int:
     try:
         earlier = [o.report for o in ours] + pre_reads
         report, sources = build_report(tracked, assessment, timeline, pre_read=args.pre_read, ours=earlier)
-        created = _created(inputs)
+        created = sr_write.clock()  # one moment for the SR and its summary
         sr = response_sr(report, org_root=org_root, created=created)
         out = Path(args.out)
         sr.save_as(out, enforce_file_format=True)

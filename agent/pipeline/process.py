@@ -396,8 +396,9 @@ class Written:
 
 def write_outputs(report: ResponseReport, out_dir: Path, org_root: str) -> Written:
     """The response SR and its PDF summary (agent.sr.write), saved under ``out_dir`` (fsynced)."""
-    sr = sr_write.response_sr(report, org_root=org_root)
-    pdf = sr_write.summary_pdf(report, org_root=org_root, sources=[sr_write.instance_of(sr)])
+    created = sr_write.clock()  # one moment for the SR and its summary
+    sr = sr_write.response_sr(report, org_root=org_root, created=created)
+    pdf = sr_write.summary_pdf(report, org_root=org_root, created=created, sources=[sr_write.instance_of(sr)])
     out_dir.mkdir(parents=True, exist_ok=True)
     objects = []
     for ds in (sr, pdf):

@@ -29,16 +29,21 @@ current study's instances go to Current Requested Procedure Evidence, prior imag
 Other Evidence; an earlier SR of ours for the same study goes to Predecessor Documents. Completion PARTIAL,
 verification UNVERIFIED, preliminary PRELIMINARY: machine output until a radiologist signs a new version.
 
-Determinism: every UID is derived from ``org_root`` and stable inputs by hashing (:func:`derive_uid`), and
-dates and times come from the inputs, so the same inputs give the same bytes. Never imports the database or
-the network; the caller passes the UID root (``agent.config.UIDSettings.org_root``).
+Series: the SR (Modality SR) and the PDF summary (Modality DOC) each go in a series of their own in the
+current study, side by side (a series holds one modality; a PACS may merge or refuse a mixed one).
+
+Determinism: every UID is derived from ``org_root`` and stable inputs by hashing (:func:`derive_uid`), so
+the same inputs give the same UIDs. Content Date/Time and Instance Creation Date/Time say when the object
+was made (:data:`clock`, the local wall clock; a caller may pass ``created``), never the study's date. Never
+imports the database or the network; the caller passes the UID root
+(``agent.config.UIDSettings.org_root``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -73,6 +78,8 @@ from agent.sr.report import (
 AGENT_NAME = "liver-agent"
 SERIES_NUMBER = 7701
 SERIES_DESCRIPTION = "liver-agent tumour response (unverified)"
+SUMMARY_SERIES_NUMBER = 7702
+SUMMARY_SERIES_DESCRIPTION = "liver-agent tumour response summary (unverified)"
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 SUM_IDENTIFIER = "Sum of target lesion diameters"
 _CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
@@ -141,11 +148,23 @@ def series_uid(report: ResponseReport, org_root: str) -> str:
     return derive_uid(org_root, "response-series", report.current.study_uid)
 
 
-def _created(report: ResponseReport, created: datetime | None) -> tuple[str, str]:
-    if created is not None:
-        return created.strftime("%Y%m%d"), created.strftime("%H%M%S")
-    time = report.current.time or "000000"
-    return report.current.date.strftime("%Y%m%d"), time
+def summary_series_uid(report: ResponseReport, org_root: str) -> str:
+    """The PDF summaries' series, next to :func:`series_uid` in the current study."""
+    return derive_uid(org_root, "response-summary-series", report.current.study_uid)
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+#: When an object is made (local time). Tests that compare bytes replace it with a fixed clock.
+clock: Callable[[], datetime] = _local_now
+
+
+def _created(created: datetime | None) -> tuple[str, str]:
+    """(Content Date, Content Time): ``created``, else the clock now."""
+    when = created if created is not None else clock()
+    return when.strftime("%Y%m%d"), when.strftime("%H%M%S")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -180,7 +199,7 @@ def response_sr(
     root.ContentSequence.append(_qualitative_evaluations(report, tab))
     evidence = _evidence_datasets(report)
     _check_evidence(root, evidence)
-    content_date, content_time = _created(report, created)
+    content_date, content_time = _created(created)
     fp = fingerprint(report)
     # highdicom's constructor deep-copies the content it is given, parses the copy again and searches the
     # whole tree for references: it gets the root without its children (the tree, built here with
@@ -681,7 +700,8 @@ def summary_pdf(
     sources: Sequence[Instance] = (),
     series: str | None = None,
 ) -> Dataset:
-    """The Encapsulated PDF summary, by default in the SR's series (``sources``: the SR(s) it summarises).
+    """The Encapsulated PDF summary, by default in its own series next to the SR's (``sources``: the SR(s) it
+    summarises).
 
     Encapsulated PDF rather than a Secondary Capture: the text stays vector and searchable (``pdftotext``
     finds every value, nothing is lost to scaling or burned-in pixels), the page prints sharply at any size,
@@ -694,7 +714,7 @@ def summary_pdf(
     length = len(pdf)
     if length % 2:
         pdf += b"\x00"  # OB values have even length; the document length excludes the padding
-    content_date, content_time = _created(report, created)
+    content_date, content_time = _created(created)
     patient, study = report.patient, report.current
     fp = fingerprint(report)
     ds = Dataset()
@@ -716,16 +736,16 @@ def summary_pdf(
     if study.description:
         ds.StudyDescription = study.description
     ds.Modality = "DOC"
-    ds.SeriesInstanceUID = series or series_uid(report, org_root)
-    ds.SeriesNumber = SERIES_NUMBER
-    ds.SeriesDescription = SERIES_DESCRIPTION
+    ds.SeriesInstanceUID = series or summary_series_uid(report, org_root)
+    ds.SeriesNumber = SUMMARY_SERIES_NUMBER
+    ds.SeriesDescription = SUMMARY_SERIES_DESCRIPTION
     ds.SeriesDate = content_date
     ds.SeriesTime = content_time
     ds.Manufacturer = AGENT_NAME
     ds.ManufacturerModelName = AGENT_NAME
     ds.SoftwareVersions = __version__
     ds.ConversionType = "WSD"
-    ds.InstanceNumber = 2
+    ds.InstanceNumber = 1
     ds.ContentDate = content_date
     ds.ContentTime = content_time
     ds.AcquisitionDateTime = content_date + content_time

@@ -116,8 +116,30 @@ def test_in_the_current_study_new_series_patient_banner_from_the_header(
     ):
         assert ds[attr].value == src[attr].value == pdf[attr].value, attr
     assert ds.SeriesInstanceUID != src.SeriesInstanceUID
-    assert pdf.SeriesInstanceUID == ds.SeriesInstanceUID
     assert ds.SeriesInstanceUID.startswith(DEFAULT_ROOT)
+
+
+def test_summary_pdf_in_a_series_of_its_own_next_to_the_sr(written: dict[str, Any]) -> None:
+    ds = pydicom.dcmread(written["sr"])
+    pdf = pydicom.dcmread(written["pdf"])
+    assert (ds.Modality, pdf.Modality) == ("SR", "DOC")
+    assert pdf.StudyInstanceUID == ds.StudyInstanceUID
+    assert pdf.SeriesInstanceUID != ds.SeriesInstanceUID
+    assert pdf.SeriesInstanceUID.startswith(DEFAULT_ROOT)
+    assert pdf.SeriesNumber != ds.SeriesNumber
+
+
+def test_content_and_creation_date_time_are_when_the_objects_were_made(
+    inputs: Inputs, written: dict[str, Any]
+) -> None:
+    from tests.unit.sr.conftest import FIXED_CLOCK
+
+    src = pydicom.dcmread(inputs.fu2)
+    made = (FIXED_CLOCK.strftime("%Y%m%d"), FIXED_CLOCK.strftime("%H%M%S"))
+    for ds in (pydicom.dcmread(written["sr"]), pydicom.dcmread(written["pdf"])):
+        assert (ds.ContentDate, ds.ContentTime) == made
+        assert (ds.InstanceCreationDate, ds.InstanceCreationTime) == made
+        assert ds.StudyDate == src.StudyDate != ds.ContentDate
 
 
 def test_evidence_current_images_and_prior_images_and_srs(inputs: Inputs, written: dict[str, Any]) -> None:

@@ -119,8 +119,9 @@ def test_summary_header_matches_the_sr_and_says_unverified(outputs: dict[str, An
     assert document[: pdf.EncapsulatedDocumentLength].rstrip().endswith(b"%%EOF")
     assert len(document) - pdf.EncapsulatedDocumentLength in (0, 1)  # only the even-length padding
     assert "unverified" in pdf.DocumentTitle
-    assert pdf.InstanceNumber == 2 and sr.InstanceNumber == 1
-    for attr in ("PatientName", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "AccessionNumber"):
+    assert pdf.InstanceNumber == 1 and sr.InstanceNumber == 1
+    for attr in ("PatientName", "PatientID", "StudyInstanceUID", "AccessionNumber"):
         assert pdf[attr].value == sr[attr].value, attr
+    assert pdf.SeriesInstanceUID != sr.SeriesInstanceUID  # a series holds one modality
     sources = {s.ReferencedSOPInstanceUID for s in pdf.SourceInstanceSequence}
     assert sr.SOPInstanceUID in sources
