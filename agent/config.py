@@ -89,6 +89,8 @@ class LogSettings(Section):
 class PeerSettings(Section):
     """A remote DICOM node (the PACS) used for query/retrieve and as a store destination."""
 
+    # How the peer is reached (agent/peers lists the kinds): dimse (C-FIND, C-MOVE/C-GET, C-STORE).
+    type: Literal["dimse"] = "dimse"
     ae_title: str
     host: str
     port: int = Field(ge=1, le=65535)

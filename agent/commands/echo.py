@@ -7,12 +7,11 @@ import re
 import ssl
 from typing import Any
 
-from pynetdicom import AE
-
 from agent.commands import settings_or_exit
+from agent.config import PeerSettings
+from agent.peers import PeerError, PeerUnreachable, build_peer
 
 _TARGET = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
-VERIFICATION = "1.2.840.10008.1.1"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -30,38 +29,46 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_or_exit(args.config)
     m = _TARGET.match(args.target)
     if m:
-        called, host, port = m["ae"].strip(), m["host"].strip("[]"), int(m["port"])
+        port = int(m["port"])
+        if not 1 <= port <= 65535:
+            print(f"liver-agent echo: port {port} out of range")
+            return 2
+        name = "echo"
+        try:
+            peer = PeerSettings(
+                ae_title=m["ae"].strip(),
+                host=m["host"].strip("[]"),
+                port=port,
+                acse_timeout_s=args.timeout,
+                dimse_timeout_s=args.timeout,
+                network_timeout_s=args.timeout,
+            )
+        except ValueError:
+            print(f"liver-agent echo: {m['ae']!r} is not a valid AE title")
+            return 2
     elif args.target in settings.peers:
-        peer = settings.peers[args.target]
-        called, host, port = peer.ae_title, peer.host, peer.port
+        name = args.target
+        peer = settings.peers[args.target].model_copy(
+            update={"acse_timeout_s": args.timeout, "dimse_timeout_s": args.timeout}
+        )
     else:
         print(f"liver-agent echo: {args.target!r} is neither AE@HOST:PORT nor a configured peer", flush=True)
         return 2
-    if not 1 <= port <= 65535:
-        print(f"liver-agent echo: port {port} out of range")
-        return 2
-    ae = AE(ae_title=args.calling_aet or settings.dicom.ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = args.timeout
-    ae.add_requested_context(VERIFICATION)
-    tls_args = None
+    tls_context = None
     if args.tls:
         tls = settings.dicom.tls
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_certificate)
-        ctx.check_hostname = False
+        tls_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_certificate)
+        tls_context.check_hostname = False
         if tls.certificate and tls.private_key:
-            ctx.load_cert_chain(str(tls.certificate), str(tls.private_key))
-        tls_args = (ctx, "")
-    assoc = ae.associate(host, port, ae_title=called, tls_args=tls_args)
-    if not assoc.is_established:
-        print(f"C-ECHO {called}@{host}:{port}: association failed")
-        return 1
+            tls_context.load_cert_chain(str(tls.certificate), str(tls.private_key))
+    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
     try:
-        status = assoc.send_c_echo()
-    finally:
-        assoc.release()
-    code = getattr(status, "Status", None)
-    if code == 0x0000:
-        print(f"C-ECHO {called}@{host}:{port}: success")
-        return 0
-    print(f"C-ECHO {called}@{host}:{port}: failed" + (f" (status 0x{code:04X})" if code is not None else ""))
-    return 1
+        build_peer(name, peer, args.calling_aet or settings.dicom.ae_title, tls_context).echo()
+    except PeerUnreachable:
+        print(f"C-ECHO {where}: association failed")
+        return 1
+    except PeerError as exc:
+        print(f"C-ECHO {where}: failed" + (f" (status 0x{exc.status:04X})" if exc.status is not None else ""))
+        return 1
+    print(f"C-ECHO {where}: success")
+    return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -141,10 +142,13 @@ def _dicom_date(d: date) -> str:
 class PeerClient:
     """Operations against one configured peer; each call opens and releases its own association."""
 
-    def __init__(self, name: str, peer: PeerSettings, calling_aet: str) -> None:
+    def __init__(
+        self, name: str, peer: PeerSettings, calling_aet: str, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.name = name
         self.peer = peer
         self.calling_aet = calling_aet
+        self.tls = tls
         self._find_assoc: Association | None = None
 
     def _ae(self) -> AE:
@@ -162,7 +166,14 @@ class PeerClient:
     ) -> Iterator[Association]:
         p = self.peer
         try:
-            assoc = ae.associate(p.host, p.port, ae_title=p.ae_title, ext_neg=ext_neg, evt_handlers=handlers)
+            assoc = ae.associate(
+                p.host,
+                p.port,
+                ae_title=p.ae_title,
+                ext_neg=ext_neg,
+                evt_handlers=handlers,
+                tls_args=(self.tls, "") if self.tls is not None else None,
+            )
         except (OSError, RuntimeError) as exc:
             raise TransientError(f"{self.name}: cannot associate ({type(exc).__name__})") from exc
         if not assoc.is_established:
@@ -209,6 +220,10 @@ class PeerClient:
                 yield
             finally:
                 self._find_assoc = None
+
+    def find(self, identifier: Dataset) -> list[Dataset]:
+        """C-FIND (Study Root) with ``identifier`` at its Query/Retrieve Level; the peer's matches."""
+        return self._find(identifier)
 
     def _find(self, identifier: Dataset) -> list[Dataset]:
         if self._find_assoc is not None:

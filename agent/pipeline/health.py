@@ -1,7 +1,7 @@
 """Peer health: since when a DICOM peer has not answered, and the ``PACS_UNREACHABLE`` alert that follows.
 
 Prior queries, retrievals and deliveries report each exchange with a peer here. A transient failure (no
-association, timeout, abort: :class:`agent.dicom.scu.TransientError`) starts the outage clock, kept in the
+association, timeout, abort: :class:`agent.peers.PeerUnreachable`) starts the outage clock, kept in the
 ``peer_health`` table so that a restart does not reset it; once the peer has been unreachable for
 ``alerts.pacs_unreachable_after_s`` the operational alert ``PACS_UNREACHABLE`` (subject ``peer:<name>``) is
 raised in the alerts store, which sends it to the sinks. The first answer from the peer (any DICOM status: a

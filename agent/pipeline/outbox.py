@@ -30,8 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.alerts.store import DELIVERY_GAVE_UP, DELIVERY_REFUSED, raise_operational, resolve_operational
 from agent.config import OutboxSettings, PeerSettings
 from agent.db.models import OutboxItem, OutboxState, utcnow
-from agent.dicom.scu import Outcome, PeerClient, StoreItem, TransientError
 from agent.log import get_logger, uid_hash
+from agent.peers import Outcome, Peer, PeerConfigError, PeerError, StoreItem, build_peer
 from agent.pipeline.health import AlertPolicy, peer_answered, peer_unreachable
 
 log = get_logger(__name__)
@@ -130,9 +130,14 @@ def deliver_due(
             ).scalars()
         )
     for dest in destinations:
-        peer = peers.get(dest)
-        if peer is None:
+        peer_settings = peers.get(dest)
+        if peer_settings is None:
             log.warning("outbox.unknown_destination", destination=dest)
+            continue
+        try:
+            peer = build_peer(dest, peer_settings, calling_aet)
+        except PeerConfigError as exc:
+            log.warning("outbox.bad_destination", destination=dest, reason=str(exc))
             continue
         with sessions() as session:
             rows = (
@@ -150,13 +155,13 @@ def deliver_due(
                 .all()
             )
             snapshot = [(r.id, StoreItem(Path(r.path), r.sop_class_uid, r.sop_uid)) for r in rows]
-        _deliver_batch(sessions, PeerClient(dest, peer, calling_aet), snapshot, settings, policy, summary)
+        _deliver_batch(sessions, peer, snapshot, settings, policy, summary)
     return summary
 
 
 def _deliver_batch(
     sessions: sessionmaker[Session],
-    client: PeerClient,
+    client: Peer,
     batch: list[tuple[int, StoreItem]],
     settings: OutboxSettings,
     policy: AlertPolicy,
@@ -180,10 +185,11 @@ def _deliver_batch(
                 res.outcome is Outcome.TRANSIENT for res in results
             )
             unreachable_reason = "" if answered else results[0].detail
-        except TransientError as exc:
+        except PeerError as exc:
+            outcome = client.classify_failure(exc)
             for pk, _ in present:
-                outcomes[pk] = (Outcome.TRANSIENT, None, str(exc))
-            answered, unreachable_reason = False, str(exc)
+                outcomes[pk] = (outcome, exc.status, str(exc))
+            answered, unreachable_reason = exc.status is not None, str(exc)
     end = utcnow()
     gave_up_cleared = False
     with sessions.begin() as session:

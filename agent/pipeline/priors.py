@@ -2,12 +2,12 @@
 
 1. **Local**: every SR instance of the patient already in the index (the PACS routed it to us, or an
    earlier run retrieved it), in any of the patient's studies, the current one included.
-2. **PACS**: on each peer configured for query/retrieve, C-FIND (Study Root) the patient's studies (Patient
-   ID, plus Issuer of Patient ID when known) in the window ``pipeline.prior_years`` before the current
-   study, modalities ``pipeline.prior_modalities``; then series level (Modality SR) and instance level; the SR
-   instances not held locally are retrieved by C-MOVE to our own AE (they arrive at our listener and are
-   indexed like any other instance) or by C-GET (handed to the same C-STORE handler on the C-GET
-   association).
+2. **PACS**: on each peer configured for query/retrieve (through the ``agent.peers.Peer`` interface), find
+   the patient's studies (Patient ID, plus Issuer of Patient ID when known) in the window
+   ``pipeline.prior_years`` before the current study, modalities ``pipeline.prior_modalities``; then their
+   SR series and instances; the SR instances not held locally are retrieved into the agent (a DIMSE peer:
+   C-MOVE to our own AE, or C-GET handed to the listener's C-STORE handler) and indexed like any other
+   instance.
 
 Our own output (SOP Instance UIDs under ``uids.org_root``) is never an input. Each peer's answer, or its
 silence (no association, timeout, abort), is reported to ``agent.pipeline.health`` (``PACS_UNREACHABLE``).
@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.config import Settings
 from agent.db.models import Instance, Series, Study
-from agent.dicom.scu import InstanceMatch, PeerClient, TransientError
 from agent.log import get_logger, uid_hash
+from agent.peers import InstanceMatch, Peer, PeerUnreachable, Receiver, build_peer
 from agent.pipeline.health import AlertPolicy, peer_answered, peer_unreachable, unreachable_peers
 from agent.sr.values import parse_da
 
@@ -91,7 +91,7 @@ def gather(
 ) -> PriorSearch:
     """All usable SRs of the patient after looking in the index and on every query/retrieve peer.
 
-    Raises :class:`agent.dicom.scu.SCUError` when a peer cannot be queried or retrieval fails: the caller
+    Raises :class:`agent.peers.PeerError` when a peer cannot be queried or retrieval fails: the caller
     retries the job later rather than assessing without the priors.
     """
     spool_root = Path(settings.storage.spool_dir)
@@ -109,7 +109,7 @@ def gather(
             continue
         try:
             _search_peer(
-                PeerClient(name, peer, settings.dicom.ae_title),
+                build_peer(name, peer, settings.dicom.ae_title),
                 search,
                 known,
                 settings,
@@ -117,9 +117,9 @@ def gather(
                 issuer=issuer,
                 study_uid=study_uid,
                 window=(since, until),
-                store_handler=store_handler,
+                receiver=Receiver(settings.dicom.ae_title, store_handler),
             )
-        except TransientError as exc:
+        except PeerUnreachable as exc:
             with sessions.begin() as session:
                 peer_unreachable(session, name, str(exc), policy)
             raise
@@ -133,7 +133,7 @@ def gather(
 
 
 def _search_peer(
-    client: PeerClient,
+    client: Peer,
     search: PriorSearch,
     known: set[str],
     settings: Settings,
@@ -142,14 +142,13 @@ def _search_peer(
     issuer: str | None,
     study_uid: str,
     window: tuple[date, date],
-    store_handler: StoreHandler | None,
+    receiver: Receiver,
 ) -> None:
-    """C-FIND the patient's SR instances on one peer and retrieve those we do not hold (into ``search``)."""
+    """Find the patient's SR instances on one peer and retrieve those we do not hold (into ``search``)."""
     org_root = settings.uids.org_root
-    peer = client.peer
     t0 = time.perf_counter()
     wanted: list[InstanceMatch] = []
-    with client.queries():  # every C-FIND of the search over one association
+    with client.session():  # every query of the search over one association
         studies = client.find_studies(
             patient_id, issuer or None, window[0], window[1], settings.pipeline.prior_modalities
         )
@@ -166,12 +165,7 @@ def _search_peer(
     if not wanted:
         return
     t0 = time.perf_counter()
-    if peer.retrieve_method == "get":
-        if store_handler is None:
-            raise RuntimeError("C-GET retrieval needs a C-STORE handler")
-        result = client.get(wanted, store_handler)
-    else:
-        result = client.move(wanted, peer.move_destination or settings.dicom.ae_title)
+    result = client.retrieve(wanted, receiver)
     search.retrieve_s += time.perf_counter() - t0
     search.retrieved += result.completed
     if result.failed:
@@ -179,7 +173,7 @@ def _search_peer(
     log.info(
         "priors.retrieved",
         peer=client.name,
-        method=peer.retrieve_method,
+        type=client.kind,
         study=uid_hash(study_uid),
         wanted=len(wanted),
         completed=result.completed,

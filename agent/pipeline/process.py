@@ -62,10 +62,10 @@ from agent.db.models import (
     StudyState,
     utcnow,
 )
-from agent.dicom.scu import Outcome as PeerOutcome
-from agent.dicom.scu import SCUError, StatusError, TransientError
 from agent.log import get_logger, uid_hash
 from agent.metrics import PIPELINE_DURATION
+from agent.peers import Outcome as PeerOutcome
+from agent.peers import PeerError
 from agent.pipeline import jobs, outbox
 from agent.pipeline.health import AlertPolicy
 from agent.pipeline.priors import LocalSR, StoreHandler, gather
@@ -429,11 +429,9 @@ class RetryLater(Exception):
         self.outage = outage
 
 
-def peer_outage(exc: SCUError) -> bool:
+def peer_outage(exc: PeerError) -> bool:
     """The peer was unreachable or busy, as opposed to refusing the request."""
-    if isinstance(exc, TransientError):
-        return True
-    return isinstance(exc, StatusError) and exc.outcome is PeerOutcome.TRANSIENT
+    return exc.outcome is PeerOutcome.TRANSIENT
 
 
 @dataclass
@@ -591,7 +589,7 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
             study_date=study_date,
             store_handler=deps.store_handler,
         )
-    except SCUError as exc:
+    except PeerError as exc:
         raise RetryLater(str(exc), outage=peer_outage(exc)) from exc
     timings["find"] = search.find_s
     timings["retrieve"] = search.retrieve_s
