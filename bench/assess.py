@@ -1,5 +1,7 @@
 """Throughput of the clinical core: generated patients (8 time points x 8 lesions) under all criteria.
 
+A report, not a gate: there is no target (assessing one patient takes well under a millisecond).
+
 Usage: python bench/assess.py [--patients 10000] [--seed 1] [--workers 1]
 Prints the figures; the last line is ``patients_per_s=<value>``: ``assess_timeline`` (every criterion and the
 alert rules) over timelines parsed beforehand, per wall-clock second (``cpu_patients_per_s`` counts CPU

@@ -21,7 +21,7 @@ from agent.response.parse import (
     timeline_from_dict,
 )
 from agent.response.recist import target_value
-from agent.response.registry import registry_of
+from agent.response.registry import build_registry
 from agent.response.table import assess_timeline
 
 
@@ -109,7 +109,7 @@ def print_table(timeline: Timeline, assessment: Assessment) -> None:
     from rich.table import Table
 
     console = Console()
-    registry = registry_of(timeline)
+    registry = build_registry(timeline)
     table = Table(title=f"Tumour response — {timeline.context.primary}", show_lines=False)
     table.add_column("")
     for i, tp in enumerate(timeline.timepoints):

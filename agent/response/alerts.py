@@ -17,7 +17,6 @@ from decimal import Decimal
 from agent.response import choi, morphology, recist
 from agent.response.model import (
     Alert,
-    C,
     Category,
     Criterion,
     CriterionResult,
@@ -27,9 +26,8 @@ from agent.response.model import (
     Severity,
     Timeline,
     TimepointAssessment,
-    slot_init,
 )
-from agent.response.registry import Problem, Registry, registry_of
+from agent.response.registry import Problem, Registry, build_registry
 
 # --------------------------------------------------------------------------------------------------------
 # Catalogue: code -> (default severity, citation)
@@ -111,7 +109,6 @@ def make_alert(code: str, timepoint: int | None, message: str, severity: Severit
 # What the rules look at
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class Facts:
     """The timeline, the requested criteria and the results, shared by every rule (built once by ``facts``).
@@ -160,7 +157,7 @@ def facts(timeline: Timeline, results: tuple[CriterionResult, ...]) -> Facts:
         timeline=timeline,
         results=by_criterion,
         requested=requested,
-        registry=registry_of(timeline),
+        registry=build_registry(timeline),
         categories={c: result.categories() for c, result in by_criterion.items()},
         density_criterion=density,
         followups=range(1, len(timeline.timepoints)),
@@ -365,22 +362,19 @@ def interval_too_long(f: Facts) -> Iterator[Alert]:
             )
 
 
-#: Statuses that report a lesion gone (module constants: Python 3.11 resolves ``LesionStatus.ABSENT`` through
-#: the slow ``EnumType.__getattr__``, and this is checked for every lesion record).
-_GONE = frozenset({LesionStatus.DISAPPEARED, LesionStatus.ABSENT})
-_MEASURED = LesionStatus.MEASURED
-_TARGET = LesionKind.TARGET
+#: Statuses that report a lesion gone.
+_REPORTED_GONE = frozenset({LesionStatus.DISAPPEARED, LesionStatus.ABSENT})
 
 
 def _disappeared(lesion: Lesion) -> bool:
     """Reported gone: a target ``disappeared`` (or measured 0 mm), a non-target or new lesion ``absent``."""
     status = lesion.status
-    if status in _GONE:
+    if status in _REPORTED_GONE:
         return True
     return (
-        status is _MEASURED
+        status is LesionStatus.MEASURED
         and lesion.long_axis_mm == 0
-        and lesion.kind is _TARGET
+        and lesion.kind is LesionKind.TARGET
         and not lesion.is_node
         and not lesion.fragments_mm
     )
@@ -498,14 +492,14 @@ def reappearance_after_cr(f: Facts) -> Iterator[Alert]:
         category = recist_categories[t]
         if category is None:
             return
-        if category is C.PD and previous is C.CR:
+        if category is Category.PD and previous is Category.CR:
             yield make_alert(
                 "REAPPEARANCE_AFTER_CR",
                 t,
                 "Disease reappeared after a complete response, which is progression whatever its size; check "
                 "that the earlier CR was genuine (the lesion may always have been there).",
             )
-        if category is not C.NE:
+        if category is not Category.NE:
             previous = category
 
 
@@ -523,7 +517,7 @@ def post_pd(f: Facts) -> Iterator[Alert]:
         )
 
 
-_NO_SUM_TEST = frozenset({C.CR, C.NE, C.NONE})
+_NO_SUM_TEST = frozenset({Category.CR, Category.NE, Category.NONE})
 _ZERO, _FIVE, _TWENTY, _THIRTY, _HUNDRED = (Decimal(v) for v in (0, 5, 20, 30, 100))
 
 
@@ -570,16 +564,16 @@ def borderline_threshold(f: Facts) -> Iterator[Alert]:
 # iRECIST (SPEC §3)
 
 #: SPEC §9.1 lists iSD/iPR/iCR; iNN (non-target-only disease) is left out as written.
-_IRECIST_RESPONSE = (C.ICR, C.IPR, C.ISD)
+_IRECIST_RESPONSE = (Category.ICR, Category.IPR, Category.ISD)
 
 
 def _iupd_opens_episode(categories: list[Category | None], t: int) -> bool:
     """``t`` is iUPD and the previous evaluable (non-NE) iRECIST response was not iUPD: a new episode."""
-    if categories[t] is not C.IUPD:
+    if categories[t] is not Category.IUPD:
         return False
     for k in range(t - 1, 0, -1):
-        if categories[k] is not C.NE:
-            return categories[k] is not C.IUPD
+        if categories[k] is not Category.NE:
+            return categories[k] is not Category.IUPD
     return True
 
 
@@ -589,7 +583,7 @@ def irecist_first_iupd_recist_pd(f: Facts) -> Iterator[Alert]:
         return
     categories, recist_categories = f.categories[Criterion.IRECIST], f.categories[Criterion.RECIST]
     for t in f.followups:
-        if _iupd_opens_episode(categories, t) and recist_categories[t] is C.PD:
+        if _iupd_opens_episode(categories, t) and recist_categories[t] is Category.PD:
             yield make_alert(
                 "DISC_IRECIST_IUPD_RECIST_PD",
                 t,
@@ -606,14 +600,14 @@ def pseudoprogression(f: Facts) -> Iterator[Alert]:
     previous: Category | None = None
     for t in f.followups:
         category = categories[t]
-        if category in _IRECIST_RESPONSE and previous is C.IUPD:
+        if category in _IRECIST_RESPONSE and previous is Category.IUPD:
             yield make_alert(
                 "DISC_PSEUDOPROGRESSION",
                 t,
                 f"Pseudoprogression pattern: {category.value} after unconfirmed progression (iUPD); RECIST "
                 "1.1 would have stopped at progression.",
             )
-        if category is not None and category is not C.NE:
+        if category is not None and category is not Category.NE:
             previous = category
 
 
@@ -650,7 +644,7 @@ def choi_discordance(f: Facts) -> Iterator[Alert]:
     recist_categories, density_categories = f.categories[Criterion.RECIST], f.categories[density]
     for t in f.followups:
         rec, cho = recist_categories[t], density_categories[t]
-        if rec is C.PD and cho is C.PR:
+        if rec is Category.PD and cho is Category.PR:
             yield make_alert(
                 "DISC_RECIST_PD_CHOI_PR",
                 t,
@@ -658,14 +652,14 @@ def choi_discordance(f: Facts) -> Iterator[Alert]:
                 "myxoid or cystic change) in a responding tumour; do not stop an effective TKI on size "
                 "alone.",
             )
-        elif rec is C.SD and cho is C.PR:
+        elif rec is Category.SD and cho is Category.PR:
             yield make_alert(
                 "DISC_RECIST_SD_CHOI_PR",
                 t,
                 f"RECIST stable disease but {name} partial response (density drop or 10-29 % shrinkage): a "
                 "responder that RECIST misses.",
             )
-        elif cho is C.PD and rec in (C.CR, C.PR, C.SD, C.NON_CR_NON_PD):
+        elif cho is Category.PD and rec in (Category.CR, Category.PR, Category.SD, Category.NON_CR_NON_PD):
             assert rec is not None
             yield make_alert(
                 "DISC_CHOI_PD_RECIST_NOT_PD",
@@ -683,7 +677,7 @@ def choi_density_not_evaluable(f: Facts) -> Iterator[Alert]:
     densities = choi.choi_inputs(f.timeline).density
     categories = [f.categories[c] for c in criteria]
     for t in f.followups:
-        if all(of_criterion[t] in (C.CR, C.PD) for of_criterion in categories):
+        if all(of_criterion[t] in (Category.CR, Category.PD) for of_criterion in categories):
             continue
         density = densities[t]
         if density is not None and not density.evaluable:
@@ -725,19 +719,19 @@ def ancillary_attenuation(f: Facts) -> Iterator[Alert]:
         return
     for t in f.followups:
         step = f.step(Criterion.RECIST, t)
-        if step is None or step.category not in (C.SD, C.PD):
+        if step is None or step.category not in (Category.SD, Category.PD):
             continue
         targets_only_pd = (
-            step.category is C.PD
-            and step.target is C.PD
+            step.category is Category.PD
+            and step.target is Category.PD
             and not step.new_lesion
-            and step.non_target is not C.PD
+            and step.non_target is not Category.PD
         )
-        if step.category is C.SD or targets_only_pd:
+        if step.category is Category.SD or targets_only_pd:
             density = _paired_density_drop(f, t)
             if density is None:
                 continue
-            if step.category is C.SD:
+            if step.category is Category.SD:
                 yield make_alert(
                     "ANC_ATTENUATION_DROP_SIZE_STABLE",
                     t,
@@ -760,7 +754,7 @@ def ancillary_signs(f: Facts) -> Iterator[Alert]:
     recist_categories = f.categories[Criterion.RECIST]
     for t in f.followups:
         category = recist_categories[t]
-        if category not in (C.SD, C.PD):
+        if category not in (Category.SD, Category.PD):
             continue
         signs = [
             f"{record.id}: {', '.join(sorted(sign.value for sign in record.ancillary))}"
@@ -804,21 +798,21 @@ def chun_discordance(f: Facts) -> Iterator[Alert]:
     recist_categories, chun_categories = f.categories[Criterion.RECIST], f.categories[Criterion.CHUN]
     for t in f.followups:
         rec, chun = recist_categories[t], chun_categories[t]
-        if chun is C.OPTIMAL and rec is C.PD:
+        if chun is Category.OPTIMAL and rec is Category.PD:
             yield make_alert(
                 "DISC_RECIST_PD_CHUN_OPTIMAL",
                 t,
                 "RECIST progression but optimal morphologic response (Chun): on bevacizumab, morphology "
                 "predicts pathological response and survival better than size.",
             )
-        elif chun is C.OPTIMAL and rec is C.SD:
+        elif chun is Category.OPTIMAL and rec is Category.SD:
             yield make_alert(
                 "DISC_RECIST_SD_CHUN_OPTIMAL",
                 t,
                 "RECIST stable disease but optimal morphologic response (Chun): a responder that RECIST "
                 "misses.",
             )
-        elif chun is C.NO_RESPONSE and rec in (C.PR, C.CR):
+        elif chun is Category.NO_RESPONSE and rec in (Category.PR, Category.CR):
             assert rec is not None
             yield make_alert(
                 "DISC_RECIST_RESPONSE_CHUN_NONE",
@@ -839,9 +833,9 @@ def mrecist_discordance(f: Facts) -> Iterator[Alert]:
     recist_categories, mrecist_categories = f.categories[Criterion.RECIST], f.categories[Criterion.MRECIST]
     for t in f.followups:
         rec, mrec = recist_categories[t], mrecist_categories[t]
-        if rec is None or mrec is None or mrec is C.NA or rec is mrec:
+        if rec is None or mrec is None or mrec is Category.NA or rec is mrec:
             continue
-        one_pd = (rec is C.PD) != (mrec is C.PD)
+        one_pd = (rec is Category.PD) != (mrec is Category.PD)
         yield make_alert(
             "DISC_MRECIST_RECIST",
             t,

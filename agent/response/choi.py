@@ -17,7 +17,6 @@ from decimal import Decimal
 
 from agent.response import recist
 from agent.response.model import (
-    C,
     Category,
     ChoiPdReference,
     Criterion,
@@ -30,9 +29,8 @@ from agent.response.model import (
     Timeline,
     TimePoint,
     TimepointAssessment,
-    slot_init,
 )
-from agent.response.registry import registry_of
+from agent.response.registry import build_registry
 
 CITATION_CHOI = (
     "Choi H et al. J Clin Oncol 2007;25:1753-1759; Benjamin RS et al. J Clin Oncol 2007;25:1760-1764"
@@ -42,12 +40,6 @@ CITATION_MCHOI = (
 )
 
 _HUNDRED = Decimal(100)
-
-#: Enum members read per lesion (module constants: Python 3.11 resolves ``Phase.UNENHANCED`` through the
-#: slow ``EnumType.__getattr__``).
-_UNENHANCED = Phase.UNENHANCED
-_NO_NODULE = IntratumoralNodule.NONE
-_NEW = LesionKind.NEW
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -99,7 +91,6 @@ def is_contrast_enhanced(timepoint: TimePoint, phase: Phase | None) -> bool:
     return timepoint.contrast is not False and phase is not None and phase is not Phase.UNENHANCED
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class PairedDensity:
     """Mean HU over the baseline targets at baseline and now, or why it cannot be compared."""
@@ -148,7 +139,7 @@ def paired_density(
         b_phase = b.phase if b.phase is not None else baseline.phase
         c_phase = c.phase if c.phase is not None else current.phase
         wanted = phase if phase is not None else b_phase
-        if b_phase is not wanted or c_phase is not wanted or wanted is None or wanted is _UNENHANCED:
+        if b_phase is not wanted or c_phase is not wanted or wanted is None or wanted is Phase.UNENHANCED:
             return PairedDensity(
                 False,
                 reason=(
@@ -169,8 +160,8 @@ def _phase_name(phase: Phase | None) -> str:
 
 def has_intratumoral_nodule(lesions: tuple[Lesion, ...]) -> bool:
     """A new or enlarging intratumoral nodule ("nodule within a mass") in a known tumour is Choi PD [V]."""
-    with_nodule = [lesion for lesion in lesions if lesion.intratumoral_nodule is not _NO_NODULE]
-    return any(lesion.kind is not _NEW for lesion in with_nodule)
+    with_nodule = [lesion for lesion in lesions if lesion.intratumoral_nodule is not IntratumoralNodule.NONE]
+    return any(lesion.kind is not LesionKind.NEW for lesion in with_nodule)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -199,22 +190,21 @@ def choi_target_response(
     )
     if modified:
         if size_pr and density_pr:
-            return C.PR, "mchoi_pr_size_and_density", None
+            return Category.PR, "mchoi_pr_size_and_density", None
         if not density.evaluable:
-            return C.NE, "mchoi_density_not_evaluable", f"density not evaluable: {density.reason}"
+            return Category.NE, "mchoi_density_not_evaluable", f"density not evaluable: {density.reason}"
     else:
         if size_pr:
-            return C.PR, "choi_pr_size", None
+            return Category.PR, "choi_pr_size", None
         if density_pr:
-            return C.PR, "choi_pr_density", None
+            return Category.PR, "choi_pr_density", None
         if not density.evaluable:
-            return C.NE, "choi_density_not_evaluable", f"density not evaluable: {density.reason}"
+            return Category.NE, "choi_density_not_evaluable", f"density not evaluable: {density.reason}"
     if choi_size_pd(size, reference) and not density_pr:
-        return C.PD, "choi_pd_size", None
-    return C.SD, "choi_sd", None
+        return Category.PD, "choi_pd_size", None
+    return Category.SD, "choi_sd", None
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class ChoiInputs:
     """Everything Choi and mChoi read from a timeline, per time point (computed once, shared by both).
@@ -249,14 +239,9 @@ class ChoiInputs:
 
 def choi_inputs(timeline: Timeline) -> ChoiInputs:
     """Choi size = the RECIST 1.1 target sum (SPEC §4.1), so the sums, the non-target category, the new
-    lesions and the target CR test are read from the RECIST 1.1 result; density as ``paired_density``.
-    Cached for the last timeline (Choi, mChoi and the alert rules share it)."""
-    global _last
-    cached = _last
-    if cached is not None and cached[0] is timeline:
-        return cached[1]
-    registry = registry_of(timeline)
-    rec = recist.assess_cached(timeline)
+    lesions and the target CR test are read from the RECIST 1.1 result; density as ``paired_density``."""
+    registry = build_registry(timeline)
+    rec = recist.assess(timeline)
     targets = registry.targets
     tps = timeline.timepoints
     phase = timeline.options.choi_density_phase
@@ -269,7 +254,7 @@ def choi_inputs(timeline: Timeline) -> ChoiInputs:
     gone = [False]
     missing: list[tuple[str, ...]] = [()]
     density: list[PairedDensity | None] = [None]
-    non_target = [C.NONE]
+    non_target = [Category.NONE]
     new_lesion = [False]
     nodule = [False]
     references: list[Decimal | None] = [baseline_sum if by_baseline else None]
@@ -294,7 +279,7 @@ def choi_inputs(timeline: Timeline) -> ChoiInputs:
         vs_reference.append(_pct(total, reference))
         if total is not None and low is not None and total < low:
             low = total
-        gone.append(step.target is C.CR)
+        gone.append(step.target is Category.CR)
         missing.append(step.missing_targets)
         paired = paired_density(tps[0], tps[t], targets, registry.target_records[t], phase)
         density.append(paired)
@@ -307,7 +292,7 @@ def choi_inputs(timeline: Timeline) -> ChoiInputs:
         nodule.append(has_intratumoral_nodule(tps[t].lesions))
         ct.append(baseline_ct and is_ct(tps[t]))
     target_ids = tuple(b.id for b in targets)
-    inputs = ChoiInputs(
+    return ChoiInputs(
         target_ids=target_ids,
         sums=tuple(sums),
         partial_sums=tuple(partials),
@@ -328,11 +313,6 @@ def choi_inputs(timeline: Timeline) -> ChoiInputs:
         ct=tuple(ct),
         baseline_density_hu=baseline_density(timeline, target_ids),
     )
-    _last = (timeline, inputs)
-    return inputs
-
-
-_last: tuple[Timeline, ChoiInputs] | None = None
 
 
 def size_reference(inputs: ChoiInputs, index: int, pd_reference: ChoiPdReference) -> Decimal | None:
@@ -392,38 +372,46 @@ def choi_timepoint(timeline: Timeline, series: ChoiInputs, index: int, modified:
     if not series.ct[index]:
         baseline = timeline.baseline
         reason = f"Choi is CT-only (baseline {baseline.modality}, follow-up {current.modality})"
-        return _choi_assessment(current, series, index, modified, C.NE, C.NE, "choi_ct_only", reason)
+        return _choi_assessment(
+            current, series, index, modified, Category.NE, Category.NE, "choi_ct_only", reason
+        )
     target_reason: str | None = None
     if not series.target_ids or baseline_size is None:
-        target, target_rule, target_reason = C.NONE, "choi_no_targets", "no measured target at baseline"
+        target, target_rule, target_reason = (
+            Category.NONE,
+            "choi_no_targets",
+            "no measured target at baseline",
+        )
     elif series.nodule[index]:
-        target, target_rule = C.PD, "choi_pd_intratumoral_nodule"
+        target, target_rule = Category.PD, "choi_pd_intratumoral_nodule"
     elif size is None or reference is None:
         missing = ", ".join(series.missing[index])
         target, target_rule, target_reason = (
-            C.NE,
+            Category.NE,
             "choi_target_not_assessed",
             f"target not assessed: {missing}",
         )
     elif series.all_disappeared[index]:
-        target, target_rule = C.CR, "choi_cr_targets_disappeared"
+        target, target_rule = Category.CR, "choi_cr_targets_disappeared"
     else:
         target, target_rule, target_reason = choi_target_response(
             size, baseline_size, reference, density, modified
         )
     if series.new_lesion[index]:
-        return _choi_assessment(current, series, index, modified, C.PD, target, "choi_pd_new_lesion")
-    if target is C.PD:
-        return _choi_assessment(current, series, index, modified, C.PD, target, target_rule)
-    if non_target is C.PD:
+        return _choi_assessment(current, series, index, modified, Category.PD, target, "choi_pd_new_lesion")
+    if target is Category.PD:
+        return _choi_assessment(current, series, index, modified, Category.PD, target, target_rule)
+    if non_target is Category.PD:
         # Not in Choi's PD row, but PR requires no obvious progression of non-measurable disease [P].
-        return _choi_assessment(current, series, index, modified, C.PD, target, "choi_pd_non_target")
-    if target is C.NE or target is C.NONE:
-        return _choi_assessment(current, series, index, modified, C.NE, target, target_rule, target_reason)
-    if target is C.CR and non_target is not C.CR and non_target is not C.NONE:
+        return _choi_assessment(current, series, index, modified, Category.PD, target, "choi_pd_non_target")
+    if target is Category.NE or target is Category.NONE:
+        return _choi_assessment(
+            current, series, index, modified, Category.NE, target, target_rule, target_reason
+        )
+    if target is Category.CR and non_target is not Category.CR and non_target is not Category.NONE:
         # Targets gone but non-targets persist: a size decrease of 100 %, so PR (as RECIST Table 1).
         rule = "choi_pr_size_targets_gone_non_target_present"
-        return _choi_assessment(current, series, index, modified, C.PR, target, rule)
+        return _choi_assessment(current, series, index, modified, Category.PR, target, rule)
     return _choi_assessment(current, series, index, modified, target, target, target_rule, target_reason)
 
 
@@ -445,21 +433,22 @@ def best_response(
     pd_index: int | None = None
     for tp in followups:
         seen.append(tp)
-        if tp.category is C.PD:
+        if tp.category is Category.PD:
             pd_index = tp.index
             break
     categories = {tp.category for tp in seen}
-    if C.CR in categories:
-        return C.CR, pd_index
-    if C.PR in categories:
-        return C.PR, pd_index
+    if Category.CR in categories:
+        return Category.CR, pd_index
+    if Category.PR in categories:
+        return Category.PR, pd_index
     if any(
-        tp.category is C.SD and _days_on_treatment(tp.date, treatment_start) >= min_sd_days for tp in seen
+        tp.category is Category.SD and _days_on_treatment(tp.date, treatment_start) >= min_sd_days
+        for tp in seen
     ):
-        return C.SD, pd_index
+        return Category.SD, pd_index
     if pd_index is not None:
-        return C.PD, pd_index
-    return C.NE, pd_index
+        return Category.PD, pd_index
+    return Category.NE, pd_index
 
 
 def _days_on_treatment(when: date, treatment_start: date | None) -> int:
@@ -479,7 +468,7 @@ def next_thresholds(timeline: Timeline, series: ChoiInputs, modified: bool) -> t
     joint = " (together with the density threshold)" if modified else ""
     thresholds = [
         Threshold(
-            C.PR,
+            Category.PR,
             "<=",
             baseline_size * 9 / 10,
             "target_sum_mm",
@@ -490,7 +479,7 @@ def next_thresholds(timeline: Timeline, series: ChoiInputs, modified: bool) -> t
     if density is not None:
         thresholds.append(
             Threshold(
-                C.PR,
+                Category.PR,
                 "<=",
                 density * 17 / 20,
                 "density_hu",
@@ -503,12 +492,14 @@ def next_thresholds(timeline: Timeline, series: ChoiInputs, modified: bool) -> t
         which = "baseline" if timeline.options.choi_pd_reference is ChoiPdReference.BASELINE else "nadir"
         if reference == 0:
             thresholds.append(
-                Threshold(C.PD, ">", reference, "target_sum_mm", f"{label} PD: any size above a {which} of 0")
+                Threshold(
+                    Category.PD, ">", reference, "target_sum_mm", f"{label} PD: any size above a {which} of 0"
+                )
             )
         else:
             thresholds.append(
                 Threshold(
-                    C.PD,
+                    Category.PD,
                     ">=",
                     reference * 11 / 10,
                     "target_sum_mm",

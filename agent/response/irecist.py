@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 
+from agent.response import recist
 from agent.response.model import (
-    C,
     Category,
     Criterion,
     CriterionResult,
@@ -24,10 +24,9 @@ from agent.response.model import (
     Options,
     Timeline,
     TimepointAssessment,
-    slot_init,
 )
-from agent.response.recist import assess_cached, pd_test
-from agent.response.registry import registry_of
+from agent.response.recist import pd_test
+from agent.response.registry import build_registry
 
 ZERO = Decimal(0)
 FIVE = Decimal(5)
@@ -37,15 +36,14 @@ CITATION = "iRECIST (Seymour 2017, Lancet Oncol 18:e143) Tables 2-3; EORTC iRECI
 TARGET, NON_TARGET, NEW = "target", "nontarget", "new"
 
 _I_OF = {
-    C.CR: C.ICR,
-    C.PR: C.IPR,
-    C.SD: C.ISD,
-    C.NON_CR_NON_PD: C.INN,
-    C.NE: C.NE,
+    Category.CR: Category.ICR,
+    Category.PR: Category.IPR,
+    Category.SD: Category.ISD,
+    Category.NON_CR_NON_PD: Category.INN,
+    Category.NE: Category.NE,
 }
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class Episode:
     """An open (unconfirmed) iUPD: what triggered it and the reference measures at its first visit."""
@@ -70,16 +68,16 @@ def nlt_sum(new_lesions: Sequence[Lesion]) -> Decimal:
 
 def recist_like(target: Category, non_target: Category, new_disease_persists: bool) -> tuple[Category, str]:
     """iCR/iPR/iSD/iNN/NE from the RECIST table; persisting earlier new lesions turn iCR into iPR."""
-    if target is C.NE or (target is C.NONE and non_target in (C.NE, C.NONE)):
-        return C.NE, "not all target (or non-target) lesions evaluated"
-    if target is C.NONE:
-        base = C.CR if non_target is C.CR else C.NON_CR_NON_PD
-    elif target is C.CR:
-        base = C.CR if non_target in (C.CR, C.NONE) else C.PR
+    if target is Category.NE or (target is Category.NONE and non_target in (Category.NE, Category.NONE)):
+        return Category.NE, "not all target (or non-target) lesions evaluated"
+    if target is Category.NONE:
+        base = Category.CR if non_target is Category.CR else Category.NON_CR_NON_PD
+    elif target is Category.CR:
+        base = Category.CR if non_target in (Category.CR, Category.NONE) else Category.PR
     else:
         base = target
-    if base is C.CR and new_disease_persists:
-        return C.IPR, "complete response of baseline disease but earlier new lesions persist"
+    if base is Category.CR and new_disease_persists:
+        return Category.IPR, "complete response of baseline disease but earlier new lesions persist"
     category = _I_OF[base]
     return (
         category,
@@ -108,9 +106,9 @@ def confirms_progression(
         return "increase of new non-target lesions"
     if additional_new:
         return "additional new lesion(s)"
-    if TARGET not in episode.cats and target is C.PD:
+    if TARGET not in episode.cats and target is Category.PD:
         return "target PD in a category that was not part of the iUPD"
-    if NON_TARGET not in episode.cats and non_target is C.PD:
+    if NON_TARGET not in episode.cats and non_target is Category.PD:
         return "non-target PD in a category that was not part of the iUPD"
     return None
 
@@ -120,23 +118,23 @@ def best_overall_response(
 ) -> Category:
     """iBOR (Table 3) over the visits up to the first iCPD: iCR > iPR > iSD/iNN (>= min SD days) > iCPD >
     iUPD > NE."""
-    if C.ICR in cats:
-        return C.ICR
-    if C.IPR in cats:
-        return C.IPR
+    if Category.ICR in cats:
+        return Category.ICR
+    if Category.IPR in cats:
+        return Category.IPR
     for c, d in zip(cats, dates, strict=True):
-        if c in (C.ISD, C.INN) and (d - start).days >= options.min_sd_days:
+        if c in (Category.ISD, Category.INN) and (d - start).days >= options.min_sd_days:
             return c
-    if C.ICPD in cats:
-        return C.ICPD
-    if C.IUPD in cats:
-        return C.IUPD
-    return C.NE
+    if Category.ICPD in cats:
+        return Category.ICPD
+    if Category.IUPD in cats:
+        return Category.IUPD
+    return Category.NE
 
 
 def assess(timeline: Timeline) -> CriterionResult:
-    recist = assess_cached(timeline)
-    registry = registry_of(timeline)
+    recist_result = recist.assess(timeline)
+    registry = build_registry(timeline)
     tps = timeline.timepoints
     start = timeline.context.treatment_start or timeline.baseline.date
     episode: Episode | None = None
@@ -146,14 +144,14 @@ def assess(timeline: Timeline) -> CriterionResult:
     closed_at: int | None = None
     out: list[TimepointAssessment | None] = [None]
     for t in range(1, len(tps)):
-        rtp = recist.timepoints[t]
+        rtp = recist_result.timepoints[t]
         assert rtp is not None
         tp = tps[t]
         if closed_at is not None:
             out.append(
                 replace(
                     rtp,
-                    category=C.ICPD,
+                    category=Category.ICPD,
                     provisional_category=None,
                     rule="after iCPD: further visits are not assessed",
                     citation=CITATION,
@@ -172,13 +170,13 @@ def assess(timeline: Timeline) -> CriterionResult:
         nlnt_increased = any(
             les.increased_since_prior and les.new_category is not NewCategory.TARGET for les in new_now
         )
-        reappeared = last_eval is C.ICR and rtp.reappearance_after_cr
+        reappeared = last_eval is Category.ICR and rtp.reappearance_after_cr
         notes: list[str] = []
         if episode is None:
             trig: set[str] = set()
-            if target is C.PD or reappeared:
+            if target is Category.PD or reappeared:
                 trig.add(TARGET)
-            if non_target is C.PD:
+            if non_target is Category.PD:
                 trig.add(NON_TARGET)
             if additional:
                 trig.add(NEW)
@@ -187,7 +185,7 @@ def assess(timeline: Timeline) -> CriterionResult:
                 notes.append(f"new-lesion target sum {nlt_now} mm meets PD vs its nadir {nlt_nadir} mm")
             if trig:
                 episode = Episode(frozenset(trig), current, nlt_now, tp.date, t)
-                category = C.IUPD
+                category = Category.IUPD
                 rule = f"iUPD (unconfirmed progression) from {', '.join(sorted(trig))}"
             else:
                 category, rule = recist_like(target, non_target, bool(new_now))
@@ -204,22 +202,22 @@ def assess(timeline: Timeline) -> CriterionResult:
                 notes.append(f"{reason}, but only {days} days after the iUPD: too early to confirm")
                 reason = None
             if reason:
-                category, rule = C.ICPD, f"iCPD: {reason}"
+                category, rule = Category.ICPD, f"iCPD: {reason}"
                 closed_at = t
-            elif target is C.NE or (target is C.NONE and non_target is C.NE):
-                category, rule = C.NE, "not evaluable; the iUPD stays unconfirmed"
+            elif target is Category.NE or (target is Category.NONE and non_target is Category.NE):
+                category, rule = Category.NE, "not evaluable; the iUPD stays unconfirmed"
             else:
                 still = (
-                    (TARGET in episode.cats and target is C.PD)
-                    or (NON_TARGET in episode.cats and non_target is C.PD)
+                    (TARGET in episode.cats and target is Category.PD)
+                    or (NON_TARGET in episode.cats and non_target is Category.PD)
                     or (
                         NEW in episode.cats
                         and bool(new_now)
-                        and not (current < episode.ref_sum and target in (C.PR, C.CR))
+                        and not (current < episode.ref_sum and target in (Category.PR, Category.CR))
                     )
                 )
                 if still:
-                    category, rule = C.IUPD, "iUPD persists without confirmation"
+                    category, rule = Category.IUPD, "iUPD persists without confirmation"
                 else:
                     category, rule = recist_like(target, non_target, bool(new_now))
                     rule = f"bar reset after iUPD; {rule}"
@@ -227,7 +225,7 @@ def assess(timeline: Timeline) -> CriterionResult:
         known_new |= new_ids
         if nlt_now > ZERO or any(les.new_category is NewCategory.TARGET for les in new_now):
             nlt_nadir = nlt_now if nlt_nadir is None else min(nlt_nadir, nlt_now)
-        if category is not C.NE:
+        if category is not Category.NE:
             last_eval = category
         out.append(
             TimepointAssessment(
@@ -243,7 +241,7 @@ def assess(timeline: Timeline) -> CriterionResult:
                 nadir_sum_mm=rtp.nadir_sum_mm,
                 change_vs_baseline_pct=rtp.change_vs_baseline_pct,
                 change_vs_nadir_pct=rtp.change_vs_nadir_pct,
-                ne_reason=rtp.ne_reason if category is C.NE else None,
+                ne_reason=rtp.ne_reason if category is Category.NE else None,
                 rule=rule,
                 citation=CITATION,
                 missing_targets=rtp.missing_targets,
@@ -261,7 +259,7 @@ def assess(timeline: Timeline) -> CriterionResult:
         bor_rule="iBOR per Seymour 2017 Table 3 (visits up to the first iCPD)",
         pd_date=tps[closed_at].date if closed_at is not None else None,
         pd_index=closed_at,
-        baseline_sum_mm=recist.baseline_sum_mm,
-        next_thresholds=recist.next_thresholds,
+        baseline_sum_mm=recist_result.baseline_sum_mm,
+        next_thresholds=recist_result.next_thresholds,
         notes=("iRECIST is a data-handling guideline, not validated for individual patient management.",),
     )

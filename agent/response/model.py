@@ -8,11 +8,10 @@ standard library: the SR reader, the pipeline and the CLI all build these object
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Final, TypeVar
 
 
 class Criterion(StrEnum):
@@ -171,73 +170,16 @@ class Category(StrEnum):
     NO_RESPONSE = "none"
 
 
-class C:
-    """The ``Category`` members as plain class attributes: ``C.PD is Category.PD``.
-
-    The criteria and the alert rules compare categories per lesion and per time point. Python 3.11 resolves
-    every ``Category.PD`` through ``EnumType.__getattr__``, several times slower than a plain class
-    attribute, so they write ``C.PD`` (a unit test checks this mirrors ``Category`` member for member).
-    """
-
-    CR: Final = Category.CR
-    PR: Final = Category.PR
-    SD: Final = Category.SD
-    PD: Final = Category.PD
-    NE: Final = Category.NE
-    NON_CR_NON_PD: Final = Category.NON_CR_NON_PD
-    NA: Final = Category.NA
-    NONE: Final = Category.NONE
-    ICR: Final = Category.ICR
-    IPR: Final = Category.IPR
-    ISD: Final = Category.ISD
-    INN: Final = Category.INN
-    IUPD: Final = Category.IUPD
-    ICPD: Final = Category.ICPD
-    OPTIMAL: Final = Category.OPTIMAL
-    INCOMPLETE: Final = Category.INCOMPLETE
-    NO_RESPONSE: Final = Category.NO_RESPONSE
-
-
 class Severity(StrEnum):
     CRITICAL = "critical"
     WARNING = "warning"
     INFO = "info"
 
 
-_T = TypeVar("_T")
-
-
-def slot_init(cls: type[_T]) -> type[_T]:
-    """Give a frozen, slotted dataclass an ``__init__`` that stores each field through its slot descriptor.
-
-    Same parameters, defaults and instances as the ``__init__`` that ``dataclass`` generates (and still
-    frozen: assigning afterwards raises), but about twice as fast: the generated one calls
-    ``object.__setattr__`` per field, and the result records below are built ~50 times per patient.
-    Apply it above ``@dataclass``; classes with ``__post_init__``, ``init=False`` fields or default
-    factories are refused.
-    """
-    own = fields(cls)  # type: ignore[arg-type]
-    if hasattr(cls, "__post_init__") or any(not f.init or f.default_factory is not MISSING for f in own):
-        raise TypeError(f"slot_init: {cls.__qualname__} needs the dataclass-generated __init__")
-    params = ", ".join(f.name if f.default is MISSING else f"{f.name}=_default_{f.name}" for f in own)
-    body = "".join(f"\n    _set_{f.name}(self, {f.name})" for f in own)
-    names: dict[str, Any] = {f"_set_{f.name}": cls.__dict__[f.name].__set__ for f in own}
-    names.update({f"_default_{f.name}": f.default for f in own if f.default is not MISSING})
-    namespace: dict[str, Any] = {}
-    exec(f"def __init__(self, {params}) -> None:{body}", names, namespace)
-    init = namespace["__init__"]
-    init.__module__ = cls.__module__
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__annotations__ = {**{f.name: f.type for f in own}, "return": None}
-    type.__setattr__(cls, "__init__", init)
-    return cls
-
-
 # --------------------------------------------------------------------------------------------------------
 # Input: the timeline
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class Options:
     """SPEC §1.5, with the defaults of the spec."""
@@ -253,7 +195,6 @@ class Options:
     borderline_mm: Decimal = Decimal(1)
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class Context:
     treatment_start: date | None
@@ -262,7 +203,6 @@ class Context:
     criteria: tuple[Criterion, ...] = (Criterion.RECIST,)
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class Lesion:
     """One lesion record at one time point (SPEC §1.2). ``status`` is resolved to the kind's default."""
@@ -297,7 +237,6 @@ class Lesion:
         return self.short_axis_mm if self.is_node else self.long_axis_mm
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class TimePoint:
     date: date
@@ -330,7 +269,6 @@ class Timeline:
 # Output: the assessment
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class TimepointAssessment:
     """One criterion at one follow-up time point, with the reason it was reached.
@@ -368,7 +306,6 @@ class TimepointAssessment:
     notes: tuple[str, ...] = ()
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class Threshold:
     """The target quantity at which the category of the next read would change."""
@@ -380,7 +317,6 @@ class Threshold:
     rule: str
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class CriterionResult:
     criterion: Criterion
@@ -398,7 +334,6 @@ class CriterionResult:
         return [tp.category if tp is not None else None for tp in self.timepoints]
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class Alert:
     code: str
@@ -408,7 +343,6 @@ class Alert:
     citation: str
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class Assessment:
     results: tuple[CriterionResult, ...]

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.response.model import (
-    C,
     Category,
     ChunAttenuation,
     ChunInterface,
@@ -24,9 +23,8 @@ from agent.response.model import (
     Timeline,
     TimePoint,
     TimepointAssessment,
-    slot_init,
 )
-from agent.response.registry import registry_of
+from agent.response.registry import build_registry
 
 CITATION = (
     "Chun YS et al. JAMA 2009;302:2338-2344 (morphologic criteria); "
@@ -34,10 +32,9 @@ CITATION = (
 )
 
 #: Lesion-level responses from best to worst (the patient level takes the worst).
-_RANK = {C.OPTIMAL: 0, C.INCOMPLETE: 1, C.NO_RESPONSE: 2}
+_RANK = {Category.OPTIMAL: 0, Category.INCOMPLETE: 1, Category.NO_RESPONSE: 2}
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class LesionMorphology:
     """One liver target lesion compared with its baseline morphology."""
@@ -83,18 +80,18 @@ def lesion_response(baseline_group: int, group: int) -> Category:
     A lesion already in group 1 at baseline cannot improve, so it is not evaluable (NE) [P] (CHUN-08).
     """
     if baseline_group == 1:
-        return C.NE
+        return Category.NE
     if group == 1:
-        return C.OPTIMAL
+        return Category.OPTIMAL
     if baseline_group == 3 and group == 2:
-        return C.INCOMPLETE
-    return C.NO_RESPONSE
+        return Category.INCOMPLETE
+    return Category.NO_RESPONSE
 
 
 def worst_lesion_response(responses: list[Category]) -> Category:
     """Patient-level Chun response: the worst lesion-level response [P]; NE if any lesion is NE or none."""
-    if not responses or C.NE in responses:
-        return C.NE
+    if not responses or Category.NE in responses:
+        return Category.NE
     return max(responses, key=_RANK.__getitem__)
 
 
@@ -112,7 +109,7 @@ def compare_lesion(baseline_lesion: Lesion, current: Lesion | None) -> LesionMor
             baseline_lesion.id,
             None,
             group,
-            C.NE,
+            Category.NE,
             f"{baseline_lesion.id}: no baseline morphology group",
         )
     if group is None:
@@ -120,12 +117,14 @@ def compare_lesion(baseline_lesion: Lesion, current: Lesion | None) -> LesionMor
             baseline_lesion.id,
             baseline_group,
             None,
-            C.NE,
+            Category.NE,
             f"{baseline_lesion.id}: no morphology group",
         )
     response = lesion_response(baseline_group, group)
     reason = (
-        f"{baseline_lesion.id}: already group 1 at baseline, cannot improve" if response is C.NE else None
+        f"{baseline_lesion.id}: already group 1 at baseline, cannot improve"
+        if response is Category.NE
+        else None
     )
     return LesionMorphology(baseline_lesion.id, baseline_group, group, response, reason)
 
@@ -159,10 +158,10 @@ def chun_timepoint(
     baseline, current = timeline.baseline, timeline.timepoints[index]
     if not is_ct(baseline) or not is_ct(current):
         reason = f"Chun is validated on CT only (baseline {baseline.modality}, follow-up {current.modality})"
-        return _chun_assessment(current, index, C.NE, "chun_ct_only", reason)
+        return _chun_assessment(current, index, Category.NE, "chun_ct_only", reason)
     if not targets:
         return _chun_assessment(
-            current, index, C.NE, "chun_liver_targets", "no liver target lesion at baseline"
+            current, index, Category.NE, "chun_liver_targets", "no liver target lesion at baseline"
         )
     lesions = [compare_lesion(target, record) for target, record in zip(targets, records, strict=True)]
     responses = [m.response for m in lesions]
@@ -173,9 +172,9 @@ def chun_timepoint(
         ]
     )
     category = worst_lesion_response(responses)
-    if category is C.NE:
+    if category is Category.NE:
         reasons = "; ".join([m.reason for m in lesions if m.reason])
-        return _chun_assessment(current, index, C.NE, "chun_lesion_not_evaluable", reasons, detail)
+        return _chun_assessment(current, index, Category.NE, "chun_lesion_not_evaluable", reasons, detail)
     if len(set(responses)) > 1:
         detail = (*detail, "lesions disagree; the patient-level response is the worst lesion-level response")
     return _chun_assessment(current, index, category, "chun_worst_lesion", None, detail)
@@ -184,12 +183,12 @@ def chun_timepoint(
 def best_morphologic_response(categories: list[Category]) -> Category:
     """Best Chun response over the follow-ups: optimal > incomplete > none; NE when none was evaluable."""
     evaluable = [c for c in categories if c in _RANK]
-    return min(evaluable, key=_RANK.__getitem__) if evaluable else C.NE
+    return min(evaluable, key=_RANK.__getitem__) if evaluable else Category.NE
 
 
 def assess(timeline: Timeline) -> CriterionResult:
     """Chun morphologic response at every follow-up time point."""
-    registry = registry_of(timeline)
+    registry = build_registry(timeline)
     liver = [i for i, lesion in enumerate(registry.targets) if _is_liver(lesion)]
     targets = [registry.targets[i] for i in liver]
     followups = tuple(

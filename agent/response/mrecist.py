@@ -15,7 +15,6 @@ from decimal import Decimal
 
 from agent.response import recist
 from agent.response.model import (
-    C,
     Category,
     Criterion,
     CriterionResult,
@@ -25,7 +24,7 @@ from agent.response.model import (
     Timeline,
     TimepointAssessment,
 )
-from agent.response.registry import registry_of
+from agent.response.registry import build_registry
 
 CITATION_MRECIST = "Lencioni R, Llovet JM. Semin Liver Dis 2010;30:52-60 (mRECIST)"
 CITATION_EASL = "Bruix J et al. J Hepatol 2001;35:421-430 (EASL)"
@@ -34,11 +33,7 @@ CITATION_EASL = "Bruix J et al. J Hepatol 2001;35:421-430 (EASL)"
 TOO_SMALL_MM = Decimal(5)
 
 _HUNDRED = Decimal(100)
-
-#: Statuses read per target record (module constants: Python 3.11 resolves ``LesionStatus.TOO_SMALL``
-#: through the slow ``EnumType.__getattr__``).
-_NOT_ASSESSED, _TOO_SMALL = LesionStatus.NOT_ASSESSED, LesionStatus.TOO_SMALL
-_GONE = frozenset({LesionStatus.DISAPPEARED, LesionStatus.COALESCED})  # no viable tumour left
+_GONE_STATUSES = frozenset({LesionStatus.DISAPPEARED, LesionStatus.COALESCED})  # no viable tumour left
 
 
 def is_hcc(timeline: Timeline) -> bool:
@@ -56,13 +51,13 @@ def viable_diameter(lesion: Lesion) -> Decimal | None:
     ``None`` (not assessed) when the viable diameter is missing, e.g. no arterial phase.
     """
     status = lesion.status
-    if status is _NOT_ASSESSED:
+    if status is LesionStatus.NOT_ASSESSED:
         return None
-    if status in _GONE:
+    if status in _GONE_STATUSES:
         return Decimal(0)
     if lesion.viable_long_axis_mm is not None:
         return lesion.viable_long_axis_mm
-    if status is _TOO_SMALL:
+    if status is LesionStatus.TOO_SMALL:
         return TOO_SMALL_MM
     return None
 
@@ -70,16 +65,16 @@ def viable_diameter(lesion: Lesion) -> Decimal | None:
 def viable_product(lesion: Lesion) -> Decimal | None:
     """EASL value of a target: product of the enhancing part's two perpendicular diameters (mm²)."""
     status = lesion.status
-    if status is _NOT_ASSESSED:
+    if status is LesionStatus.NOT_ASSESSED:
         return None
-    if status in _GONE:
+    if status in _GONE_STATUSES:
         return Decimal(0)
     long_axis, perpendicular = lesion.viable_long_axis_mm, lesion.viable_perp_axis_mm
     if long_axis is not None and long_axis == 0:
         return Decimal(0)
     if long_axis is not None and perpendicular is not None:
         return long_axis * perpendicular
-    if status is _TOO_SMALL:
+    if status is LesionStatus.TOO_SMALL:
         return TOO_SMALL_MM * TOO_SMALL_MM
     return None
 
@@ -138,7 +133,7 @@ def viable_sums(
     """
     return [
         recist.target_sum([value(r) if r is not None else None for r in records])
-        for records in registry_of(timeline).target_records
+        for records in build_registry(timeline).target_records
     ]
 
 
@@ -152,29 +147,29 @@ def viable_target_response(
     """
     if current is None:
         if rules.pd(partial, nadir) and partial > 0:
-            return C.PD, f"{rules.name}_pd_partial_sum"
-        return C.NE, f"{rules.name}_target_not_assessed"
+            return Category.PD, f"{rules.name}_pd_partial_sum"
+        return Category.NE, f"{rules.name}_target_not_assessed"
     if current == 0:
-        return C.CR, f"{rules.name}_cr_no_viable_tumour"
+        return Category.CR, f"{rules.name}_cr_no_viable_tumour"
     if rules.pd(current, nadir):
-        return C.PD, f"{rules.name}_pd"
+        return Category.PD, f"{rules.name}_pd"
     if rules.pr(current, baseline):
-        return C.PR, f"{rules.name}_pr"
-    return C.SD, f"{rules.name}_sd"
+        return Category.PR, f"{rules.name}_pr"
+    return Category.SD, f"{rules.name}_sd"
 
 
 def overall_from_parts(target: Category, non_target: Category, new_lesion: bool) -> Category:
     """RECIST 1.1 Tables 1-2 applied to the viable-tumour target response (SPEC §5.3 "same as RECIST")."""
-    if new_lesion or target is C.PD or non_target is C.PD:
-        return C.PD
-    if target is C.NONE:
-        if non_target is C.NONE:
-            return C.NE
+    if new_lesion or target is Category.PD or non_target is Category.PD:
+        return Category.PD
+    if target is Category.NONE:
+        if non_target is Category.NONE:
+            return Category.NE
         return non_target
-    if target is C.NE:
-        return C.NE
-    if target is C.CR:
-        return C.CR if non_target in (C.CR, C.NONE) else C.PR
+    if target is Category.NE:
+        return Category.NE
+    if target is Category.CR:
+        return Category.CR if non_target in (Category.CR, Category.NONE) else Category.PR
     return target
 
 
@@ -185,9 +180,9 @@ def _not_applicable(timeline: Timeline, rules: _Rules) -> CriterionResult:
         TimepointAssessment(
             index=i,
             date=tp.date,
-            category=C.NA,
-            target=C.NA,
-            non_target=C.NA,
+            category=Category.NA,
+            target=Category.NA,
+            non_target=Category.NA,
             ne_reason=reason,
             rule=f"{rules.name}_hcc_only",
             citation=rules.citation,
@@ -198,7 +193,7 @@ def _not_applicable(timeline: Timeline, rules: _Rules) -> CriterionResult:
     return CriterionResult(
         criterion=rules.criterion,
         timepoints=(None, *followups),
-        bor=C.NA,
+        bor=Category.NA,
         bor_rule=reason,
         applicable=False,
         notes=(reason,),
@@ -216,8 +211,8 @@ def _assess(timeline: Timeline, rules: _Rules) -> CriterionResult:
         return _not_applicable(timeline, rules)
     sums = viable_sums(timeline, rules.value)
     baseline = sums[0][0]
-    has_targets = bool(registry_of(timeline).targets)
-    rec = recist.assess_cached(timeline)  # non-target and new-lesion categories are RECIST's
+    has_targets = bool(build_registry(timeline).targets)
+    rec = recist.assess(timeline)  # non-target and new-lesion categories are RECIST's
     followups: list[TimepointAssessment] = []
     low = baseline  # nadir: smallest complete viable sum so far (NE visits never set it)
     for index in range(1, len(timeline.timepoints)):
@@ -230,20 +225,22 @@ def _assess(timeline: Timeline, rules: _Rules) -> CriterionResult:
         non_target, new_lesion = step.non_target, step.new_lesion
         ne_reason: str | None = None
         if not has_targets:
-            target, rule = C.NONE, f"{rules.name}_no_targets"
+            target, rule = Category.NONE, f"{rules.name}_no_targets"
         elif baseline is None or nadir is None:
-            target, rule = C.NE, f"{rules.name}_baseline_not_measured"
+            target, rule = Category.NE, f"{rules.name}_baseline_not_measured"
             ne_reason = f"a baseline target has no viable {rules.unit} measurement"
         else:
             target, rule = viable_target_response(current, partial, baseline, nadir, rules)
-            if target is C.NE:
+            if target is Category.NE:
                 ne_reason = "a target's viable (arterially enhancing) part was not assessed"
         category = overall_from_parts(target, non_target, new_lesion)
-        if category is C.PD and target is not C.PD:
+        if category is Category.PD and target is not Category.PD:
             rule = f"{rules.name}_pd_new_lesion" if new_lesion else f"{rules.name}_pd_non_target"
             ne_reason = None
-        elif category is C.NE and ne_reason is None:
-            ne_reason = "non-target lesions not assessed" if target is C.NONE else "target not evaluable"
+        elif category is Category.NE and ne_reason is None:
+            ne_reason = (
+                "non-target lesions not assessed" if target is Category.NONE else "target not evaluable"
+            )
         followups.append(
             TimepointAssessment(
                 index=index,
@@ -290,22 +287,22 @@ def best_response(
     pd_index: int | None = None
     for tp in followups:
         seen.append(tp)
-        if tp.category is C.PD:
+        if tp.category is Category.PD:
             pd_index = tp.index
             break
     categories = [tp.category for tp in seen]
-    if C.CR in categories:
-        return C.CR, pd_index
-    if C.PR in categories:
-        return C.PR, pd_index
+    if Category.CR in categories:
+        return Category.CR, pd_index
+    if Category.PR in categories:
+        return Category.PR, pd_index
     start = timeline.context.treatment_start
     for tp in seen:
         days = (tp.date - start).days if start is not None else 0
-        if tp.category in (C.SD, C.NON_CR_NON_PD) and days >= timeline.options.min_sd_days:
+        if tp.category in (Category.SD, Category.NON_CR_NON_PD) and days >= timeline.options.min_sd_days:
             return tp.category, pd_index
     if pd_index is not None:
-        return C.PD, pd_index
-    return C.NE, None
+        return Category.PD, pd_index
+    return Category.NE, None
 
 
 def next_thresholds(
@@ -324,11 +321,17 @@ def next_thresholds(
     else:
         pr_value, pr_text = baseline / 2, "at least 50 % below"
         pd_value, pd_text = nadir * 5 / 4, "at least 25 % above"
-    out = [Threshold(C.PR, "<=", pr_value, quantity, f"{rules.criterion.value} PR: {pr_text} baseline")]
+    out = [
+        Threshold(Category.PR, "<=", pr_value, quantity, f"{rules.criterion.value} PR: {pr_text} baseline")
+    ]
     if nadir == 0:
-        out.append(Threshold(C.PD, ">", nadir, quantity, f"{rules.criterion.value} PD: any viable tumour"))
+        out.append(
+            Threshold(Category.PD, ">", nadir, quantity, f"{rules.criterion.value} PD: any viable tumour")
+        )
     else:
-        out.append(Threshold(C.PD, ">=", pd_value, quantity, f"{rules.criterion.value} PD: {pd_text} nadir"))
+        out.append(
+            Threshold(Category.PD, ">=", pd_value, quantity, f"{rules.criterion.value} PD: {pd_text} nadir")
+        )
     return tuple(out)
 
 

@@ -13,7 +13,6 @@ from datetime import date
 from decimal import Decimal
 
 from agent.response.model import (
-    C,
     Category,
     Criterion,
     CriterionResult,
@@ -25,7 +24,7 @@ from agent.response.model import (
     Timeline,
     TimepointAssessment,
 )
-from agent.response.registry import Registry, registry_of
+from agent.response.registry import Registry, build_registry
 
 ZERO = Decimal(0)
 FIVE = Decimal(5)
@@ -33,6 +32,7 @@ TEN = Decimal(10)
 HUNDRED = Decimal(100)
 TOO_SMALL_MM = Decimal(5)  # "present but too small to measure" default [V]
 CONFIRM_DAYS = 28
+_GONE_STATUSES = frozenset({LesionStatus.DISAPPEARED, LesionStatus.COALESCED})  # value 0
 
 CITE_TARGET = "RECIST 1.1 (Eisenhauer 2009) §4.3.1; EORTC RECIST FAQ"
 CITE_NON_TARGET = "RECIST 1.1 (Eisenhauer 2009) §4.3.3"
@@ -46,16 +46,6 @@ CITE_BOR = "RECIST 1.1 (Eisenhauer 2009) §4.4, Table 3"
 # Target lesions (SPEC §2.3-§2.4)
 
 
-#: Lesion statuses read in the per-record rules (module constants: on Python 3.11 ``LesionStatus.MEASURED``
-#: is looked up through ``EnumType.__getattr__``, which costs more than the rule itself).
-_MEASURED = LesionStatus.MEASURED
-_GONE = frozenset({LesionStatus.DISAPPEARED, LesionStatus.COALESCED})  # value 0
-_TOO_SMALL = LesionStatus.TOO_SMALL
-_NOT_ASSESSED = LesionStatus.NOT_ASSESSED
-_PRESENT, _ABSENT = LesionStatus.PRESENT, LesionStatus.ABSENT
-_UNEQUIVOCAL_PROGRESSION = LesionStatus.UNEQUIVOCAL_PROGRESSION
-
-
 def target_value(lesion: Lesion | None) -> Decimal | None:
     """Contribution of one target to the sum; ``None`` when it was not assessed (SPEC §2.3)."""
     if lesion is None:
@@ -63,13 +53,13 @@ def target_value(lesion: Lesion | None) -> Decimal | None:
     if lesion.fragments_mm:
         return sum(lesion.fragments_mm, ZERO)
     status = lesion.status
-    if status is _MEASURED:
+    if status is LesionStatus.MEASURED:
         return lesion.short_axis_mm if lesion.is_node else lesion.long_axis_mm
-    if status in _GONE:
+    if status in _GONE_STATUSES:
         return ZERO
-    if status is _TOO_SMALL:
+    if status is LesionStatus.TOO_SMALL:
         return TOO_SMALL_MM
-    if status is _NOT_ASSESSED:
+    if status is LesionStatus.NOT_ASSESSED:
         return None
     return lesion.short_axis_mm if lesion.is_node else lesion.long_axis_mm
 
@@ -138,20 +128,20 @@ def target_response(
     if current is None:
         if pd_test(partial, nadir_sum):
             return (
-                C.PD,
+                Category.PD,
                 f"target PD from the assessed targets alone: partial sum {partial} vs nadir {nadir_sum}",
             )
-        return C.NE, f"a target was not assessed (partial sum {partial}) and PD is not established"
+        return Category.NE, f"a target was not assessed (partial sum {partial}) and PD is not established"
     if all_disappeared:
-        return C.CR, "target CR: all non-nodal targets gone and every target node < 10 mm"
+        return Category.CR, "target CR: all non-nodal targets gone and every target node < 10 mm"
     if pd_test(current, nadir_sum):
-        return C.PD, f"target PD: {current} mm >= +20 % and >= +5 mm vs nadir {nadir_sum} mm"
+        return Category.PD, f"target PD: {current} mm >= +20 % and >= +5 mm vs nadir {nadir_sum} mm"
     if pr_test(current, baseline_sum):
-        return C.PR, f"target PR: {current} mm <= -30 % vs baseline {baseline_sum} mm"
+        return Category.PR, f"target PR: {current} mm <= -30 % vs baseline {baseline_sum} mm"
     if persist_pr:
-        return C.PR, f"target PR persists until PD (EORTC FAQ): {current} mm, nadir {nadir_sum} mm"
+        return Category.PR, f"target PR persists until PD (EORTC FAQ): {current} mm, nadir {nadir_sum} mm"
     return (
-        C.SD,
+        Category.SD,
         f"target SD: {current} mm, neither -30 % vs baseline {baseline_sum} nor PD vs nadir {nadir_sum}",
     )
 
@@ -163,11 +153,11 @@ def target_response(
 def non_target_absent(lesion: Lesion) -> bool:
     """A non-target counts as absent when recorded absent, or a node 'present' below 10 mm short axis."""
     status = lesion.status
-    if status is _ABSENT:
+    if status is LesionStatus.ABSENT:
         return True
     return (
         lesion.is_node
-        and status is _PRESENT
+        and status is LesionStatus.PRESENT
         and lesion.short_axis_mm is not None
         and lesion.short_axis_mm < TEN
     )
@@ -177,21 +167,21 @@ def non_target_response(records: Sequence[Lesion | None]) -> Category:
     """SPEC §2.5 over the records of the baseline non-targets at one time point: PD when any shows unequivocal
     progression, else NE when any is missing or not assessed, else CR when all are absent."""
     if not records:
-        return C.NONE
+        return Category.NONE
     evaluable = True
     all_absent = True
     for r in records:
         if r is None:
             evaluable = False
-        elif r.status is _UNEQUIVOCAL_PROGRESSION:
-            return C.PD
-        elif r.status is _NOT_ASSESSED:
+        elif r.status is LesionStatus.UNEQUIVOCAL_PROGRESSION:
+            return Category.PD
+        elif r.status is LesionStatus.NOT_ASSESSED:
             evaluable = False
         elif all_absent and not non_target_absent(r):
             all_absent = False
     if not evaluable:
-        return C.NE
-    return C.CR if all_absent else C.NON_CR_NON_PD
+        return Category.NE
+    return Category.CR if all_absent else Category.NON_CR_NON_PD
 
 
 def reappearance(
@@ -204,7 +194,7 @@ def reappearance(
         if (base.is_node and v >= TEN) or (not base.is_node and v > ZERO):
             return True
     for r in nt_records:
-        if r is None or r.status is _NOT_ASSESSED:
+        if r is None or r.status is LesionStatus.NOT_ASSESSED:
             continue
         if not non_target_absent(r):
             return True
@@ -216,31 +206,31 @@ def overall_response(
 ) -> tuple[Category, str]:
     """SPEC §2.9 (RECIST 1.1 Tables 1 and 2): (category, rule)."""
     if new_lesion:
-        return C.PD, "unequivocal new lesion"
-    if target is C.PD:
-        return C.PD, "target PD"
-    if non_target is C.PD:
-        return C.PD, "unequivocal progression of non-target disease"
+        return Category.PD, "unequivocal new lesion"
+    if target is Category.PD:
+        return Category.PD, "target PD"
+    if non_target is Category.PD:
+        return Category.PD, "unequivocal progression of non-target disease"
     if reappeared_after_cr:
-        return C.PD, "reappearance of disease after an overall CR"
-    if target is C.NE:
-        return C.NE, "not all targets evaluated"
-    if target is C.CR:
-        if non_target in (C.CR, C.NONE):
-            return C.CR, "target CR and non-target CR/none"
-        return C.PR, f"target CR with non-target {non_target.value}"
-    if target is C.PR:
-        return C.PR, "target PR, non-target not PD"
-    if target is C.SD:
-        return C.SD, "target SD, non-target not PD"
+        return Category.PD, "reappearance of disease after an overall CR"
+    if target is Category.NE:
+        return Category.NE, "not all targets evaluated"
+    if target is Category.CR:
+        if non_target in (Category.CR, Category.NONE):
+            return Category.CR, "target CR and non-target CR/none"
+        return Category.PR, f"target CR with non-target {non_target.value}"
+    if target is Category.PR:
+        return Category.PR, "target PR, non-target not PD"
+    if target is Category.SD:
+        return Category.SD, "target SD, non-target not PD"
     # non-target disease only (Table 2)
-    if non_target is C.CR:
-        return C.CR, "non-target CR (non-target disease only)"
-    if non_target is C.NON_CR_NON_PD:
-        return C.NON_CR_NON_PD, "non-target non-CR/non-PD (non-target disease only)"
-    if non_target is C.NE:
-        return C.NE, "non-target not evaluated (non-target disease only)"
-    return C.NE, "no baseline disease and no new lesion"
+    if non_target is Category.CR:
+        return Category.CR, "non-target CR (non-target disease only)"
+    if non_target is Category.NON_CR_NON_PD:
+        return Category.NON_CR_NON_PD, "non-target non-CR/non-PD (non-target disease only)"
+    if non_target is Category.NE:
+        return Category.NE, "non-target not evaluated (non-target disease only)"
+    return Category.NE, "no baseline disease and no new lesion"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -256,7 +246,7 @@ def _confirmed(
 ) -> bool:
     """``cats[i]`` is followed by an ``accepted`` category >= 28 days later (NE skipped, others break)."""
     for j in range(i + 1, len(cats)):
-        if cats[j] is C.NE:
+        if cats[j] is Category.NE:
             continue
         if cats[j] not in accepted:
             return False
@@ -265,9 +255,9 @@ def _confirmed(
     return False
 
 
-_CR = frozenset({C.CR})
-_PR_CR = frozenset({C.PR, C.CR})
-_STABLE = frozenset({C.SD, C.NON_CR_NON_PD})
+_CR = frozenset({Category.CR})
+_PR_CR = frozenset({Category.PR, Category.CR})
+_STABLE = frozenset({Category.SD, Category.NON_CR_NON_PD})
 
 
 def best_overall_response(
@@ -276,29 +266,32 @@ def best_overall_response(
     """BOR over the follow-up categories up to and including the first PD (later ones must be cut off)."""
     sd_days = options.min_sd_days
     if not options.confirmation_required:
-        if C.CR in cats:
-            return C.CR, "a CR was observed"
-        if C.PR in cats:
-            return C.PR, "a PR was observed"
+        if Category.CR in cats:
+            return Category.CR, "a CR was observed"
+        if Category.PR in cats:
+            return Category.PR, "a PR was observed"
         for c, d in zip(cats, dates, strict=True):
             if c in _STABLE and _days(start, d) >= sd_days:
                 return c, f"{c.value} observed >= {sd_days} days after treatment start"
-        if cats and cats[-1] is C.PD:
-            return C.PD, "progression without an earlier qualifying response or stable disease"
-        return C.NE, "no evaluable qualifying response"
+        if cats and cats[-1] is Category.PD:
+            return Category.PD, "progression without an earlier qualifying response or stable disease"
+        return Category.NE, "no evaluable qualifying response"
     for i, c in enumerate(cats):
-        if c is C.CR and _confirmed(cats, dates, i, _CR):
-            return C.CR, "CR confirmed >= 28 days later"
+        if c is Category.CR and _confirmed(cats, dates, i, _CR):
+            return Category.CR, "CR confirmed >= 28 days later"
     for i, c in enumerate(cats):
         if c in _PR_CR and _confirmed(cats, dates, i, _PR_CR):
-            return C.PR, "PR/CR confirmed >= 28 days later"
+            return Category.PR, "PR/CR confirmed >= 28 days later"
     for c, d in zip(cats, dates, strict=True):
-        if c in (C.CR, C.PR, C.SD, C.NON_CR_NON_PD) and _days(start, d) >= sd_days:
-            stable = C.NON_CR_NON_PD if c is C.NON_CR_NON_PD else C.SD
+        if (
+            c in (Category.CR, Category.PR, Category.SD, Category.NON_CR_NON_PD)
+            and _days(start, d) >= sd_days
+        ):
+            stable = Category.NON_CR_NON_PD if c is Category.NON_CR_NON_PD else Category.SD
             return stable, f"unconfirmed response or stable disease >= {sd_days} days after treatment start"
-    if cats and cats[-1] is C.PD:
-        return C.PD, "progression without an earlier qualifying response or stable disease"
-    return C.NE, "no evaluable qualifying response"
+    if cats and cats[-1] is Category.PD:
+        return Category.PD, "progression without an earlier qualifying response or stable disease"
+    return Category.NE, "no evaluable qualifying response"
 
 
 def next_thresholds(baseline_sum: Decimal, nadir_sum: Decimal) -> tuple[Threshold, ...]:
@@ -306,9 +299,11 @@ def next_thresholds(baseline_sum: Decimal, nadir_sum: Decimal) -> tuple[Threshol
     PR at <= 0.7 x baseline (for a patient not yet in PR)."""
     pd_at = FIVE if nadir_sum == ZERO else max(nadir_sum * Decimal("1.2"), nadir_sum + FIVE)
     return (
-        Threshold(C.PD, ">=", pd_at, "target_sum_mm", f"PD: >= +20 % and >= +5 mm vs nadir {nadir_sum} mm"),
         Threshold(
-            C.PR,
+            Category.PD, ">=", pd_at, "target_sum_mm", f"PD: >= +20 % and >= +5 mm vs nadir {nadir_sum} mm"
+        ),
+        Threshold(
+            Category.PR,
             "<=",
             baseline_sum * Decimal("0.7"),
             "target_sum_mm",
@@ -336,9 +331,9 @@ def _ne_reason(no_imaging: bool, target: Category, non_target: Category, missing
     """Why an overall response is NE."""
     if no_imaging:
         return "no imaging at this time point"
-    if target is C.NE:
+    if target is Category.NE:
         return f"target(s) not assessed: {', '.join(missing)}"
-    if non_target is C.NE:
+    if non_target is Category.NE:
         return "non-target lesion(s) not assessed"
     return "no baseline disease"
 
@@ -353,7 +348,7 @@ def assess(timeline: Timeline) -> CriterionResult:
     """
     options = timeline.options
     tps = timeline.timepoints
-    registry = registry_of(timeline)
+    registry = build_registry(timeline)
     targets = registry.targets
     has_targets = bool(targets)
     baseline_values = tuple(target_value(les) for les in targets)
@@ -385,21 +380,21 @@ def assess(timeline: Timeline) -> CriterionResult:
                 current, partial, s0, nadir_sum, targets_disappeared(targets, values), persist
             )
         else:
-            t_cat, t_rule = C.NONE, "no target lesion at baseline"
+            t_cat, t_rule = Category.NONE, "no target lesion at baseline"
         nt_records = registry.non_target_records[t]
         nt_cat = non_target_response(nt_records)
         new_unequivocal = bool(registry.unequivocal_new(t))
-        reappeared = last_overall is C.CR and reappearance(targets, values, nt_records)
+        reappeared = last_overall is Category.CR and reappearance(targets, values, nt_records)
         no_imaging = not tp.lesions
         if no_imaging and not new_unequivocal:
-            provisional, rule = C.NE, "no imaging at this time point"
+            provisional, rule = Category.NE, "no imaging at this time point"
         else:
             provisional, rule = overall_response(t_cat, nt_cat, new_unequivocal, reappeared)
-        if reappeared and provisional is C.PD and rule.startswith("reappearance"):
+        if reappeared and provisional is Category.PD and rule.startswith("reappearance"):
             rule += " (the earlier CR may not have been genuine)"
-        if provisional is not C.NE:
+        if provisional is not Category.NE:
             last_overall = provisional
-        if t_cat is not C.NE and t_cat is not C.NONE:
+        if t_cat is not Category.NE and t_cat is not Category.NONE:
             target_cats.append(t_cat)
             target_dates.append(tp.date)
             if options.confirmation_required and not pr_confirmed and t_cat in _PR_CR:
@@ -414,11 +409,11 @@ def assess(timeline: Timeline) -> CriterionResult:
         )
         if has_targets:
             rule = f"{rule}; {t_rule}"
-        citation = CITE_REAPPEARANCE if reappeared and provisional is C.PD else CITE_OVERALL
+        citation = CITE_REAPPEARANCE if reappeared and provisional is Category.PD else CITE_OVERALL
         category = provisional
-        backdated = provisional is not C.PD and _new_lesion_confirmed_later(registry, t)
+        backdated = provisional is not Category.PD and _new_lesion_confirmed_later(registry, t)
         if backdated:
-            category = C.PD
+            category = Category.PD
             rule = f"PD back-dated: the equivocal new lesion seen here was confirmed later; {rule}"
             citation = CITE_NEW
         final.append(
@@ -435,18 +430,20 @@ def assess(timeline: Timeline) -> CriterionResult:
                 nadir_sum_mm=nadir_sum if has_targets else None,
                 change_vs_baseline_pct=percent_change(current, baseline_sum) if has_targets else None,
                 change_vs_nadir_pct=percent_change(current, nadir_sum) if has_targets else None,
-                ne_reason=_ne_reason(no_imaging, t_cat, nt_cat, missing) if provisional is C.NE else None,
+                ne_reason=_ne_reason(no_imaging, t_cat, nt_cat, missing)
+                if provisional is Category.NE
+                else None,
                 rule=rule,
                 citation=citation,
                 provisional_category=provisional,
                 missing_targets=missing,
-                reappearance_after_cr=reappeared and provisional is C.PD,
+                reappearance_after_cr=reappeared and provisional is Category.PD,
                 post_pd=first_pd is not None,
                 backdated=backdated,
                 notes=_EQUIVOCAL_NOTE if registry.equivocal_new(t) else (),
             )
         )
-        if first_pd is None and category is C.PD:
+        if first_pd is None and category is Category.PD:
             first_pd = t
 
     window = [s for s in final[1 : (first_pd + 1 if first_pd is not None else len(final))] if s is not None]
@@ -467,16 +464,3 @@ def assess(timeline: Timeline) -> CriterionResult:
 
 
 _EQUIVOCAL_NOTE = ("equivocal new lesion: confirm at the next scan",)
-
-_last: tuple[Timeline, CriterionResult] | None = None
-
-
-def assess_cached(timeline: Timeline) -> CriterionResult:
-    """``assess`` with a one-entry identity cache, for criteria that build on RECIST (iRECIST, alerts)."""
-    global _last
-    cached = _last
-    if cached is not None and cached[0] is timeline:
-        return cached[1]
-    result = assess(timeline)
-    _last = (timeline, result)
-    return result

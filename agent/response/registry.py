@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from agent.response.model import Lesion, LesionKind, LesionStatus, Timeline, slot_init
+from agent.response.model import Lesion, LesionKind, LesionStatus, Timeline
 
 TEN_MM = 10
 
@@ -23,7 +23,6 @@ class Problem(StrEnum):
     PREVIOUSLY_SEEN = "previously_seen"  # 'new' lesion already seen -> NEW_LESION_PREVIOUSLY_SEEN
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class TrackingProblem:
     timepoint: int
@@ -32,7 +31,6 @@ class TrackingProblem:
     detail: str
 
 
-@slot_init
 @dataclass(frozen=True, slots=True)
 class Registry:
     """Per time point, the records of each baseline target / non-target (``None`` when missing) and the
@@ -100,16 +98,10 @@ def _as_continuation(record: Lesion, baseline: Lesion) -> Lesion:
     )
 
 
-#: Enum members read once per lesion record (module constants: on Python 3.11 ``LesionKind.NEW`` is looked
-#: up through ``EnumType.__getattr__``, which costs more than the rest of the per-record work).
-_TARGET, _NON_TARGET, _NEW = LesionKind.TARGET, LesionKind.NON_TARGET, LesionKind.NEW
-_ABSENT, _UNEQUIVOCAL, _EQUIVOCAL = LesionStatus.ABSENT, LesionStatus.UNEQUIVOCAL, LesionStatus.EQUIVOCAL
-
-
 def build_registry(timeline: Timeline) -> Registry:
     baseline = timeline.baseline
-    targets = tuple(les for les in baseline.lesions if les.kind is _TARGET)
-    non_targets = tuple(les for les in baseline.lesions if les.kind is _NON_TARGET)
+    targets = tuple(les for les in baseline.lesions if les.kind is LesionKind.TARGET)
+    non_targets = tuple(les for les in baseline.lesions if les.kind is LesionKind.NON_TARGET)
     base_by_id = {les.id: les for les in targets + non_targets}
     t_index = {les.id: i for i, les in enumerate(targets)}
     nt_index = {les.id: i for i, les in enumerate(non_targets)}
@@ -127,7 +119,7 @@ def build_registry(timeline: Timeline) -> Registry:
         for rec in timeline.timepoints[t].lesions:
             base = base_by_id.get(rec.id)
             kind = rec.kind
-            if kind is _NEW:
+            if kind is LesionKind.NEW:
                 if base is not None or rec.prior_visible or rec.id in not_new:
                     seen = "a baseline lesion" if base is not None else "visible on an earlier scan"
                     problems.append(
@@ -141,7 +133,7 @@ def build_registry(timeline: Timeline) -> Registry:
                         not_new.add(rec.id)
                     continue
                 new.append(rec)
-                if rec.status is not _ABSENT and rec.id not in first_seen:
+                if rec.status is not LesionStatus.ABSENT and rec.id not in first_seen:
                     first_seen[rec.id] = t
                 continue
             if base is None:
@@ -173,14 +165,14 @@ def build_registry(timeline: Timeline) -> Registry:
                         f"lesion {rec.id} moved from {base.organ} to {rec.organ}",
                     )
                 )
-            if kind is _TARGET:
+            if kind is LesionKind.TARGET:
                 trec[t_index[rec.id]] = rec
             else:
                 nrec[nt_index[rec.id]] = rec
         for rec, base in continuations:
-            if base.kind is _TARGET and trec[t_index[base.id]] is None:
+            if base.kind is LesionKind.TARGET and trec[t_index[base.id]] is None:
                 trec[t_index[base.id]] = _as_continuation(rec, base)
-            elif base.kind is _NON_TARGET and nrec[nt_index[base.id]] is None:
+            elif base.kind is LesionKind.NON_TARGET and nrec[nt_index[base.id]] is None:
                 nrec[nt_index[base.id]] = _as_continuation(rec, base)
         target_records.append(tuple(trec))
         nt_records.append(tuple(nrec))
@@ -188,8 +180,8 @@ def build_registry(timeline: Timeline) -> Registry:
     present = tuple(_present_new(recs) for recs in new_records)
     return Registry(
         present_new=present,
-        unequivocal=tuple(_with_status(p, _UNEQUIVOCAL) for p in present),
-        equivocal=tuple(_with_status(p, _EQUIVOCAL) for p in present),
+        unequivocal=tuple(_with_status(p, LesionStatus.UNEQUIVOCAL) for p in present),
+        equivocal=tuple(_with_status(p, LesionStatus.EQUIVOCAL) for p in present),
         targets=targets,
         non_targets=non_targets,
         target_records=tuple(target_records),
@@ -204,24 +196,10 @@ def _present_new(records: tuple[Lesion, ...]) -> tuple[Lesion, ...]:
     """The new lesion records that are present and count as new (see ``counts_as_new``)."""
     if not records:
         return ()
-    return tuple(n for n in records if n.status is not _ABSENT and counts_as_new(n))
+    return tuple(n for n in records if n.status is not LesionStatus.ABSENT and counts_as_new(n))
 
 
 def _with_status(records: tuple[Lesion, ...], status: LesionStatus) -> tuple[Lesion, ...]:
     if not records:
         return ()
     return tuple(n for n in records if n.status is status)
-
-
-_last: tuple[Timeline, Registry] | None = None
-
-
-def registry_of(timeline: Timeline) -> Registry:
-    """``build_registry`` with a one-entry identity cache (every criterion of one assessment shares it)."""
-    global _last
-    cached = _last
-    if cached is not None and cached[0] is timeline:
-        return cached[1]
-    registry = build_registry(timeline)
-    _last = (timeline, registry)
-    return registry

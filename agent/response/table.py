@@ -20,7 +20,7 @@ Evaluate = Callable[[Timeline, tuple[CriterionResult, ...]], Iterable[Alert]]
 
 #: Criterion -> (module in agent.response, function name). Output order is this order.
 CRITERIA: dict[Criterion, tuple[str, str]] = {
-    Criterion.RECIST: ("recist", "assess_cached"),
+    Criterion.RECIST: ("recist", "assess"),
     Criterion.IRECIST: ("irecist", "assess"),
     Criterion.CHOI: ("choi", "assess_choi"),
     Criterion.MCHOI: ("choi", "assess_mchoi"),

@@ -30,7 +30,7 @@ from agent.response.model import (
 )
 from agent.response.recist import assess as recist_assess
 from agent.response.recist import percent_change, target_value
-from agent.response.registry import registry_of
+from agent.response.registry import build_registry
 from agent.sr.codes import Code
 from agent.sr.read import ImageRef, Region
 
@@ -220,7 +220,7 @@ def nadir_index(sums: tuple[Decimal | None, ...], before: int) -> int | None:
 def table(report: ResponseReport) -> Table:
     tl = report.timeline
     n = len(tl.timepoints)
-    registry = registry_of(tl)
+    registry = build_registry(tl)
     sums = sums_by_timepoint(report)
     current = report.current_index
     last_prior = n - 1 if report.pre_read else n - 2

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.alerts.store import Routing, record_assessment
@@ -20,8 +19,7 @@ from agent.response.parse import assessment_to_dict, timeline_from_dict
 from agent.response.table import assess_timeline
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-VECTORS = SHARED / "criteria" / "vectors.json"
+VECTORS = REPO / "tests" / "data" / "criteria" / "vectors.json"
 
 
 def migrated_sessions(path: Path) -> sessionmaker[Session]:
@@ -31,8 +29,6 @@ def migrated_sessions(path: Path) -> sessionmaker[Session]:
 
 
 def vector_case(case_id: str) -> dict[str, Any]:
-    if not VECTORS.exists():
-        pytest.skip(f"{VECTORS} is absent (the shared project documents are not beside the repository)")
     cases = json.loads(VECTORS.read_text())["cases"]
     return copy.deepcopy(next(c for c in cases if c["id"] == case_id))
 

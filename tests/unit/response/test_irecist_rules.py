@@ -5,7 +5,7 @@ from __future__ import annotations
 from recist_factories import new, non_target, target, timeline
 
 from agent.response import irecist
-from agent.response.model import Category as C
+from agent.response.model import Category
 
 IR = ("RECIST1.1", "iRECIST")
 
@@ -62,7 +62,7 @@ def test_ne_visits_keep_the_episode_open_and_ibor_is_iupd() -> None:
     )
     result = irecist.assess(tl)
     assert _cats(tl) == [None, "iUPD", "NE"]
-    assert result.bor is C.IUPD
+    assert result.bor is Category.IUPD
 
 
 def test_early_unscheduled_scan_with_an_additional_new_lesion_confirms() -> None:
@@ -81,7 +81,7 @@ def test_visits_after_icpd_stay_icpd_and_do_not_count_for_ibor() -> None:
     tl = timeline(two(30, 20), two(38, 24), two(41, 26), two(10, 5), criteria=IR)
     result = irecist.assess(tl)
     assert _cats(tl) == [None, "iUPD", "iCPD", "iCPD"]
-    assert result.bor is C.ICPD and result.pd_index == 2
+    assert result.bor is Category.ICPD and result.pd_index == 2
 
 
 def test_ibor_counts_responses_after_an_unconfirmed_iupd() -> None:
@@ -93,7 +93,7 @@ def test_ibor_counts_responses_after_an_unconfirmed_iupd() -> None:
         criteria=IR,
     )
     assert _cats(tl) == [None, "iUPD", "iPR", "iCR"]
-    assert irecist.assess(tl).bor is C.ICR
+    assert irecist.assess(tl).bor is Category.ICR
 
 
 def test_persisting_new_lesion_turns_icr_into_ipr() -> None:

@@ -9,14 +9,14 @@ from hypothesis import strategies as st
 from recist_factories import new, target, timeline
 
 from agent.response import recist
-from agent.response.model import Category as C
+from agent.response.model import Category
 
 diameters = st.decimals(min_value=Decimal("0.1"), max_value=Decimal("150"), places=1)
 series = st.lists(st.lists(diameters, min_size=3, max_size=3), min_size=2, max_size=6)
 factors = st.sampled_from([Decimal("0.5"), Decimal("1.5"), Decimal("2"), Decimal("3.7"), Decimal("10")])
 
 # Order from best to worst, to check that growth never improves the category.
-RANK = {C.CR: 0, C.PR: 1, C.SD: 2, C.PD: 3}
+RANK = {Category.CR: 0, Category.PR: 1, Category.SD: 2, Category.PD: 3}
 
 
 def _series(rows: list[list[Decimal]], scale: Decimal = Decimal(1)) -> object:
@@ -65,7 +65,7 @@ def test_an_unequivocal_new_lesion_always_gives_pd(rows: list[list[Decimal]]) ->
     visits[-1].append(new("NEW1", 12))
     result = recist.assess(timeline(*visits))
     last = result.timepoints[-1]
-    assert last is not None and last.category is C.PD and last.new_lesion
+    assert last is not None and last.category is Category.PD and last.new_lesion
 
 
 @settings(max_examples=150, deadline=None)

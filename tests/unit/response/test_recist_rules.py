@@ -8,8 +8,7 @@ import pytest
 from recist_factories import new, node, non_target, sums, target, timeline
 
 from agent.response import recist
-from agent.response.model import Category as C
-from agent.response.model import Lesion, LesionKind, LesionStatus
+from agent.response.model import Category, Lesion, LesionKind, LesionStatus
 from agent.response.registry import Problem, build_registry
 
 D = Decimal
@@ -82,7 +81,7 @@ def test_missing_target_still_gives_pd_when_the_assessed_ones_meet_it() -> None:
     )
     result = recist.assess(tl)
     tp = result.timepoints[1]
-    assert tp is not None and tp.category is C.PD and tp.sum_mm is None and tp.partial_sum_mm == D(80)
+    assert tp is not None and tp.category is Category.PD and tp.sum_mm is None and tp.partial_sum_mm == D(80)
     assert tp.missing_targets == ("T3",)
 
 
@@ -125,8 +124,8 @@ def test_equivocal_new_lesion_confirmed_later_backdates_pd() -> None:
     first = result.timepoints[1]
     assert (
         first is not None
-        and first.provisional_category is C.SD
-        and first.category is C.PD
+        and first.provisional_category is Category.SD
+        and first.category is Category.PD
         and first.backdated
     )
     assert result.pd_index == 1 and result.pd_date == tl.timepoints[1].date
@@ -137,7 +136,7 @@ def test_reappearance_after_overall_cr_is_pd_regardless_of_5_mm() -> None:
     result = recist.assess(tl)
     assert _overall(tl) == [None, "CR", "PD"]
     tp = result.timepoints[2]
-    assert tp is not None and tp.target is C.PR and tp.reappearance_after_cr
+    assert tp is not None and tp.target is Category.PR and tp.reappearance_after_cr
 
 
 def test_non_target_present_again_after_cr_is_pd() -> None:
@@ -177,37 +176,39 @@ def test_time_point_without_imaging_is_ne() -> None:
 def test_bor_minimum_sd_duration() -> None:
     early = sums(100, 95, 125, days=[-7, 21, 49])
     late = sums(100, 95, 125, days=[-7, 49, 105])
-    assert recist.assess(early).bor is C.PD
-    assert recist.assess(late).bor is C.SD
+    assert recist.assess(early).bor is Category.PD
+    assert recist.assess(late).bor is Category.SD
 
 
 def test_bor_with_confirmation() -> None:
     opts = {"confirmation_required": True}
-    assert recist.assess(sums(100, 60, 60, days=[-7, 49, 77], options=opts)).bor is C.PR
-    assert recist.assess(sums(100, 60, 60, days=[-7, 49, 70], options=opts)).bor is C.SD
+    assert recist.assess(sums(100, 60, 60, days=[-7, 49, 77], options=opts)).bor is Category.PR
+    assert recist.assess(sums(100, 60, 60, days=[-7, 49, 70], options=opts)).bor is Category.SD
     cr = timeline(
         [target("T1", 20)],
         [target("T1", 0, status="disappeared")],
         [target("T1", 0, status="disappeared")],
         options=opts,
     )
-    assert recist.assess(cr).bor is C.CR
+    assert recist.assess(cr).bor is Category.CR
 
 
 def test_bor_ignores_visits_after_the_first_pd() -> None:
     result = recist.assess(sums(100, 130, 60))
-    assert result.bor is C.PD and result.pd_index == 1
+    assert result.bor is Category.PD and result.pd_index == 1
     later = result.timepoints[2]
-    assert later is not None and later.post_pd and later.category is C.PR
+    assert later is not None and later.post_pd and later.category is Category.PR
 
 
 def test_next_thresholds() -> None:
     result = recist.assess(sums(100, 40))
     by_cat = {t.category: t.value for t in result.next_thresholds}
-    assert by_cat[C.PD] == D(48)  # max(1.2 x 40, 40 + 5)
-    assert by_cat[C.PR] == D(70)
+    assert by_cat[Category.PD] == D(48)  # max(1.2 x 40, 40 + 5)
+    assert by_cat[Category.PR] == D(70)
     small = recist.assess(sums(20, 10))
-    assert {t.category: t.value for t in small.next_thresholds}[C.PD] == D(15)  # nadir + 5 > 1.2 x nadir
+    assert {t.category: t.value for t in small.next_thresholds}[Category.PD] == D(
+        15
+    )  # nadir + 5 > 1.2 x nadir
 
 
 def test_registry_reports_tracking_problems() -> None:

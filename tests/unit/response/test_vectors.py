@@ -1,4 +1,7 @@
-"""Every worked case of ``criteria/vectors.json`` (read in place from the shared folder beside the repo)."""
+"""Every worked case of ``tests/data/criteria/vectors.json`` (the project's worked-case set).
+
+A missing or unreadable file fails the collection; ``test_every_case_is_collected`` makes sure the cases
+cannot silently vanish."""
 
 from __future__ import annotations
 
@@ -14,20 +17,17 @@ from agent.response.parse import apply_options, assessment_to_dict, criterion_fr
 from agent.response.table import assess_timeline
 
 REPO = Path(__file__).resolve().parents[3]
-VECTORS = REPO.parent / "shared" / "criteria" / "vectors.json"
+VECTORS = REPO / "tests" / "data" / "criteria" / "vectors.json"
+#: The number of cases the file held when it moved into the repository: it may grow, never shrink.
+MIN_CASES = 63
 NON_CRITERION_KEYS = {"alerts_include", "alerts_exclude", "variants"}
 
 
 def _cases() -> list[dict[str, Any]]:
-    if not VECTORS.exists():
-        return []
     return list(json.loads(VECTORS.read_text(encoding="utf-8"))["cases"])
 
 
 CASES = _cases()
-pytestmark = pytest.mark.skipif(
-    not VECTORS.exists(), reason=f"shared criteria vectors not found at {VECTORS}"
-)
 
 KEY_TO_NAME = {
     "recist": "RECIST1.1",
@@ -111,3 +111,19 @@ def test_vector_variants(case: dict[str, Any], variant: str, expected: dict[str,
 def test_every_case_has_a_unique_id() -> None:
     ids = [c["id"] for c in CASES]
     assert len(ids) == len(set(ids)) and ids
+
+
+def _parametrised(test: Any) -> int:
+    """How many cases pytest generates for a parametrised test function."""
+    marks = [m for m in getattr(test, "pytestmark", []) if m.name == "parametrize"]
+    assert len(marks) == 1
+    return len(marks[0].args[1])
+
+
+def test_every_case_is_collected() -> None:
+    cases_in_file = len(json.loads(VECTORS.read_text(encoding="utf-8"))["cases"])
+    assert cases_in_file >= MIN_CASES
+    assert _parametrised(test_vector_responses) == cases_in_file
+    assert _parametrised(test_vector_alerts) == cases_in_file
+    variants_in_file = sum(len(c["expected"].get("variants", {})) for c in CASES)
+    assert variants_in_file > 0 and _parametrised(test_vector_variants) == variants_in_file
