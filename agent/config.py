@@ -263,12 +263,12 @@ class PatientRuleSettings(Section):
     primary: str | None = None
     therapy: list[str] | None = None
     treatment_start: str | None = None  # YYYY-MM-DD
-    # Explicit criteria (replace the defaults of SPEC §0), e.g. [RECIST1.1, Choi].
+    # Explicit criteria (replace the defaults of docs/criteria.md §0), e.g. [RECIST1.1, Choi].
     criteria: list[str] | None = None
 
 
 class AssessSettings(Section):
-    """Where a patient's primary tumour and therapy come from, and hence the criteria (SPEC §0)."""
+    """Where a patient's primary tumour and therapy come from, hence the criteria (docs/criteria.md §0)."""
 
     # Rules by patient or study attributes; first match wins, then built-in detection, then the defaults.
     rules: list[PatientRuleSettings] = Field(default_factory=list)

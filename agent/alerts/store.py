@@ -1,4 +1,4 @@
-"""The alerts store: every assessment alert (SPEC §9) and every operational alert is one row.
+"""The alerts store: every assessment alert (docs/criteria.md §9) and every operational alert is one row.
 
 An alert is identified by its ``key``: ``study:<study_pk>:<code>:<timepoint>`` for an assessment alert,
 ``op:<code>:<subject>`` for an operational one. Re-running a study therefore updates its rows: an alert

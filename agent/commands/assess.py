@@ -1,7 +1,8 @@
 """``liver-agent assess TIMELINE.json|- [--criteria ...] [--format json|table]``: response of a timeline.
 
-Reads a measurement timeline (the shape of a ``criteria/vectors.json`` case), prints the Assessment JSON
-(or a readable table) and exits 0; invalid input exits 2 with a message naming the field, never a traceback.
+Reads a measurement timeline (the shape of a ``tests/data/criteria/vectors.json`` case), prints the Assessment
+JSON (or a readable table) and exits 0; invalid input exits 2 with a message naming the field, never a
+traceback.
 """
 
 from __future__ import annotations

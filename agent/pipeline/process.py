@@ -26,8 +26,9 @@ Where the patient's primary tumour and therapy come from (:func:`choose_context`
 ``pipeline.assess.rules`` whose ``match`` patterns all match the patient / study attributes; else, with
 ``detect_from_study``, words in the study's own text (Study Description, Admitting Diagnoses, Reason for the
 Requested Procedure: "GIST", "HCC", "colorectal", an immunotherapy drug, "bevacizumab"); else the defaults.
-The criteria then follow SPEC §0: RECIST 1.1 always; + Choi for GIST; + Chun for CRC on bevacizumab; +
-iRECIST on immunotherapy; mRECIST and EASL for HCC. A rule may list its criteria explicitly instead.
+The criteria then follow docs/criteria.md §0: RECIST 1.1 always; + Choi for GIST; + Chun for CRC on
+bevacizumab; + iRECIST on immunotherapy; mRECIST and EASL for HCC. A rule may list its criteria explicitly
+instead.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def classify(series: Sequence[SeriesFacts], rules: ClassifySettings) -> tuple[bo
 
 
 # --------------------------------------------------------------------------------------------------------
-# 4. Patient context and criteria (SPEC §0)
+# 4. Patient context and criteria (docs/criteria.md §0)
 
 _PRIMARY_WORDS = (
     ("GIST", r"\bGIST\b|gastro-?intestinal stromal"),
@@ -241,7 +242,7 @@ def choose_context(attrs: dict[str, str], settings: AssessSettings) -> Context:
 def default_criteria(
     primary: str, therapy: Sequence[str], immunotherapy: Sequence[str]
 ) -> tuple[Criterion, ...]:
-    """SPEC §0: RECIST 1.1; + Choi (GIST), Chun (CRC + bevacizumab), iRECIST (IO), mRECIST/EASL (HCC)."""
+    """docs/criteria.md §0: RECIST 1.1; + Choi (GIST), Chun (CRC, bevacizumab), iRECIST (IO), mRECIST/EASL."""
     p = primary.upper()
     lowered = {t.lower() for t in therapy}
     out = [Criterion.RECIST]

@@ -9,18 +9,19 @@ Interface (shared by every criterion module):
   default; measurements are ``Decimal``). Output ``CriterionResult`` per criterion, holding one
   ``TimepointAssessment`` per time point (``None`` at the baseline), the BOR and the PD date; ``Alert``;
   ``Assessment`` (all results + alerts).
-* ``parse.timeline_from_dict(data) -> Timeline`` reads the JSON shape of ``criteria/vectors.json`` cases
-  (``ValidationError`` names the field: ``timepoints[2].lesions[0].long_axis_mm: must be >= 0``);
+* ``parse.timeline_from_dict(data) -> Timeline`` reads the JSON shape of the cases of
+  ``tests/data/criteria/vectors.json`` (``ValidationError`` names the field:
+  ``timepoints[2].lesions[0].long_axis_mm: must be >= 0``);
   ``parse.assessment_to_dict(assessment) -> dict`` writes the Assessment JSON of DESIGN.md.
 * each criterion module exposes ``assess(timeline) -> CriterionResult`` (``choi.assess_choi`` /
   ``choi.assess_mchoi``, ``mrecist.assess_mrecist`` / ``mrecist.assess_easl``, ``morphology.assess`` for
   Chun, ``recist.assess``, ``irecist.assess``); ``table.CRITERIA`` is the registry.
 * ``alerts.evaluate(timeline, results: tuple[CriterionResult, ...]) -> Iterable[Alert]`` computes every alert
-  of SPEC §9 from the timeline and the results; it never changes a response.
+  of docs/criteria.md §9 from the timeline and the results; it never changes a response.
 * ``table.assess_timeline(timeline, criteria=None) -> Assessment`` runs the requested criteria (default
   ``context.criteria``) and then the alert rules.
-* ``registry``: lesion registry and tracking helpers of SPEC §1.3 (baseline targets / non-targets, genuinely
-  new lesions, tracking problems), shared by the criteria and the alert rules.
+* ``registry``: lesion registry and tracking helpers of docs/criteria.md §1.3 (baseline targets /
+  non-targets, genuinely new lesions, tracking problems), shared by the criteria and the alert rules.
 * ``recist`` also exposes the reusable rule functions (``target_value``, ``target_sum``, ``nadir``,
   ``target_response``, ``non_target_response``, ``overall_response``, ``pd_test``) used by the other criteria.
 """

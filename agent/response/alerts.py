@@ -1,4 +1,5 @@
-"""Alert rules of SPEC §9: discordance between criteria, ancillary signs, comparability and data quality.
+"""Alert rules of docs/criteria.md §9: discordance between criteria, ancillary signs, comparability and
+data quality.
 
 ``evaluate(timeline, results)`` runs after every criterion and reads the timeline and the results; it never
 changes a response (the alert is the explanation). Every alert carries its code, severity, time point index,
@@ -79,7 +80,10 @@ CATALOGUE: dict[str, AlertDefinition] = _defs(
     ("BASELINE_AFTER_TREATMENT_START", Severity.CRITICAL, f"{_RECIST} §3.2"),
     ("BASELINE_TOO_EARLY", Severity.WARNING, f"{_RECIST} §3.2 (within 4 weeks before treatment)"),
     ("NO_BASELINE_DISEASE", Severity.WARNING, _RECIST),
+    ("BASELINE_TARGET_NOT_MEASURED", Severity.CRITICAL, f"{_RECIST} §4.3.1 (sum of diameters at baseline)"),
     ("TARGET_NOT_ASSESSED", Severity.WARNING, f"{_RECIST} §4.3; {_RECIST_FAQ}"),
+    ("IMPLAUSIBLE_MEASUREMENT", Severity.CRITICAL, "project convention [P] (plausible range, cm/mm slip)"),
+    ("LESION_RECORD_INCONSISTENT", Severity.CRITICAL, f"{_RECIST} §4.3.1 (coalesced, disappeared)"),
     ("LESION_TRACKING_MISMATCH", Severity.CRITICAL, f"{_RECIST}; DICOM TID 1500 tracking identifiers"),
     ("NEW_LESION_PREVIOUSLY_SEEN", Severity.CRITICAL, f"{_RECIST} §4.3.2"),
     ("NEW_LESION_EQUIVOCAL", Severity.WARNING, f"{_RECIST} §4.3.2"),
@@ -191,7 +195,7 @@ def _organ_key(lesion: Lesion) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Baseline (SPEC §2.1-§2.2)
+# Baseline (docs/criteria.md §2.1-§2.2)
 
 
 def baseline_timing(f: Facts) -> Iterator[Alert]:
@@ -291,7 +295,7 @@ def locally_treated_targets(f: Facts) -> Iterator[Alert]:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Comparability (SPEC §9.2)
+# Comparability (docs/criteria.md §9.2)
 
 
 def slice_thickness(f: Facts) -> Iterator[Alert]:
@@ -400,7 +404,7 @@ def disappeared_liver_lesion(f: Facts) -> Iterator[Alert]:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Tracking and lesion records (SPEC §1.3, §2.4, §2.7)
+# Tracking and lesion records (docs/criteria.md §1.3, §2.4, §2.7)
 
 
 def tracking(f: Facts) -> Iterator[Alert]:
@@ -460,7 +464,7 @@ def target_not_assessed(f: Facts) -> Iterator[Alert]:
 
 
 # --------------------------------------------------------------------------------------------------------
-# RECIST series (SPEC §2.7-§2.10)
+# RECIST series (docs/criteria.md §2.7-§2.10)
 
 
 def backdated_pd(f: Facts) -> Iterator[Alert]:
@@ -522,7 +526,7 @@ _ZERO, _FIVE, _TWENTY, _THIRTY, _HUNDRED = (Decimal(v) for v in (0, 5, 20, 30, 1
 
 
 def borderline(step: TimepointAssessment, pp: Decimal, mm: Decimal) -> str | None:
-    """Which RECIST threshold the target sum is borderline to, if any [P] (SPEC §9.2).
+    """Which RECIST threshold the target sum is borderline to, if any [P] (docs/criteria.md §9.2).
 
     Within ``pp`` points of -30 % vs baseline; within ``pp`` points of +20 % vs nadir with an increase of
     at least ``5 - mm``; or at least ``20 - pp`` % above the nadir with an increase within ``mm`` of 5 mm.
@@ -561,9 +565,9 @@ def borderline_threshold(f: Facts) -> Iterator[Alert]:
 
 
 # --------------------------------------------------------------------------------------------------------
-# iRECIST (SPEC §3)
+# iRECIST (docs/criteria.md §3)
 
-#: SPEC §9.1 lists iSD/iPR/iCR; iNN (non-target-only disease) is left out as written.
+#: docs/criteria.md §9.1 lists iSD/iPR/iCR; iNN (non-target-only disease) is left out as written.
 _IRECIST_RESPONSE = (Category.ICR, Category.IPR, Category.ISD)
 
 
@@ -632,7 +636,7 @@ def irecist_confirmation_window(f: Facts) -> Iterator[Alert]:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Choi, mChoi and ancillary attenuation (SPEC §4, §9.1)
+# Choi, mChoi and ancillary attenuation (docs/criteria.md §4, §9.1)
 
 
 def choi_discordance(f: Facts) -> Iterator[Alert]:
@@ -772,7 +776,7 @@ def ancillary_signs(f: Facts) -> Iterator[Alert]:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Chun (SPEC §7)
+# Chun (docs/criteria.md §7)
 
 
 def chun_modality(f: Facts) -> Iterator[Alert]:
@@ -823,7 +827,7 @@ def chun_discordance(f: Facts) -> Iterator[Alert]:
 
 
 # --------------------------------------------------------------------------------------------------------
-# mRECIST (SPEC §5)
+# mRECIST (docs/criteria.md §5)
 
 
 def mrecist_discordance(f: Facts) -> Iterator[Alert]:
@@ -846,7 +850,7 @@ def mrecist_discordance(f: Facts) -> Iterator[Alert]:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Applicability (SPEC §0)
+# Applicability (docs/criteria.md §0)
 
 
 def _is_crc(primary: str) -> bool:
@@ -939,7 +943,7 @@ def merge(alerts: Iterable[Alert]) -> tuple[Alert, ...]:
 
 
 def evaluate(timeline: Timeline, results: tuple[CriterionResult, ...]) -> tuple[Alert, ...]:
-    """Every alert of SPEC §9 for ``timeline`` given the criteria ``results`` (which it never changes)."""
+    """Every alert of docs/criteria.md §9 for ``timeline`` given the criteria ``results`` (never changed)."""
     if not timeline.timepoints:
         return (
             make_alert("BASELINE_MISSING", None, "No baseline examination: no response can be computed."),

@@ -1,11 +1,11 @@
 """Choi criteria (GIST on imatinib; Choi 2007) and modified Choi (Nathan 2010): size and CT density.
 
 Size is the RECIST 1.1 sum of the declared targets; density is the unweighted mean of the targets' mean HU on
-contrast-enhanced CT in ``options.choi_density_phase`` at baseline and follow-up (SPEC §4). Choi PR needs a
->= 10 % size *or* >= 15 % density decrease; modified Choi needs *both*. PD is a >= 10 % size increase vs the
-nadir (or the baseline, option) without a density PR, a new lesion or a new/enlarging intratumoral nodule.
-CT only. Exact ``Decimal`` arithmetic, thresholds inclusive, ratios compared by cross-multiplying.
-Never imports anything but the standard library and ``agent.response``.
+contrast-enhanced CT in ``options.choi_density_phase`` at baseline and follow-up (docs/criteria.md §4). Choi
+PR needs a >= 10 % size *or* >= 15 % density decrease; modified Choi needs *both*. PD is a >= 10 % size
+increase vs the nadir (or the baseline, option) without a density PR, a new lesion or a new/enlarging
+intratumoral nodule. CT only. Exact ``Decimal`` arithmetic, thresholds inclusive, ratios compared by
+cross-multiplying. Never imports anything but the standard library and ``agent.response``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def choi_density_pr(density: Decimal, baseline_density: Decimal) -> bool:
 def choi_size_pd(size: Decimal, reference: Decimal) -> bool:
     """Size PD: an increase of at least 10 % vs the reference (``10·S >= 11·ref``); no absolute 5 mm rule.
 
-    Against a zero reference any positive size is an infinite increase (as in RECIST, SPEC §1.4).
+    Against a zero reference any positive size is an infinite increase (as in RECIST, docs/criteria.md §1.4).
     """
     if reference == 0:
         return size > 0
@@ -81,7 +81,7 @@ def percent_change(value: Decimal, reference: Decimal) -> Decimal | None:
 
 
 def is_ct(timepoint: TimePoint) -> bool:
-    """Choi is validated on CT only (SPEC §4.2)."""
+    """Choi is validated on CT only (docs/criteria.md §4.2)."""
     modality = timepoint.modality
     return modality == "CT" or (modality or "").strip().upper() == "CT"
 
@@ -117,7 +117,7 @@ def paired_density(
     current_records: Sequence[Lesion | None],
     phase: Phase | None,
 ) -> PairedDensity:
-    """Pair the targets' mean HU at baseline and now (SPEC §4.2); records are aligned target by target.
+    """Pair the targets' mean HU at baseline and now (docs/criteria.md §4.2), target by target.
 
     Evaluable only on contrast-enhanced CT at both time points, with every target's ROI in ``phase`` at both
     (``phase=None``: any phase, but the same for a lesion at both time points, the "comparable CT" of the
@@ -179,7 +179,7 @@ def choi_target_response(
 
     Choi: PR by size or by density; mChoi: PR needs both. PD needs a >= 10 % size increase vs ``reference``
     and no PR by density; SD or PD cannot be told apart from a density PR when density is not evaluable,
-    so those are NE (SPEC §4.3).
+    so those are NE (docs/criteria.md §4.3).
     """
     size_pr = choi_size_pr(size, baseline_size)
     density_pr = (
@@ -238,8 +238,9 @@ class ChoiInputs:
 
 
 def choi_inputs(timeline: Timeline) -> ChoiInputs:
-    """Choi size = the RECIST 1.1 target sum (SPEC §4.1), so the sums, the non-target category, the new
-    lesions and the target CR test are read from the RECIST 1.1 result; density as ``paired_density``."""
+    """Choi size = the RECIST 1.1 target sum (docs/criteria.md §4.1), so the sums, the non-target category,
+    the new lesions and the target CR test are read from the RECIST 1.1 result; density as
+    ``paired_density``."""
     registry = build_registry(timeline)
     rec = recist.assess(timeline)
     targets = registry.targets
@@ -361,7 +362,7 @@ def _choi_assessment(
 
 
 def choi_timepoint(timeline: Timeline, series: ChoiInputs, index: int, modified: bool) -> TimepointAssessment:
-    """Choi (or modified Choi) response at follow-up ``index`` (SPEC §4.3)."""
+    """Choi (or modified Choi) response at follow-up ``index`` (docs/criteria.md §4.3)."""
     current = timeline.timepoints[index]
     baseline_size, size = series.sums[0], series.sums[index]
     reference = series.references[index]
@@ -456,7 +457,7 @@ def _days_on_treatment(when: date, treatment_start: date | None) -> int:
 
 
 def next_thresholds(timeline: Timeline, series: ChoiInputs, modified: bool) -> tuple[Threshold, ...]:
-    """Size and density values at which the next read would change category (SPEC issue: pre-read table).
+    """Size and density values at which the next read would change category (docs/criteria.md §1.7).
 
     PR by size at ``<= 0.9 × baseline`` sum, PR by density at ``<= 0.85 × baseline`` mean HU (mChoi: both),
     PD by size at ``>= 1.1 ×`` the reference (nadir including the latest evaluable read, or baseline).
@@ -547,10 +548,10 @@ def _assess(timeline: Timeline, modified: bool) -> CriterionResult:
 
 
 def assess_choi(timeline: Timeline) -> CriterionResult:
-    """Choi response at every follow-up time point (SPEC §4.1-§4.3)."""
+    """Choi response at every follow-up time point (docs/criteria.md §4.1-§4.3)."""
     return _assess(timeline, modified=False)
 
 
 def assess_mchoi(timeline: Timeline) -> CriterionResult:
-    """Modified Choi (Nathan 2010): PR needs both the size and the density decrease (SPEC §4.4)."""
+    """Modified Choi (Nathan 2010): PR needs both the size and the density decrease (criteria §4.4)."""
     return _assess(timeline, modified=True)

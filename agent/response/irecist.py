@@ -1,4 +1,4 @@
-"""iRECIST (Seymour 2017, Tables 2-3; EORTC iRECIST FAQ) as SPEC §3 states it.
+"""iRECIST (Seymour 2017, Tables 2-3; EORTC iRECIST FAQ) as docs/criteria.md §3 states it.
 
 The RECIST 1.1 target and non-target categories (same nadir, same PR persistence) drive a state machine:
 an unconfirmed progression (iUPD) opens an episode that the next assessment confirms (iCPD), keeps open
@@ -95,7 +95,7 @@ def confirms_progression(
     nlnt_increased: bool,
     additional_new: bool,
 ) -> str | None:
-    """The reason the open iUPD is confirmed at this visit, or ``None`` (SPEC §3.3)."""
+    """The reason the open iUPD is confirmed at this visit, or ``None`` (docs/criteria.md §3.3)."""
     if TARGET in episode.cats and current_sum - episode.ref_sum >= FIVE:
         return f"target sum +{current_sum - episode.ref_sum} mm (>= 5 mm) since the first iUPD"
     if NON_TARGET in episode.cats and nt_increased:

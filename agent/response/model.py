@@ -1,8 +1,8 @@
 """Typed model of the clinical core: the measurement timeline going in and the assessment coming out.
 
 Everything here is a frozen dataclass or an enum; measurements are ``Decimal`` so that thresholds are exact
-(SPEC §1.4). Field names follow SPEC §1.1-§1.2 and §1.7. This module must never import anything outside the
-standard library: the SR reader, the pipeline and the CLI all build these objects.
+(docs/criteria.md §1.4). Field names follow docs/criteria.md §1.1-§1.2 and §1.7. This module must never
+import anything outside the standard library: the SR reader, the pipeline and the CLI all build these objects.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class LesionKind(StrEnum):
 
 
 class LesionStatus(StrEnum):
-    """Status of a lesion record; which values are allowed depends on the kind (SPEC §1.2)."""
+    """Status of a lesion record; which values are allowed depends on the kind (docs/criteria.md §1.2)."""
 
     # target
     MEASURED = "measured"
@@ -147,7 +147,7 @@ class ChoiPdReference(StrEnum):
 
 
 class Category(StrEnum):
-    """Response codes of SPEC §1.7 (all criteria share one enum so results have one shape)."""
+    """Response codes of docs/criteria.md §1.7 (all criteria share one enum so results have one shape)."""
 
     CR = "CR"
     PR = "PR"
@@ -182,7 +182,7 @@ class Severity(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """SPEC §1.5, with the defaults of the spec."""
+    """docs/criteria.md §1.5, with the defaults of the spec."""
 
     pr_persistence: PrPersistence = PrPersistence.EORTC_FAQ
     confirmation_required: bool = False
@@ -205,7 +205,7 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Lesion:
-    """One lesion record at one time point (SPEC §1.2). ``status`` is resolved to the kind's default."""
+    """One lesion record at one time point (docs/criteria.md §1.2); ``status`` defaults by kind."""
 
     id: str
     organ: str

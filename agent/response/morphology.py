@@ -1,4 +1,4 @@
-"""Chun morphologic response of colorectal liver metastases on bevacizumab (Chun 2009; SPEC §7).
+"""Chun morphologic response of colorectal liver metastases on bevacizumab (Chun 2009; docs/criteria.md §7).
 
 Each liver target lesion is given a morphology group (1 = homogeneous hypoattenuating with a thin sharp
 interface, 3 = heterogeneous with a thick poorly defined interface, 2 = in between); the lesion responds

@@ -1,10 +1,10 @@
 """mRECIST (Lencioni & Llovet 2010) and EASL (Bruix 2001): viable-tumour response of hepatocellular carcinoma.
 
 Both measure only the arterially enhancing (viable) part of each target: mRECIST sums its longest diameter,
-EASL sums the bidimensional products. They are defined for HCC only: for any other primary every follow-up
-is ``NA`` (the alert rules raise ``CRITERION_NOT_APPLICABLE``). The overall table is RECIST's (SPEC §5-§6).
-Exact ``Decimal`` arithmetic, thresholds inclusive. Never imports anything but the standard library and
-``agent.response``.
+EASL sums the bidimensional products. They are defined for HCC only: for any other primary every follow-up is
+``NA`` (the alert rules raise ``CRITERION_NOT_APPLICABLE``). The overall table is RECIST's (docs/criteria.md
+§5-§6). Exact ``Decimal`` arithmetic, thresholds inclusive. Never imports anything but the standard library
+and ``agent.response``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _GONE_STATUSES = frozenset({LesionStatus.DISAPPEARED, LesionStatus.COALESCED})  
 
 
 def is_hcc(timeline: Timeline) -> bool:
-    """mRECIST and EASL apply to hepatocellular carcinoma only (SPEC §5.1)."""
+    """mRECIST and EASL apply to hepatocellular carcinoma only (docs/criteria.md §5.1)."""
     return timeline.context.primary.strip().upper() == "HCC"
 
 
@@ -159,7 +159,7 @@ def viable_target_response(
 
 
 def overall_from_parts(target: Category, non_target: Category, new_lesion: bool) -> Category:
-    """RECIST 1.1 Tables 1-2 applied to the viable-tumour target response (SPEC §5.3 "same as RECIST")."""
+    """RECIST 1.1 Tables 1-2 applied to the viable-tumour target response (docs/criteria.md §5)."""
     if new_lesion or target is Category.PD or non_target is Category.PD:
         return Category.PD
     if target is Category.NONE:

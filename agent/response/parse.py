@@ -1,6 +1,6 @@
 """Edges of the clinical core: timeline JSON -> ``Timeline`` and ``Assessment`` -> Assessment JSON.
 
-The input shape is that of a ``criteria/vectors.json`` case (``context``, optional ``options``,
+The input shape is that of a ``tests/data/criteria/vectors.json`` case (``context``, optional ``options``,
 ``timepoints``); unknown keys are ignored. Any invalid value raises ``ValidationError`` whose message starts
 with the path of the field, e.g. ``timepoints[2].lesions[0].long_axis_mm: must be >= 0``. Pure: no I/O.
 """

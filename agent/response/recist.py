@@ -1,9 +1,10 @@
-"""RECIST 1.1 (Eisenhauer 2009; Schwartz 2016; EORTC RECIST FAQ) as SPEC §2 states it.
+"""RECIST 1.1 (Eisenhauer 2009; Schwartz 2016; EORTC RECIST FAQ) as docs/criteria.md §2 states it.
 
 Small pure functions named after the rules (``target_value``, ``pd_test``, ``target_response``,
 ``non_target_response``, ``overall_response``, ``best_overall_response``, ``next_thresholds``) and
 ``assess(timeline)`` that chains them over a series. Exact ``Decimal`` arithmetic: every ratio is compared by
-cross-multiplication and every threshold is inclusive (SPEC §1.4). Never imports anything outside the core.
+cross-multiplication and every threshold is inclusive (docs/criteria.md §1.4). Never imports anything
+outside the core.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ CITE_BOR = "RECIST 1.1 (Eisenhauer 2009) §4.4, Table 3"
 
 
 # --------------------------------------------------------------------------------------------------------
-# Target lesions (SPEC §2.3-§2.4)
+# Target lesions (docs/criteria.md §2.3-§2.4)
 
 
 def target_value(lesion: Lesion | None) -> Decimal | None:
-    """Contribution of one target to the sum; ``None`` when it was not assessed (SPEC §2.3)."""
+    """Contribution of one target to the sum; ``None`` when it was not assessed (docs/criteria.md §2.3)."""
     if lesion is None:
         return None
     if lesion.fragments_mm:
@@ -124,7 +125,7 @@ def target_response(
     all_disappeared: bool,
     persist_pr: bool,
 ) -> tuple[Category, str]:
-    """SPEC §2.4: (category, rule). ``persist_pr``: PR persistence applies at this time point (§2.6)."""
+    """docs/criteria.md §2.4: (category, rule). ``persist_pr``: PR persistence applies here (§2.6)."""
     if current is None:
         if pd_test(partial, nadir_sum):
             return (
@@ -147,7 +148,7 @@ def target_response(
 
 
 # --------------------------------------------------------------------------------------------------------
-# Non-target lesions (SPEC §2.5), reappearance (§2.8) and the overall table (§2.9)
+# Non-target lesions (docs/criteria.md §2.5), reappearance (§2.8) and the overall table (§2.9)
 
 
 def non_target_absent(lesion: Lesion) -> bool:
@@ -164,8 +165,8 @@ def non_target_absent(lesion: Lesion) -> bool:
 
 
 def non_target_response(records: Sequence[Lesion | None]) -> Category:
-    """SPEC §2.5 over the records of the baseline non-targets at one time point: PD when any shows unequivocal
-    progression, else NE when any is missing or not assessed, else CR when all are absent."""
+    """docs/criteria.md §2.5 over the records of the baseline non-targets at one time point: PD when any shows
+    unequivocal progression, else NE when any is missing or not assessed, else CR when all are absent."""
     if not records:
         return Category.NONE
     evaluable = True
@@ -187,7 +188,7 @@ def non_target_response(records: Sequence[Lesion | None]) -> Category:
 def reappearance(
     targets: Sequence[Lesion], values: Sequence[Decimal | None], nt_records: Sequence[Lesion | None]
 ) -> bool:
-    """SPEC §2.8: a non-nodal target > 0, a target node >= 10 mm, or a non-target present again."""
+    """docs/criteria.md §2.8: a non-nodal target > 0, a target node >= 10 mm, or a non-target again."""
     for base, v in zip(targets, values, strict=True):
         if v is None:
             continue
@@ -204,7 +205,7 @@ def reappearance(
 def overall_response(
     target: Category, non_target: Category, new_lesion: bool, reappeared_after_cr: bool
 ) -> tuple[Category, str]:
-    """SPEC §2.9 (RECIST 1.1 Tables 1 and 2): (category, rule)."""
+    """docs/criteria.md §2.9 (RECIST 1.1 Tables 1 and 2): (category, rule)."""
     if new_lesion:
         return Category.PD, "unequivocal new lesion"
     if target is Category.PD:
@@ -234,7 +235,7 @@ def overall_response(
 
 
 # --------------------------------------------------------------------------------------------------------
-# Best overall response (SPEC §2.10)
+# Best overall response (docs/criteria.md §2.10)
 
 
 def _days(a: date, b: date) -> int:
@@ -343,8 +344,8 @@ def assess(timeline: Timeline) -> CriterionResult:
     then BOR, PD date and the thresholds for the next read.
 
     The final response differs from the provisional one only where an equivocal new lesion seen at that
-    time point is confirmed later: PD is then back-dated to it (SPEC §2.7). The registry knows the whole
-    series, so both are decided in the same pass.
+    time point is confirmed later: PD is then back-dated to it (docs/criteria.md §2.7). The registry knows
+    the whole series, so both are decided in the same pass.
     """
     options = timeline.options
     tps = timeline.timepoints

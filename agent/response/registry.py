@@ -1,4 +1,4 @@
-"""Lesion registry and tracking (SPEC §1.3): who is who across time points.
+"""Lesion registry and tracking (docs/criteria.md §1.3): who is who across time points.
 
 Baseline targets and non-targets keep their id for life. Every follow-up record is mapped to a baseline
 lesion, to a genuinely new lesion, or reported as a tracking problem. A record labelled ``new`` whose id was

@@ -2,7 +2,7 @@
 
 Each criterion lives in its own module and exposes one pure function ``(Timeline) -> CriterionResult``
 (see ``CRITERIA``). The alert rules (``agent.response.alerts.evaluate(timeline, results)``) run after all
-criteria and never change a response (SPEC §9).
+criteria and never change a response (docs/criteria.md §9).
 """
 
 from __future__ import annotations

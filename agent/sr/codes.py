@@ -143,7 +143,7 @@ NON_TARGET_LESION_AT_BASELINE = Code("112075", "DCM", "Non-Target Lesion at Base
 NON_LESION_AT_BASELINE = Code("112076", "DCM", "Non-Lesion at Baseline")
 
 # Our private scheme (declared in CodingSchemeIdentificationSequence of the SRs we write): the per-time-point
-# role and status of a lesion (SPEC §1.2 ``kind`` and ``status``), which DICOM has no codes for.
+# role and status of a lesion (docs/criteria.md §1.2 ``kind`` and ``status``), which DICOM has no codes for.
 PRIVATE_SCHEME = "99LIVERAGENT"
 LESION_ROLE = Code("LA-ROLE", PRIVATE_SCHEME, "Lesion role")
 ROLE_TARGET = Code("LA-ROLE-T", PRIVATE_SCHEME, "Target lesion")
@@ -151,7 +151,8 @@ ROLE_NON_TARGET = Code("LA-ROLE-NT", PRIVATE_SCHEME, "Non-target lesion")
 ROLE_NEW = Code("LA-ROLE-N", PRIVATE_SCHEME, "New lesion")
 ROLES = {"target": ROLE_TARGET, "non-target": ROLE_NON_TARGET, "new": ROLE_NEW}
 LESION_STATUS = Code("LA-STATUS", PRIVATE_SCHEME, "Lesion status")
-# Status values use the SPEC §1.2 word as code value, e.g. Code("disappeared", PRIVATE_SCHEME, "disappeared").
+# Status values use the docs/criteria.md §1.2 word as code value,
+# e.g. Code("disappeared", PRIVATE_SCHEME, "disappeared").
 
 # --- Units (UCUM) -------------------------------------------------------------------------------------------
 UCUM = "UCUM"
@@ -172,7 +173,7 @@ AIM_CALCULATION = Code("zzz011", AIM_SCHEME, "Calculation")
 AIM_CALCULATION_RESULT = Code("zzz015", AIM_SCHEME, "Calculation Result")
 AIM_ANATOMIC_ENTITY = Code("zzz004", AIM_SCHEME, "Anatomic Entity")
 
-# --- Organs: finding site -> SPEC §1.2 ``organ`` -----------------------------------------------------------
+# --- Organs: finding site -> docs/criteria.md §1.2 ``organ`` --------------------------------------------
 # All lymph nodes form one organ for the "2 per organ" rule.
 ORGANS: tuple[tuple[Code, str], ...] = (
     (Code("10200004", "SCT", "Liver"), "liver"),
@@ -212,7 +213,7 @@ NON_TARGET_LESION_NON_CR_NON_PD = Code(
     "112046", "DCM", "Non-Target Lesion Incomplete Response or Stable Disease"
 )
 NON_TARGET_LESION_PD = Code("112047", "DCM", "Non-Target Lesion Progressive Disease")
-#: SPEC §1.7 category value -> CID 6144 code, for the target and the non-target sub-response.
+#: docs/criteria.md §1.7 category value -> CID 6144 code, for the target and the non-target sub-response.
 TARGET_RESPONSE_CODES = {
     "CR": TARGET_LESION_CR,
     "PR": TARGET_LESION_PR,
@@ -247,7 +248,7 @@ NEW_LESIONS = Code("LA-NEW", PRIVATE_SCHEME, "Unequivocal new lesion")  # ours; 
 YES = Code("LA-YES", PRIVATE_SCHEME, "Yes")  # ours
 NO = Code("LA-NO", PRIVATE_SCHEME, "No")  # ours
 RESPONSE_RULE = Code("LA-RULE", PRIVATE_SCHEME, "Rule applied")  # ours: TEXT, why the category was reached
-#: SPEC §1.7 category value -> our code (no DICOM codes exist for overall time-point categories).
+#: docs/criteria.md §1.7 category value -> our code (no DICOM codes exist for overall time-point categories).
 CATEGORY_CODES = {
     value: Code(code_value, PRIVATE_SCHEME, meaning)  # ours
     for value, code_value, meaning in (

@@ -1,10 +1,10 @@
 """Measurement groups -> lesion observations of one SR (before identities are linked across studies).
 
-An :class:`Observation` holds what a group says about one lesion at one time point, in the units and words
-of the response model (SPEC §1.2): organ, node or not, long/short axis, mean HU, the role and status when
-the SR states them (Baseline Category, our private role/status codes), and a ``source`` record naming the
-file, SOP Instance UID, tracking identifier/UID and the concept codes each value came from. Roles the SR
-does not state are inferred later, across the whole timeline, by ``agent.pipeline.tracking``.
+An :class:`Observation` holds what a group says about one lesion at one time point, in the units and words of
+the response model (docs/criteria.md §1.2): organ, node or not, long/short axis, mean HU, the role and status
+when the SR states them (Baseline Category, our private role/status codes), and a ``source`` record naming the
+file, SOP Instance UID, tracking identifier/UID and the concept codes each value came from. Roles the SR does
+not state are inferred later, across the whole timeline, by ``agent.pipeline.tracking``.
 """
 
 from __future__ import annotations
