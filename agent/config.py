@@ -220,6 +220,12 @@ class SRSettings(Section):
     phase_rules: list[PhaseRuleSettings] = Field(default_factory=list)
     # Link lesions across studies by organ and 3D position within this distance (mm); null disables.
     link_distance_mm: float | None = Field(None, gt=0)
+    # Choi density when a time point is contrast-enhanced CT of unknown phase: compare, assuming the density
+    # phase (a warning in the result and in any discordance alert resting on it), or leave it not evaluable.
+    # A known phase mismatch (arterial vs portal venous) is never compared.
+    choi_assume_unknown_phase: bool = True
+    # A lesion's mean HU measured from its CT image when the SR gives diameters only (an SR value wins).
+    density_from_images: bool = True
     # Reader bounds: content-tree depth, number of content items, file size.
     max_depth: int = Field(48, ge=4, le=1000)
     max_items: int = Field(20_000, ge=10)

@@ -77,7 +77,7 @@ from agent.pipeline.tracking import (
     build_timeline,
     timeline_to_dict,
 )
-from agent.response.model import Assessment, Context, Criterion, Phase
+from agent.response.model import Assessment, Context, Criterion, Options, Phase
 from agent.response.parse import assessment_to_dict
 from agent.response.table import assess_timeline
 from agent.sr import write as sr_write
@@ -607,7 +607,12 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
 
     t0 = time.perf_counter()
     try:
-        tracked = build_timeline(items, context, link_distance_mm=settings.sr.link_distance_mm)
+        tracked = build_timeline(
+            items,
+            context,
+            link_distance_mm=settings.sr.link_distance_mm,
+            options=Options(choi_assume_unknown_phase=settings.sr.choi_assume_unknown_phase),
+        )
     except TrackingError as exc:
         return Outcome(StudyState.FAILED.value, f"tracking: {exc}", timings=timings)
     has_current = any(tp.study_uid == study_uid for tp in tracked.timepoints)

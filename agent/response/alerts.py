@@ -646,6 +646,7 @@ def choi_discordance(f: Facts) -> Iterator[Alert]:
         return
     name = "Choi" if density is Criterion.CHOI else "modified Choi"
     recist_categories, density_categories = f.categories[Criterion.RECIST], f.categories[density]
+    densities = choi.choi_inputs(f.timeline).density
     for t in f.followups:
         rec, cho = recist_categories[t], density_categories[t]
         if rec is Category.PD and cho is Category.PR:
@@ -654,14 +655,14 @@ def choi_discordance(f: Facts) -> Iterator[Alert]:
                 t,
                 f"RECIST progression but {name} partial response: possible pseudoprogression (haemorrhage, "
                 "myxoid or cystic change) in a responding tumour; do not stop an effective TKI on size "
-                "alone.",
+                "alone." + _assumption_text(densities[t]),
             )
         elif rec is Category.SD and cho is Category.PR:
             yield make_alert(
                 "DISC_RECIST_SD_CHOI_PR",
                 t,
                 f"RECIST stable disease but {name} partial response (density drop or 10-29 % shrinkage): a "
-                "responder that RECIST misses.",
+                "responder that RECIST misses." + _assumption_text(densities[t]),
             )
         elif cho is Category.PD and rec in (Category.CR, Category.PR, Category.SD, Category.NON_CR_NON_PD):
             assert rec is not None
@@ -671,6 +672,13 @@ def choi_discordance(f: Facts) -> Iterator[Alert]:
                 f"{name} progression while RECIST is {rec.value}: possible early resistance (a nodule within "
                 "a mass, or growth without a density response) that RECIST misses.",
             )
+
+
+def _assumption_text(density: choi.PairedDensity | None) -> str:
+    """The phase assumption a density comparison rests on, as a sentence to append; empty when none."""
+    if density is None or not density.evaluable or density.assumption is None:
+        return ""
+    return f" Warning: density compared on an assumption ({density.assumption})."
 
 
 def choi_density_not_evaluable(f: Facts) -> Iterator[Alert]:
@@ -698,7 +706,12 @@ def _paired_density_drop(f: Facts, t: int) -> choi.PairedDensity | None:
     registry = f.registry
     timeline = f.timeline
     density = choi.paired_density(
-        timeline.baseline, timeline.timepoints[t], registry.targets, registry.target_records[t], None
+        timeline.baseline,
+        timeline.timepoints[t],
+        registry.targets,
+        registry.target_records[t],
+        None,
+        timeline.options.choi_assume_unknown_phase,
     )
     if (
         density.evaluable
@@ -714,7 +727,8 @@ def _density_text(density: choi.PairedDensity) -> str:
     before, now = density.baseline_mean_hu, density.mean_hu
     assert before is not None and now is not None
     change = (now - before) * 100 / before
-    return f"mean target attenuation {before:.0f} -> {now:.0f} HU ({_pct(change)})"
+    text = f"mean target attenuation {before:.0f} -> {now:.0f} HU ({_pct(change)})"
+    return text + (f" [warning: {density.assumption}]" if density.assumption else "")
 
 
 def ancillary_attenuation(f: Facts) -> Iterator[Alert]:

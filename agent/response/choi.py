@@ -100,6 +100,23 @@ class PairedDensity:
     sum_hu: Decimal | None = None
     count: int = 0
     reason: str | None = None
+    # Targets compared although their contrast phase was unknown (assumed, see ``assumption``).
+    assumed: tuple[str, ...] = ()
+    assumed_phase: Phase | None = None
+
+    @property
+    def assumption(self) -> str | None:
+        """The assumption the comparison rests on, in words; None when none was made."""
+        if not self.assumed:
+            return None
+        assumed = (
+            f"{self.assumed_phase.value} phase"
+            if self.assumed_phase is not None
+            else "the same phase at both time points"
+        )
+        return (
+            f"contrast phase unknown for {', '.join(self.assumed)}: assumed {assumed} on contrast-enhanced CT"
+        )
 
     @property
     def baseline_mean_hu(self) -> Decimal | None:
@@ -116,13 +133,16 @@ def paired_density(
     baseline_records: Sequence[Lesion | None],
     current_records: Sequence[Lesion | None],
     phase: Phase | None,
+    assume_unknown: bool = False,
 ) -> PairedDensity:
     """Pair the targets' mean HU at baseline and now (docs/criteria.md §4.2), target by target.
 
     Evaluable only on contrast-enhanced CT at both time points, with every target's ROI in ``phase`` at both
     (``phase=None``: any phase, but the same for a lesion at both time points, the "comparable CT" of the
     ancillary alerts), every target having ``mean_hu`` at both, and a positive baseline density. The density
-    is the unweighted mean of the per-lesion means [P].
+    is the unweighted mean of the per-lesion means [P]. With ``assume_unknown``, a target whose phase is
+    unknown at a time point declared contrast-enhanced is compared as if in the wanted phase (``phase``, or
+    the other time point's known phase); the targets are listed in ``assumed``. A known mismatch never is.
     """
     if not baseline_records:
         return PairedDensity(False, reason="no target lesion")
@@ -132,13 +152,29 @@ def paired_density(
         return PairedDensity(False, reason="density needs contrast-enhanced CT at both time points")
     baseline_sum = Decimal(0)
     current_sum = Decimal(0)
+    assumed: list[str] = []
+    assumed_phase: Phase | None = None
     for b, c in zip(baseline_records, current_records, strict=True):
         if b is None or c is None or b.mean_hu is None or c.mean_hu is None:
             lesion_id = b.id if b is not None else "?"
             return PairedDensity(False, reason=f"target {lesion_id} has no mean HU at both time points")
         b_phase = b.phase if b.phase is not None else baseline.phase
         c_phase = c.phase if c.phase is not None else current.phase
-        wanted = phase if phase is not None else b_phase
+        wanted = phase if phase is not None else b_phase or c_phase
+        enhanced = baseline.contrast is True and current.contrast is True
+        if (
+            assume_unknown
+            and enhanced
+            and (b_phase is None or c_phase is None)
+            and wanted is not Phase.UNENHANCED
+        ):
+            assumed.append(b.id)
+            assumed_phase = wanted
+            if wanted is None:  # any phase, the same at both: both unknown, assumed the same
+                baseline_sum += b.mean_hu
+                current_sum += c.mean_hu
+                continue
+            b_phase, c_phase = b_phase or wanted, c_phase or wanted
         if b_phase is not wanted or c_phase is not wanted or wanted is None or wanted is Phase.UNENHANCED:
             return PairedDensity(
                 False,
@@ -151,7 +187,14 @@ def paired_density(
         current_sum += c.mean_hu
     if baseline_sum <= 0:
         return PairedDensity(False, reason="baseline density is not above 0 HU")
-    return PairedDensity(True, baseline_sum, current_sum, len(baseline_records))
+    return PairedDensity(
+        True,
+        baseline_sum,
+        current_sum,
+        len(baseline_records),
+        assumed=tuple(assumed),
+        assumed_phase=assumed_phase,
+    )
 
 
 def _phase_name(phase: Phase | None) -> str:
@@ -246,6 +289,7 @@ def choi_inputs(timeline: Timeline) -> ChoiInputs:
     targets = registry.targets
     tps = timeline.timepoints
     phase = timeline.options.choi_density_phase
+    assume = timeline.options.choi_assume_unknown_phase
     by_baseline = timeline.options.choi_pd_reference is ChoiPdReference.BASELINE
     baseline_ct = is_ct(tps[0])
     baseline_sum = rec.baseline_sum_mm if targets else None
@@ -282,12 +326,15 @@ def choi_inputs(timeline: Timeline) -> ChoiInputs:
             low = total
         gone.append(step.target is Category.CR)
         missing.append(step.missing_targets)
-        paired = paired_density(tps[0], tps[t], targets, registry.target_records[t], phase)
+        paired = paired_density(tps[0], tps[t], targets, registry.target_records[t], phase, assume)
         density.append(paired)
         density_hu.append(paired.mean_hu)
         density_baseline_hu.append(paired.baseline_mean_hu)
         density_change.append(_pct(paired.sum_hu, paired.baseline_sum_hu))
-        density_notes.append(() if paired.evaluable else (f"density not evaluable: {paired.reason}",))
+        if not paired.evaluable:
+            density_notes.append((f"density not evaluable: {paired.reason}",))
+        else:
+            density_notes.append((f"warning: {paired.assumption}",) if paired.assumption else ())
         non_target.append(step.non_target)
         new_lesion.append(step.new_lesion)
         nodule.append(has_intratumoral_nodule(tps[t].lesions))

@@ -189,6 +189,9 @@ class Options:
     min_sd_days: int = 42
     choi_pd_reference: ChoiPdReference = ChoiPdReference.NADIR
     choi_density_phase: Phase = Phase.PORTAL_VENOUS
+    # Compare Choi density when a time point is contrast-enhanced CT of unknown phase, assuming it is
+    # ``choi_density_phase`` (stated in the result and any alert resting on it); a known mismatch never is.
+    choi_assume_unknown_phase: bool = True
     mrecist_require_5mm: bool = False
     max_interval_days: int = 112
     borderline_pp: Decimal = Decimal(2)

@@ -209,6 +209,8 @@ def _options(data: Mapping[str, Any]) -> Options:
         kw["choi_pd_reference"] = _enum(ChoiPdReference, v, f"{path}.choi_pd_reference")
     if (v := data.get("choi_density_phase")) is not None:
         kw["choi_density_phase"] = _enum(Phase, v, f"{path}.choi_density_phase")
+    if (v := data.get("choi_assume_unknown_phase")) is not None:
+        kw["choi_assume_unknown_phase"] = _bool(v, f"{path}.choi_assume_unknown_phase")
     if (v := data.get("mrecist_require_5mm")) is not None:
         kw["mrecist_require_5mm"] = _bool(v, f"{path}.mrecist_require_5mm")
     if (v := data.get("max_interval_days")) is not None:

@@ -17,7 +17,7 @@ from decimal import Decimal
 from agent.response.model import STATUSES_BY_KIND, LesionKind, LesionStatus, Phase
 from agent.sr import codes
 from agent.sr.codes import Code, matches
-from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesLookup, image_phase
+from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesLookup, image_context
 from agent.sr.read import Measurement, MeasurementGroup, MeasurementKind, Region, SRReport, is_lesion_group
 
 
@@ -94,7 +94,10 @@ def _observation(
     if organ_note:
         notes.append(organ_note)
     kind, status = _stated_role(group, notes)
-    phase = image_phase(report, group.images, lookup, rules)
+    phase, acquisition, phase_unknown = image_context(report, group.images, lookup, rules)
+    modality = acquisition.modality if acquisition is not None else None
+    if phase_unknown and modality in (None, "CT"):
+        notes.append(phase_unknown)
     location = _location(group.regions, [m.region for m in used])
     source: dict[str, object] = {
         "file": report.source,
@@ -111,6 +114,7 @@ def _observation(
         "finding": _code_text(group.finding) if group.finding else None,
         "finding_sites": [_code_text(s) for s in group.finding_sites],
         "images": [img.sop_instance_uid for img in group.images][:16],
+        "context_from": acquisition.source if acquisition is not None else None,
     }
     return Observation(
         tracking_uid=group.tracking_uid,

@@ -100,3 +100,68 @@ def test_context_from_the_index_lookup_and_from_the_sr_alone(tmp_path: Path) -> 
     assert calls and calls[0][2] == uid("c1fu", "img")
     (obs,), _ = observations(report, lookup)
     assert obs.phase is Phase.ARTERIAL  # the lesion's own series phase
+
+
+@pytest.mark.parametrize(
+    ("description", "agent", "delay", "phase", "contrast"),
+    [
+        ("PV 2.5mm", None, None, Phase.PORTAL_VENOUS, True),
+        ("ABD VEN 3mm", None, None, Phase.PORTAL_VENOUS, True),
+        ("Abdomen 70s", None, None, Phase.PORTAL_VENOUS, True),
+        ("Leber portal venös", None, None, Phase.PORTAL_VENOUS, True),
+        ("Abdomen temps portal", None, None, Phase.PORTAL_VENOUS, True),
+        ("Phase veineuse", None, None, Phase.PORTAL_VENOUS, True),
+        ("TC abdomen fase portal", None, None, Phase.PORTAL_VENOUS, True),
+        ("Fase venosa", None, None, Phase.PORTAL_VENOUS, True),
+        ("ART 1.0", None, None, Phase.ARTERIAL, True),
+        ("Phase artérielle", None, None, Phase.ARTERIAL, True),
+        ("Temps tardif", None, None, Phase.DELAYED, True),
+        ("Fase tardía", None, None, Phase.DELAYED, True),
+        ("Abdomen sans injection", None, None, Phase.UNENHANCED, False),
+        ("TC sin contraste", None, None, Phase.UNENHANCED, False),
+        # Contrast timing decides only when the words say nothing.
+        ("Abdomen 2.5", "Iomeprol", Decimal(70), Phase.PORTAL_VENOUS, True),
+        ("Abdomen 2.5", "Iomeprol", Decimal(35), Phase.ARTERIAL, True),
+        ("Abdomen 2.5", "Iomeprol", Decimal(300), Phase.DELAYED, True),
+        ("Abdomen 2.5", "Iomeprol", Decimal(5), None, True),
+        ("Arterial", "Iomeprol", Decimal(70), Phase.ARTERIAL, True),
+        ("Abdomen 2.5", "NONE", Decimal(70), Phase.UNENHANCED, False),
+    ],
+)
+def test_phase_words_in_several_languages_and_contrast_timing(
+    description: str, agent: str | None, delay: Decimal | None, phase: Phase | None, contrast: bool | None
+) -> None:
+    assert normalise_phase(description, agent, DEFAULT_PHASE_RULES, delay) == (phase, contrast)
+
+
+def test_acquisition_context_from_a_header_or_a_query_answer() -> None:
+    from pydicom.dataset import Dataset
+
+    from agent.sr.context import contrast_delay, merge, series_info
+
+    ds = Dataset()
+    ds.Modality = "ct"
+    ds.SeriesDescription = "Abdomen 2.5"
+    ds.ContrastBolusAgent = "Iomeprol"
+    ds.ContrastBolusStartTime = "235930"
+    ds.AcquisitionTime = "000040.5"  # 70.5 s later, across midnight
+    ds.SliceThickness = "2.5"
+    ds.KVP = "120"
+    ds.PixelSpacing = ["0.75", "0.7"]
+    info = series_info(ds, "retrieved")
+    assert info.modality == "CT" and info.kvp == 120 and info.slice_thickness_mm == Decimal("2.5")
+    assert info.pixel_spacing_mm == (Decimal("0.75"), Decimal("0.7"))
+    assert info.contrast_delay_s == Decimal("70.5") and info.source == "retrieved"
+    assert (
+        normalise_phase(
+            info.series_description, info.contrast_agent, DEFAULT_PHASE_RULES, info.contrast_delay_s
+        )[0]
+        is Phase.PORTAL_VENOUS
+    )
+    answer = Dataset()  # a C-FIND answer: only the keys the PACS returns
+    answer.Modality = "CT"
+    answer.SeriesDescription = ""
+    queried = series_info(answer, "query")
+    assert queried.series_description is None and queried.kvp is None
+    assert merge(queried, info).kvp == 120 and merge(queried, info).source == "query"
+    assert contrast_delay("", "120000") is None and contrast_delay("1200", "120100") == 60
