@@ -32,8 +32,9 @@ from agent.config import WebSettings
 from agent.db.models import OutputVersion, Patient, Study
 from agent.log import get_logger
 from agent.sr.values import iso_da
+from agent.web import users as web_users
 from agent.web import views
-from agent.web.auth import SESSION_COOKIE, Principal, SessionSigner, TokenVerifier, check_password
+from agent.web.auth import SESSION_COOKIE, Principal, SessionSigner, TokenVerifier
 from agent.web.metrics import render_metrics
 
 log = get_logger(__name__)
@@ -336,7 +337,17 @@ def create_app(
     # -- pages -------------------------------------------------------------------------------------------
 
     def page_user(request: Request) -> str | None:
-        return signer.user(request.cookies.get(SESSION_COOKIE))
+        """The user of the request's session, if that session is still open on the server (looked up once
+        per request, before the page opens its own database session)."""
+        if not hasattr(request.state, "user"):
+            session_id = signer.session_id(request.cookies.get(SESSION_COOKIE))
+            user = None
+            if session_id is not None:
+                with sessions() as session:
+                    user = web_users.session_user(session, settings.users, session_id)
+            request.state.user = user
+        found: str | None = request.state.user
+        return found
 
     def login_redirect(request: Request) -> RedirectResponse:
         target = request.url.path
@@ -366,16 +377,19 @@ def create_app(
         password: Annotated[str, Form(max_length=256)],
         next: Annotated[str, Form(max_length=256)] = "/worklist",
     ) -> Response:
-        user = check_password(settings.users, username, password)
-        if user is None:
+        with sessions.begin() as session:
+            stored = web_users.authenticate(session, settings.users, username, password)
+            lifetime = timedelta(minutes=settings.session_minutes)
+            session_id = web_users.open_session(session, username, stored, lifetime) if stored else None
+        if session_id is None:
             log.warning("web.login_failed")
             error = "Unknown user or wrong password."
             return render(request, "login.html", {"next": _safe_next(next), "error": error}, 401)
-        log.info("web.login", user=user.username)
+        log.info("web.login", user=username)
         response = RedirectResponse(_safe_next(next), status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
-            signer.issue(user.username),
+            signer.issue(session_id),
             max_age=settings.session_minutes * 60,
             httponly=True,
             samesite="strict",
@@ -384,7 +398,12 @@ def create_app(
         return response
 
     @app.post("/logout", include_in_schema=False)
-    def logout() -> RedirectResponse:
+    def logout(request: Request) -> RedirectResponse:
+        session_id = signer.session_id(request.cookies.get(SESSION_COOKIE))
+        if session_id is not None:
+            with sessions.begin() as session:
+                web_users.end_session(session, session_id)
+            log.info("web.logout")
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response

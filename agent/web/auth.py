@@ -2,12 +2,12 @@
 
 Nothing secret is stored in clear: the configuration holds ``sha256$<hex>`` (fine for long random tokens)
 or ``pbkdf2_sha256$<iterations>$<salt>$<hex>`` hashes, made by ``liver-agent web hash-token``. Comparisons
-are constant-time. The session cookie is ``<user>|<expiry>|<HMAC>`` under ``web.session_secret``.
+are constant-time. The session cookie is ``<session id>|<expiry>|<HMAC>`` under ``web.session_secret``; the
+session itself (its user, whether it is still open) is kept in the database (``agent.web.users``).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.config import APITokenSettings, WebUserSettings
+from agent.config import APITokenSettings
 
 PBKDF2_ITERATIONS = 240_000
 SESSION_COOKIE = "liver_agent_session"
@@ -98,33 +98,24 @@ class SessionSigner:
     def _mac(self, payload: str) -> str:
         return hmac.new(self.key, payload.encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def issue(self, username: str, now: float | None = None) -> str:
+    def issue(self, session_id: str, now: float | None = None) -> str:
+        if "|" in session_id:
+            raise ValueError("a session id has no '|'")
         expiry = int((now or time.time()) + self.lifetime_s)
-        user = base64.urlsafe_b64encode(username.encode("utf-8")).decode("ascii")
-        payload = f"{user}|{expiry}"
+        payload = f"{session_id}|{expiry}"
         return f"{payload}|{self._mac(payload)}"
 
-    def user(self, cookie: str | None, now: float | None = None) -> str | None:
-        if not cookie or cookie.count("|") != 2:
+    def session_id(self, cookie: str | None, now: float | None = None) -> str | None:
+        """The session id of a cookie we signed and that has not expired, else None."""
+        if not cookie or len(cookie) > 512 or cookie.count("|") != 2:
             return None
-        user, expiry, mac = cookie.split("|")
-        if not hmac.compare_digest(mac, self._mac(f"{user}|{expiry}")):
+        session_id, expiry, mac = cookie.split("|")
+        if not hmac.compare_digest(mac, self._mac(f"{session_id}|{expiry}")):
             return None
         try:
-            if int(expiry) < (now or time.time()):
-                return None
-            return base64.urlsafe_b64decode(user.encode("ascii")).decode("utf-8")
-        except (ValueError, UnicodeError):
+            return session_id if int(expiry) >= (now or time.time()) else None
+        except ValueError:
             return None
 
     def csrf(self, cookie: str) -> str:
         return self._mac("csrf|" + cookie)
-
-
-def check_password(users: Sequence[WebUserSettings], username: str, password: str) -> WebUserSettings | None:
-    for u in users:
-        if hmac.compare_digest(u.username.encode("utf-8"), username.encode("utf-8")):
-            return u if verify_secret(password, u.password_hash.get_secret_value()) else None
-    # Spend the same time for unknown users.
-    verify_secret(password, f"pbkdf2_sha256${PBKDF2_ITERATIONS}$00$00")
-    return None
