@@ -22,9 +22,13 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-## Start the agent: SQLite and spool under ./var, DICOM on 127.0.0.1:11112, AE title LIVERAGENT.
+## Start the agent: SQLite and spool under ./var, DICOM on 127.0.0.1:11112, AE title LIVERAGENT,
+## worklist on http://127.0.0.1:8080/worklist.
 run: install
 	mkdir -p var
+	@echo "liver-agent: DICOM on 127.0.0.1:11112 (AE title LIVERAGENT); worklist on http://127.0.0.1:8080/worklist"
+	@$(VENV)/bin/liver-agent web list-users | grep -q . || \
+	  echo "liver-agent: no worklist user yet; add the first one with: $(VENV)/bin/liver-agent web add-user NAME"
 	$(VENV)/bin/liver-agent serve
 
 ## System packages the tests drive (DCMTK, Orthanc, dicom3tools, poppler, iproute2).
