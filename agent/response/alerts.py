@@ -164,7 +164,7 @@ def facts(timeline: Timeline, results: tuple[CriterionResult, ...]) -> Facts:
         registry=build_registry(timeline),
         categories={c: result.categories() for c, result in by_criterion.items()},
         density_criterion=density,
-        followups=range(1, len(timeline.timepoints)),
+        followups=timeline.followups,
         compared_criteria=requested.intersection(by_criterion),
     )
 
@@ -202,23 +202,66 @@ def baseline_timing(f: Facts) -> Iterator[Alert]:
     """BASELINE_AFTER_TREATMENT_START, BASELINE_TOO_EARLY (more than 28 days before treatment start)."""
     start = f.timeline.context.treatment_start
     baseline = f.timeline.baseline
+    b = f.timeline.baseline_index
+    window = f.timeline.options.baseline_window_days
     if start is None:
         return
     days = (start - baseline.date).days
     if days < 0:
         yield make_alert(
             "BASELINE_AFTER_TREATMENT_START",
-            0,
+            b,
             f"The baseline scan ({baseline.date}) is {-days} days after treatment start ({start}), so it may "
             "already show treatment effect; responses are computed against it anyway.",
         )
-    elif days > 28:
+    elif days > window:
         yield make_alert(
             "BASELINE_TOO_EARLY",
-            0,
+            b,
             f"The baseline scan ({baseline.date}) is {days} days before treatment start ({start}); RECIST "
-            "asks for one within 4 weeks, so growth before treatment may be counted as progression.",
+            f"asks for one within {window} days, so growth before treatment may be counted as progression.",
         )
+
+
+def evidence(f: Facts) -> Iterator[Alert]:
+    """BASELINE_TARGET_NOT_MEASURED, IMPLAUSIBLE_MEASUREMENT and LESION_RECORD_INCONSISTENT
+    (docs/criteria.md §1.8)."""
+    registry = f.registry
+    b = registry.baseline_index
+    if registry.baseline_unmeasured:
+        yield make_alert(
+            "BASELINE_TARGET_NOT_MEASURED",
+            b,
+            f"Baseline target(s) {_ids(registry.baseline_unmeasured)} have no measured value, so the "
+            "baseline sum is unknown and no size-based response (RECIST, iRECIST, Choi) can be stated; "
+            "add the measurement.",
+        )
+    for t in range(b, len(f.timeline.timepoints)):
+        problems = registry.problems_at(t)
+        implausible = [p.detail for p in problems if p.problem in (Problem.IMPLAUSIBLE, Problem.UNIT_SLIP)]
+        if implausible:
+            what = "the baseline and every follow-up are" if t == b else "this time point is"
+            yield make_alert(
+                "IMPLAUSIBLE_MEASUREMENT",
+                t,
+                f"Implausible measurement ({'; '.join(implausible)}): {what} not assessed until the "
+                "measurement is corrected.",
+            )
+        wrong = [p.detail for p in problems if p.problem is Problem.INCONSISTENT]
+        if wrong:
+            step = f.step(Criterion.RECIST, t)
+            decisive = t == b or (step is not None and step.category is Category.NE)
+            yield make_alert(
+                "LESION_RECORD_INCONSISTENT",
+                t,
+                f"Lesion record contradicts itself ({'; '.join(wrong)}); the lesion is read as not assessed"
+                + (
+                    ", which leaves the response not evaluable."
+                    if decisive
+                    else ", and the response was decided without it."
+                ),
+                None if decisive else Severity.WARNING,
+            )
 
 
 def baseline_disease(f: Facts) -> Iterator[Alert]:
@@ -226,7 +269,7 @@ def baseline_disease(f: Facts) -> Iterator[Alert]:
     if not f.registry.targets and not f.registry.non_targets:
         yield make_alert(
             "NO_BASELINE_DISEASE",
-            0,
+            f.timeline.baseline_index,
             "No target or non-target lesion was recorded at baseline, so only new lesions (PD) can be "
             "assessed.",
         )
@@ -255,7 +298,7 @@ def target_not_measurable(f: Facts) -> Iterator[Alert]:
     if problems:
         yield make_alert(
             "TARGET_NOT_MEASURABLE_AT_BASELINE",
-            0,
+            f.timeline.baseline_index,
             f"Declared target(s) below the measurability threshold ({'; '.join(problems)}); the response is "
             "computed on the declared targets but is not RECIST-compliant.",
         )
@@ -276,7 +319,7 @@ def target_limits(f: Facts) -> Iterator[Alert]:
     if problems:
         yield make_alert(
             "TARGET_LIMITS_EXCEEDED",
-            0,
+            f.timeline.baseline_index,
             f"Target selection exceeds the RECIST limits ({'; '.join(problems)}); the response is computed "
             "on the declared targets but is not RECIST-compliant.",
         )
@@ -288,7 +331,7 @@ def locally_treated_targets(f: Facts) -> Iterator[Alert]:
     if treated:
         yield make_alert(
             "LOCALLY_TREATED_TARGET",
-            0,
+            f.timeline.baseline_index,
             f"Target(s) {_ids(treated)} were treated locally before; such lesions are not measurable unless "
             "they progressed afterwards, so consider making them non-targets.",
         )
@@ -301,6 +344,8 @@ def locally_treated_targets(f: Facts) -> Iterator[Alert]:
 def slice_thickness(f: Facts) -> Iterator[Alert]:
     """SLICE_THICKNESS_GT_5MM at every time point reconstructed with slices thicker than 5 mm."""
     for t, tp in enumerate(f.timeline.timepoints):
+        if t < f.timeline.baseline_index:
+            continue
         st = tp.slice_thickness_mm
         if st is not None and st > 5:
             yield make_alert(
@@ -567,8 +612,8 @@ def borderline_threshold(f: Facts) -> Iterator[Alert]:
 # --------------------------------------------------------------------------------------------------------
 # iRECIST (docs/criteria.md §3)
 
-#: docs/criteria.md §9.1 lists iSD/iPR/iCR; iNN (non-target-only disease) is left out as written.
-_IRECIST_RESPONSE = (Category.ICR, Category.IPR, Category.ISD)
+#: A response right after an iUPD (docs/criteria.md §9.1), iNN included (non-target-only disease).
+_IRECIST_RESPONSE = (Category.ICR, Category.IPR, Category.ISD, Category.INN)
 
 
 def _iupd_opens_episode(categories: list[Category | None], t: int) -> bool:
@@ -576,6 +621,8 @@ def _iupd_opens_episode(categories: list[Category | None], t: int) -> bool:
     if categories[t] is not Category.IUPD:
         return False
     for k in range(t - 1, 0, -1):
+        if categories[k] is None:
+            break
         if categories[k] is not Category.NE:
             return categories[k] is not Category.IUPD
     return True
@@ -597,7 +644,7 @@ def irecist_first_iupd_recist_pd(f: Facts) -> Iterator[Alert]:
 
 
 def pseudoprogression(f: Facts) -> Iterator[Alert]:
-    """DISC_PSEUDOPROGRESSION: iCR/iPR/iSD directly after an iUPD (NE visits skipped)."""
+    """DISC_PSEUDOPROGRESSION: iCR/iPR/iSD/iNN directly after an iUPD (NE visits skipped)."""
     if not f.compared(Criterion.IRECIST):
         return
     categories = f.categories[Criterion.IRECIST]
@@ -908,6 +955,7 @@ def criterion_applicability(f: Facts) -> Iterator[Alert]:
 
 RULES: tuple[Rule, ...] = (
     baseline_timing,
+    evidence,
     baseline_disease,
     target_not_measurable,
     target_limits,

@@ -23,7 +23,9 @@ from agent.response.model import (
     CriterionResult,
     IntratumoralNodule,
     Lesion,
+    LesionDetail,
     LesionKind,
+    LesionStatus,
     Phase,
     Threshold,
     Timeline,
@@ -100,6 +102,7 @@ class PairedDensity:
     sum_hu: Decimal | None = None
     count: int = 0
     reason: str | None = None
+    lesions: tuple[LesionDetail, ...] = ()  # every target's HU at baseline and now, and whether it was used
     # Targets compared although their contrast phase was unknown (assumed, see ``assumption``).
     assumed: tuple[str, ...] = ()
     assumed_phase: Phase | None = None
@@ -117,6 +120,16 @@ class PairedDensity:
         return (
             f"contrast phase unknown for {', '.join(self.assumed)}: assumed {assumed} on contrast-enhanced CT"
         )
+
+    @property
+    def note(self) -> str | None:
+        """Which targets the mean density is over, when some were left out."""
+        left = [d for d in self.lesions if not d.used]
+        if not self.evaluable or not left:
+            return None
+        used = ", ".join(d.lesion_id for d in self.lesions if d.used)
+        out = "; ".join(f"{d.lesion_id} ({d.result})" for d in left)
+        return f"density over the targets measured at both visits: {used}; left out: {out}"
 
     @property
     def baseline_mean_hu(self) -> Decimal | None:
@@ -137,12 +150,13 @@ def paired_density(
 ) -> PairedDensity:
     """Pair the targets' mean HU at baseline and now (docs/criteria.md §4.2), target by target.
 
-    Evaluable only on contrast-enhanced CT at both time points, with every target's ROI in ``phase`` at both
-    (``phase=None``: any phase, but the same for a lesion at both time points, the "comparable CT" of the
-    ancillary alerts), every target having ``mean_hu`` at both, and a positive baseline density. The density
-    is the unweighted mean of the per-lesion means [P]. With ``assume_unknown``, a target whose phase is
-    unknown at a time point declared contrast-enhanced is compared as if in the wanted phase (``phase``, or
-    the other time point's known phase); the targets are listed in ``assumed``. A known mismatch never is.
+    The density is the unweighted mean of the per-lesion means [P] over the targets measured at both visits:
+    with ``mean_hu`` at both, in ``phase`` at both (``phase=None``: any phase, but the same for a lesion at
+    both time points, the "comparable CT" of the ancillary alerts). A target that disappeared or lacks a
+    value is left out and named. Evaluable on contrast-enhanced CT at both time points, with at least one
+    target used and a positive baseline mean. With ``assume_unknown``, a target whose phase is unknown at a
+    time point declared contrast-enhanced is compared as if in the wanted phase (``phase``, or the other
+    time point's known phase); the targets are listed in ``assumed``. A known mismatch never is.
     """
     if not baseline_records:
         return PairedDensity(False, reason="no target lesion")
@@ -152,47 +166,60 @@ def paired_density(
         return PairedDensity(False, reason="density needs contrast-enhanced CT at both time points")
     baseline_sum = Decimal(0)
     current_sum = Decimal(0)
+    details: list[LesionDetail] = []
     assumed: list[str] = []
     assumed_phase: Phase | None = None
+    enhanced = baseline.contrast is True and current.contrast is True
     for b, c in zip(baseline_records, current_records, strict=True):
-        if b is None or c is None or b.mean_hu is None or c.mean_hu is None:
-            lesion_id = b.id if b is not None else "?"
-            return PairedDensity(False, reason=f"target {lesion_id} has no mean HU at both time points")
-        b_phase = b.phase if b.phase is not None else baseline.phase
-        c_phase = c.phase if c.phase is not None else current.phase
-        wanted = phase if phase is not None else b_phase or c_phase
-        enhanced = baseline.contrast is True and current.contrast is True
-        if (
-            assume_unknown
-            and enhanced
-            and (b_phase is None or c_phase is None)
-            and wanted is not Phase.UNENHANCED
-        ):
-            assumed.append(b.id)
-            assumed_phase = wanted
-            if wanted is None:  # any phase, the same at both: both unknown, assumed the same
-                baseline_sum += b.mean_hu
-                current_sum += c.mean_hu
-                continue
-            b_phase, c_phase = b_phase or wanted, c_phase or wanted
-        if b_phase is not wanted or c_phase is not wanted or wanted is None or wanted is Phase.UNENHANCED:
-            return PairedDensity(
-                False,
-                reason=(
-                    f"target {b.id} density phase {_phase_name(b_phase)} -> {_phase_name(c_phase)}, "
-                    f"needs {_phase_name(wanted)} contrast phase at both time points"
-                ),
+        if b is None:
+            continue
+        b_hu = b.mean_hu
+        c_hu = c.mean_hu if c is not None else None
+        why: str | None = None
+        if c is not None and c.status in (LesionStatus.DISAPPEARED, LesionStatus.COALESCED):
+            why = f"{c.status.value}"
+        elif b_hu is None or c_hu is None:
+            why = "no mean HU at both visits"
+        else:
+            b_phase = b.phase if b.phase is not None else baseline.phase
+            c_phase = c.phase if c is not None and c.phase is not None else current.phase
+            wanted = phase if phase is not None else b_phase or c_phase
+            assume = (
+                assume_unknown
+                and enhanced
+                and (b_phase is None or c_phase is None)
+                and wanted is not Phase.UNENHANCED
             )
-        baseline_sum += b.mean_hu
-        current_sum += c.mean_hu
+            if assume:
+                assumed.append(b.id)
+                assumed_phase = wanted
+                b_phase, c_phase = b_phase or wanted, c_phase or wanted
+            if assume and wanted is None:
+                pass  # any phase, the same at both: both unknown, assumed the same
+            elif (
+                b_phase is not wanted or c_phase is not wanted or wanted is None or wanted is Phase.UNENHANCED
+            ):
+                why = (
+                    f"phase {_phase_name(b_phase)} -> {_phase_name(c_phase)}, needs "
+                    f"{_phase_name(wanted)} contrast phase at both visits"
+                )
+        details.append(LesionDetail(b.id, "mean_hu", b_hu, c_hu, why, why is None))
+        if why is None and b_hu is not None and c_hu is not None:
+            baseline_sum += b_hu
+            current_sum += c_hu
+    used = sum(1 for d in details if d.used)
+    if not used:
+        reasons = "; ".join(f"target {d.lesion_id}: {d.result}" for d in details)
+        return PairedDensity(False, reason=reasons or "no target measured", lesions=tuple(details))
     if baseline_sum <= 0:
-        return PairedDensity(False, reason="baseline density is not above 0 HU")
+        return PairedDensity(False, reason="baseline density is not above 0 HU", lesions=tuple(details))
     return PairedDensity(
         True,
         baseline_sum,
         current_sum,
-        len(baseline_records),
-        assumed=tuple(assumed),
+        used,
+        lesions=tuple(details),
+        assumed=tuple(a for a in assumed if any(d.lesion_id == a and d.used for d in details)),
         assumed_phase=assumed_phase,
     )
 
@@ -220,9 +247,10 @@ def choi_target_response(
 ) -> tuple[Category, str, str | None]:
     """Size/density part of Choi (all targets assessed, not CR): ``(category, rule, NE reason)``.
 
-    Choi: PR by size or by density; mChoi: PR needs both. PD needs a >= 10 % size increase vs ``reference``
-    and no PR by density; SD or PD cannot be told apart from a density PR when density is not evaluable,
-    so those are NE (docs/criteria.md §4.3).
+    Choi 2007 Table 3: PD is a >= 10 % size increase over ``reference`` that "does not meet criteria of PR by
+    tumour density", so only a density PR exempts it, and PD is tested before PR by size (a size still 10 %
+    below baseline does not excuse regrowth of 10 % over the nadir). PR: size or density (Choi); size and
+    density (mChoi). When density is not evaluable a density PR cannot be ruled out, so SD or PD is NE.
     """
     size_pr = choi_size_pr(size, baseline_size)
     density_pr = (
@@ -231,19 +259,19 @@ def choi_target_response(
         and density.baseline_sum_hu is not None
         and choi_density_pr(density.sum_hu, density.baseline_sum_hu)
     )
+    size_pd = choi_size_pd(size, reference)
     if modified:
-        if size_pr and density_pr:
+        if size_pr and density_pr and not size_pd:
             return Category.PR, "mchoi_pr_size_and_density", None
-        if not density.evaluable:
-            return Category.NE, "mchoi_density_not_evaluable", f"density not evaluable: {density.reason}"
     else:
-        if size_pr:
-            return Category.PR, "choi_pr_size", None
         if density_pr:
             return Category.PR, "choi_pr_density", None
-        if not density.evaluable:
-            return Category.NE, "choi_density_not_evaluable", f"density not evaluable: {density.reason}"
-    if choi_size_pd(size, reference) and not density_pr:
+        if size_pr and not size_pd:
+            return Category.PR, "choi_pr_size", None
+    if not density.evaluable:
+        label = "mchoi" if modified else "choi"
+        return Category.NE, f"{label}_density_not_evaluable", f"density not evaluable: {density.reason}"
+    if size_pd and not density_pr:
         return Category.PD, "choi_pd_size", None
     return Category.SD, "choi_sd", None
 
@@ -278,68 +306,86 @@ class ChoiInputs:
     density_notes: tuple[tuple[str, ...], ...] = ()
     ct: tuple[bool, ...] = ()
     baseline_density_hu: Decimal | None = None  # for the thresholds of the next read
+    baseline_index: int = 0
+    reference_index: tuple[int | None, ...] = ()  # the time point whose size ``references[t]`` is
+    excluded: tuple[str | None, ...] = ()  # why a time point is not assessed (evidence checks)
+    baseline_unknown: str | None = None  # why the baseline size is unknown
+
+    @property
+    def baseline_size(self) -> Decimal | None:
+        return self.sums[self.baseline_index]
 
 
 def choi_inputs(timeline: Timeline) -> ChoiInputs:
     """Choi size = the RECIST 1.1 target sum (docs/criteria.md §4.1), so the sums, the non-target category,
     the new lesions and the target CR test are read from the RECIST 1.1 result; density as
-    ``paired_density``."""
+    ``paired_density``. Columns are aligned with the time points; history and baseline hold placeholders."""
     registry = build_registry(timeline)
     rec = recist.assess(timeline)
     targets = registry.targets
     tps = timeline.timepoints
+    b = registry.baseline_index
     phase = timeline.options.choi_density_phase
     assume = timeline.options.choi_assume_unknown_phase
     by_baseline = timeline.options.choi_pd_reference is ChoiPdReference.BASELINE
-    baseline_ct = is_ct(tps[0])
+    baseline_ct = is_ct(tps[b])
     baseline_sum = rec.baseline_sum_mm if targets else None
-    sums: list[Decimal | None] = [baseline_sum]
-    partials: list[Decimal] = [baseline_sum if baseline_sum is not None else Decimal(0)]
-    nadirs: list[Decimal | None] = [None]
-    gone = [False]
-    missing: list[tuple[str, ...]] = [()]
-    density: list[PairedDensity | None] = [None]
-    non_target = [Category.NONE]
-    new_lesion = [False]
-    nodule = [False]
-    references: list[Decimal | None] = [baseline_sum if by_baseline else None]
-    vs_baseline: list[Decimal | None] = [None]
-    vs_reference: list[Decimal | None] = [None]
-    density_hu: list[Decimal | None] = [None]
-    density_baseline_hu: list[Decimal | None] = [None]
-    density_change: list[Decimal | None] = [None]
-    density_notes: list[tuple[str, ...]] = [()]
-    ct = [baseline_ct]
-    low = baseline_sum
-    for t in range(1, len(tps)):
+    n = b + 1
+    none: list[Decimal | None] = [None] * b
+    sums: list[Decimal | None] = [*none, baseline_sum]
+    partials: list[Decimal] = [Decimal(0)] * b + [baseline_sum if baseline_sum is not None else Decimal(0)]
+    nadirs: list[Decimal | None] = [None] * n
+    gone = [False] * n
+    missing: list[tuple[str, ...]] = [()] * n
+    density: list[PairedDensity | None] = [None] * n
+    non_target = [Category.NONE] * n
+    new_lesion = [False] * n
+    nodule = [False] * n
+    references: list[Decimal | None] = [*none, baseline_sum if by_baseline else None]
+    reference_index: list[int | None] = [None] * n
+    vs_baseline: list[Decimal | None] = [None] * n
+    vs_reference: list[Decimal | None] = [None] * n
+    density_hu: list[Decimal | None] = [None] * n
+    density_baseline_hu: list[Decimal | None] = [None] * n
+    density_change: list[Decimal | None] = [None] * n
+    density_notes: list[tuple[str, ...]] = [()] * n
+    ct = [False] * b + [baseline_ct]
+    excluded: list[str | None] = [None] * n
+    low, low_index = baseline_sum, b
+    for t in timeline.followups:
         step = rec.timepoints[t]
         assert step is not None
+        excluded.append(registry.exclusion(t))
         total = step.sum_mm
         sums.append(total)
         partials.append(step.partial_sum_mm if step.partial_sum_mm is not None else total or Decimal(0))
         nadirs.append(low)
         reference = baseline_sum if by_baseline else low
         references.append(reference)
+        reference_index.append(b if by_baseline else low_index)
         vs_baseline.append(_pct(total, baseline_sum))
         vs_reference.append(_pct(total, reference))
         if total is not None and low is not None and total < low:
-            low = total
+            low, low_index = total, t
         gone.append(step.target is Category.CR)
         missing.append(step.missing_targets)
-        paired = paired_density(tps[0], tps[t], targets, registry.target_records[t], phase, assume)
+        paired = paired_density(tps[b], tps[t], targets, registry.target_records[t], phase, assume)
         density.append(paired)
         density_hu.append(paired.mean_hu)
         density_baseline_hu.append(paired.baseline_mean_hu)
         density_change.append(_pct(paired.sum_hu, paired.baseline_sum_hu))
-        if not paired.evaluable:
-            density_notes.append((f"density not evaluable: {paired.reason}",))
+        if paired.evaluable:
+            notes = [n for n in (paired.note, paired.assumption) if n is not None]
+            if paired.assumption is not None:
+                notes[-1] = f"warning: {paired.assumption}"
+            density_notes.append(tuple(notes))
         else:
-            density_notes.append((f"warning: {paired.assumption}",) if paired.assumption else ())
+            density_notes.append((f"density not evaluable: {paired.reason}",))
         non_target.append(step.non_target)
         new_lesion.append(step.new_lesion)
-        nodule.append(has_intratumoral_nodule(tps[t].lesions))
+        nodule.append(excluded[-1] is None and has_intratumoral_nodule(tps[t].lesions))
         ct.append(baseline_ct and is_ct(tps[t]))
-    target_ids = tuple(b.id for b in targets)
+    target_ids = tuple(les.id for les in targets)
     return ChoiInputs(
         target_ids=target_ids,
         sums=tuple(sums),
@@ -360,21 +406,25 @@ def choi_inputs(timeline: Timeline) -> ChoiInputs:
         density_notes=tuple(density_notes),
         ct=tuple(ct),
         baseline_density_hu=baseline_density(timeline, target_ids),
+        baseline_index=b,
+        reference_index=tuple(reference_index),
+        excluded=tuple(excluded),
+        baseline_unknown=registry.baseline_sum_unknown() if targets else None,
     )
 
 
 def size_reference(inputs: ChoiInputs, index: int, pd_reference: ChoiPdReference) -> Decimal | None:
     """The size the Choi PD test compares with: the nadir before ``index`` (default) or the baseline [P]."""
     if pd_reference is ChoiPdReference.BASELINE:
-        return inputs.sums[0]
+        return inputs.baseline_size
     if index < len(inputs.nadirs):
         return inputs.nadirs[index]
-    complete = [s for s in inputs.sums if s is not None]
-    return min(complete) if complete and inputs.sums[0] is not None else None
+    complete = [s for s in inputs.sums[inputs.baseline_index :] if s is not None]
+    return min(complete) if complete and inputs.baseline_size is not None else None
 
 
 def _choi_assessment(
-    current: TimePoint,
+    timeline: Timeline,
     series: ChoiInputs,
     index: int,
     modified: bool,
@@ -384,7 +434,13 @@ def _choi_assessment(
     ne_reason: str | None = None,
 ) -> TimepointAssessment:
     """The Choi (or mChoi) result at ``index``: the category and rule, plus the shared sizes and densities."""
+    current = timeline.timepoints[index]
     size = series.sums[index]
+    density = series.density[index]
+    compared = series.references[index] is not None and series.excluded[index] is None
+    ref_index = series.reference_index[index] if compared else None
+    by_baseline = timeline.options.choi_pd_reference is ChoiPdReference.BASELINE
+    reference = ("baseline" if by_baseline else "nadir") if compared else None
     return TimepointAssessment(
         index=index,
         date=current.date,
@@ -394,7 +450,7 @@ def _choi_assessment(
         new_lesion=series.new_lesion[index],
         sum_mm=size,
         partial_sum_mm=series.partial_sums[index] if size is None else None,
-        baseline_sum_mm=series.sums[0],
+        baseline_sum_mm=series.baseline_size,
         nadir_sum_mm=series.references[index],
         change_vs_baseline_pct=series.change_vs_baseline_pct[index],
         change_vs_nadir_pct=series.change_vs_reference_pct[index],
@@ -405,13 +461,18 @@ def _choi_assessment(
         density_baseline_hu=series.density_baseline_hu[index],
         change_density_pct=series.change_density_pct[index],
         notes=series.density_notes[index],
+        reference=reference,
+        reference_index=ref_index,
+        reference_date=timeline.timepoints[ref_index].date if ref_index is not None else None,
+        reference_label=timeline.label(ref_index) if ref_index is not None else None,
+        lesions=density.lesions if density is not None else (),
     )
 
 
 def choi_timepoint(timeline: Timeline, series: ChoiInputs, index: int, modified: bool) -> TimepointAssessment:
     """Choi (or modified Choi) response at follow-up ``index`` (docs/criteria.md §4.3)."""
     current = timeline.timepoints[index]
-    baseline_size, size = series.sums[0], series.sums[index]
+    baseline_size, size = series.baseline_size, series.sums[index]
     reference = series.references[index]
     density = series.density[index]
     assert density is not None
@@ -421,10 +482,18 @@ def choi_timepoint(timeline: Timeline, series: ChoiInputs, index: int, modified:
         baseline = timeline.baseline
         reason = f"Choi is CT-only (baseline {baseline.modality}, follow-up {current.modality})"
         return _choi_assessment(
-            current, series, index, modified, Category.NE, Category.NE, "choi_ct_only", reason
+            timeline, series, index, modified, Category.NE, Category.NE, "choi_ct_only", reason
+        )
+    excluded = series.excluded[index]
+    if excluded is not None:
+        return _choi_assessment(
+            timeline, series, index, modified, Category.NE, Category.NE, "choi_not_assessed", excluded
         )
     target_reason: str | None = None
-    if not series.target_ids or baseline_size is None:
+    if series.target_ids and series.baseline_unknown is not None:
+        target, target_rule = Category.NE, "choi_baseline_size_unknown"
+        target_reason = f"the baseline size is unknown: {series.baseline_unknown}"
+    elif not series.target_ids or baseline_size is None:
         target, target_rule, target_reason = (
             Category.NONE,
             "choi_no_targets",
@@ -446,21 +515,21 @@ def choi_timepoint(timeline: Timeline, series: ChoiInputs, index: int, modified:
             size, baseline_size, reference, density, modified
         )
     if series.new_lesion[index]:
-        return _choi_assessment(current, series, index, modified, Category.PD, target, "choi_pd_new_lesion")
+        return _choi_assessment(timeline, series, index, modified, Category.PD, target, "choi_pd_new_lesion")
     if target is Category.PD:
-        return _choi_assessment(current, series, index, modified, Category.PD, target, target_rule)
+        return _choi_assessment(timeline, series, index, modified, Category.PD, target, target_rule)
     if non_target is Category.PD:
         # Not in Choi's PD row, but PR requires no obvious progression of non-measurable disease [P].
-        return _choi_assessment(current, series, index, modified, Category.PD, target, "choi_pd_non_target")
+        return _choi_assessment(timeline, series, index, modified, Category.PD, target, "choi_pd_non_target")
     if target is Category.NE or target is Category.NONE:
         return _choi_assessment(
-            current, series, index, modified, Category.NE, target, target_rule, target_reason
+            timeline, series, index, modified, Category.NE, target, target_rule, target_reason
         )
     if target is Category.CR and non_target is not Category.CR and non_target is not Category.NONE:
         # Targets gone but non-targets persist: a size decrease of 100 %, so PR (as RECIST Table 1).
         rule = "choi_pr_size_targets_gone_non_target_present"
-        return _choi_assessment(current, series, index, modified, Category.PR, target, rule)
-    return _choi_assessment(current, series, index, modified, target, target, target_rule, target_reason)
+        return _choi_assessment(timeline, series, index, modified, Category.PR, target, rule)
+    return _choi_assessment(timeline, series, index, modified, target, target, target_rule, target_reason)
 
 
 def _pct(value: Decimal | None, reference: Decimal | None) -> Decimal | None:
@@ -509,7 +578,7 @@ def next_thresholds(timeline: Timeline, series: ChoiInputs, modified: bool) -> t
     PR by size at ``<= 0.9 × baseline`` sum, PR by density at ``<= 0.85 × baseline`` mean HU (mChoi: both),
     PD by size at ``>= 1.1 ×`` the reference (nadir including the latest evaluable read, or baseline).
     """
-    baseline_size = series.sums[0]
+    baseline_size = series.baseline_size
     if baseline_size is None or not series.target_ids:
         return ()
     label = "mChoi" if modified else "Choi"
@@ -578,18 +647,16 @@ def baseline_density(timeline: Timeline, target_ids: tuple[str, ...]) -> Decimal
 
 def _assess(timeline: Timeline, modified: bool) -> CriterionResult:
     series = choi_inputs(timeline)
-    followups = tuple(
-        choi_timepoint(timeline, series, index, modified) for index in range(1, len(timeline.timepoints))
-    )
+    followups = tuple(choi_timepoint(timeline, series, index, modified) for index in timeline.followups)
     bor, pd_index = best_response(followups, timeline.context.treatment_start, timeline.options.min_sd_days)
     return CriterionResult(
         criterion=Criterion.MCHOI if modified else Criterion.CHOI,
-        timepoints=(None, *followups),
+        timepoints=(*([None] * (series.baseline_index + 1)), *followups),
         bor=bor,
         bor_rule="best response up to the first PD; SD counts from min_sd_days after treatment start [P]",
         pd_date=timeline.timepoints[pd_index].date if pd_index is not None else None,
         pd_index=pd_index,
-        baseline_sum_mm=series.sums[0],
+        baseline_sum_mm=series.baseline_size,
         next_thresholds=next_thresholds(timeline, series, modified),
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from agent.response import recist
@@ -46,13 +46,38 @@ _I_OF = {
 
 @dataclass(frozen=True, slots=True)
 class Episode:
-    """An open (unconfirmed) iUPD: what triggered it and the reference measures at its first visit."""
+    """An open (unconfirmed) iUPD: what triggered it and the reference measures at its first visit.
+
+    ``ref_values`` keeps each baseline target's value at the first iUPD (``None``: not assessed there), so
+    the confirmation compares like for like (docs/criteria.md §3.3).
+    """
 
     cats: frozenset[str]
-    ref_sum: Decimal
+    ref_values: tuple[Decimal | None, ...]
     ref_nlt: Decimal
     ref_date: date
     index: int
+    label: str
+
+
+def like_for_like(
+    ref_values: Sequence[Decimal | None], values: Sequence[Decimal | None]
+) -> tuple[Decimal, Decimal, int, int]:
+    """(reference sum, current sum, targets compared, targets missing now) over the targets assessed at the
+    first iUPD. A target missing at the first iUPD is left out of both sums; a target missing now counts as
+    0, so the current sum is a lower bound (a missing lesion can only add) and never overstates growth."""
+    ref = now = ZERO
+    used = missing_now = 0
+    for a, b in zip(ref_values, values, strict=True):
+        if a is None:
+            continue
+        ref += a
+        used += 1
+        if b is None:
+            missing_now += 1
+        else:
+            now += b
+    return ref, now, used, missing_now
 
 
 def nlt_sum(new_lesions: Sequence[Lesion]) -> Decimal:
@@ -89,21 +114,38 @@ def confirms_progression(
     episode: Episode,
     target: Category,
     non_target: Category,
-    current_sum: Decimal,
+    values: Sequence[Decimal | None],
     nlt_now: Decimal,
     nt_increased: bool,
     nlnt_increased: bool,
+    nlnt_unequivocal: bool,
     additional_new: bool,
 ) -> str | None:
-    """The reason the open iUPD is confirmed at this visit, or ``None`` (docs/criteria.md §3.3)."""
-    if TARGET in episode.cats and current_sum - episode.ref_sum >= FIVE:
-        return f"target sum +{current_sum - episode.ref_sum} mm (>= 5 mm) since the first iUPD"
+    """The reason the open iUPD is confirmed at this visit, or ``None`` (docs/criteria.md §3.3).
+
+    The target increase is cumulative since the first iUPD and compared like for like: a target missing
+    now can only add to today's sum, so a partial sum that already shows +5 mm confirms; a target missing at
+    the first iUPD is left out of both sums (never a later full sum against an earlier partial one).
+    """
+    if TARGET in episode.cats:
+        ref, now, used, missing_now = like_for_like(episode.ref_values, values)
+        left = len(values) - used
+        if used and now - ref >= FIVE:
+            scope = []
+            if left:
+                scope.append(f"like for like over {used} target(s) assessed at the first iUPD")
+            if missing_now:
+                scope.append(f"{missing_now} not assessed now (can only add)")
+            detail = f" ({'; '.join(scope)})" if scope else ""
+            return f"target sum +{now - ref} mm (>= 5 mm) since the first iUPD{detail}"
     if NON_TARGET in episode.cats and nt_increased:
         return "further increase of non-target disease after a non-target iUPD"
     if NEW in episode.cats and nlt_now - episode.ref_nlt >= FIVE:
         return f"new-lesion target sum +{nlt_now - episode.ref_nlt} mm (>= 5 mm) since the first iUPD"
     if NEW in episode.cats and nlnt_increased:
         return "increase of new non-target lesions"
+    if nlnt_unequivocal:
+        return "unequivocal progression of new non-target lesions"
     if additional_new:
         return "additional new lesion(s)"
     if TARGET not in episode.cats and target is Category.PD:
@@ -111,6 +153,33 @@ def confirms_progression(
     if NON_TARGET not in episode.cats and non_target is Category.PD:
         return "non-target PD in a category that was not part of the iUPD"
     return None
+
+
+def _confirm_if(episode: Episode) -> str:
+    """What would confirm the open iUPD at the next assessment (docs/criteria.md §3.3)."""
+    parts: list[str] = []
+    if TARGET in episode.cats:
+        ref = sum((v for v in episode.ref_values if v is not None), ZERO)
+        parts.append(f"target sum >= {ref + FIVE} mm (+5 mm over {ref} mm at {episode.label}, like for like)")
+    if NON_TARGET in episode.cats:
+        parts.append("any further increase of non-target disease")
+    if NEW in episode.cats:
+        parts.append(
+            f"new-lesion target sum >= {episode.ref_nlt + FIVE} mm, or any increase of new non-target lesions"
+        )
+    parts.append("any additional new lesion, or PD in another category")
+    earliest = episode.ref_date + timedelta(days=EARLIEST_CONFIRMATION_DAYS)
+    return f"confirmed (iCPD) by {'; '.join(parts)}, on a scan from {earliest}"
+
+
+def _reset_if(episode: Episode) -> str:
+    """What would reset the bar after the open iUPD."""
+    if NEW in episode.cats:
+        return (
+            "reset if the new lesions resolve, or the baseline targets shrink further to PR or CR by "
+            "themselves"
+        )
+    return "reset if the findings that triggered the iUPD no longer meet PD"
 
 
 def best_overall_response(
@@ -133,17 +202,20 @@ def best_overall_response(
 
 
 def assess(timeline: Timeline) -> CriterionResult:
+    """iRECIST over a series (docs/criteria.md §3): every follow-up with its state and next step."""
     recist_result = recist.assess(timeline)
     registry = build_registry(timeline)
     tps = timeline.timepoints
+    b = registry.baseline_index
     start = timeline.context.treatment_start or timeline.baseline.date
     episode: Episode | None = None
     known_new: set[str] = set()
+    progressed_nlnt: set[str] = set()
     nlt_nadir: Decimal | None = None
     last_eval: Category | None = None
     closed_at: int | None = None
-    out: list[TimepointAssessment | None] = [None]
-    for t in range(1, len(tps)):
+    out: list[TimepointAssessment | None] = [None] * (b + 1)
+    for t in timeline.followups:
         rtp = recist_result.timepoints[t]
         assert rtp is not None
         tp = tps[t]
@@ -157,41 +229,63 @@ def assess(timeline: Timeline) -> CriterionResult:
                     citation=CITATION,
                     post_pd=True,
                     backdated=False,
+                    state=f"iCPD confirmed at {timeline.label(closed_at)}",
+                    next_step=None,
                 )
             )
             continue
         target, non_target = rtp.target, rtp.non_target
+        values = tuple(recist.target_value(r) for r in registry.target_records[t])
         new_now = registry.unequivocal_new(t)
         new_ids = {les.id for les in new_now}
         additional = bool(new_ids - known_new)
-        current = rtp.sum_mm if rtp.sum_mm is not None else (rtp.partial_sum_mm or ZERO)
         nlt_now = nlt_sum(new_now)
         nt_increased = any(r is not None and r.increased_since_prior for r in registry.non_target_records[t])
         nlnt_increased = any(
             les.increased_since_prior and les.new_category is not NewCategory.TARGET for les in new_now
         )
+        # unequivocal progression of new non-target lesions (iRECIST FAQ): counts once per lesion
+        progressing = {
+            les.id
+            for les in new_now
+            if les.status is LesionStatus.UNEQUIVOCAL_PROGRESSION
+            and les.new_category is not NewCategory.TARGET
+        }
+        nlnt_unequivocal = bool(progressing - progressed_nlnt)
         reappeared = last_eval is Category.ICR and rtp.reappearance_after_cr
         notes: list[str] = []
+        state: str
+        next_step: str | None = None
         if episode is None:
             trig: set[str] = set()
             if target is Category.PD or reappeared:
                 trig.add(TARGET)
             if non_target is Category.PD:
                 trig.add(NON_TARGET)
-            if additional:
+            if additional or nlnt_unequivocal:
                 trig.add(NEW)
+                if nlnt_unequivocal and not additional:
+                    notes.append("new non-target lesions progressed unequivocally")
             elif nlt_nadir is not None and nlt_now > ZERO and pd_test(nlt_now, nlt_nadir):
                 trig.add(NEW)
                 notes.append(f"new-lesion target sum {nlt_now} mm meets PD vs its nadir {nlt_nadir} mm")
             if trig:
-                episode = Episode(frozenset(trig), current, nlt_now, tp.date, t)
+                episode = Episode(frozenset(trig), values, nlt_now, tp.date, t, timeline.label(t))
                 category = Category.IUPD
                 rule = f"iUPD (unconfirmed progression) from {', '.join(sorted(trig))}"
             else:
                 category, rule = recist_like(target, non_target, bool(new_now))
         else:
             reason = confirms_progression(
-                episode, target, non_target, current, nlt_now, nt_increased, nlnt_increased, additional
+                episode,
+                target,
+                non_target,
+                values,
+                nlt_now,
+                nt_increased,
+                nlnt_increased,
+                nlnt_unequivocal,
+                additional,
             )
             days = (tp.date - episode.ref_date).days
             if (
@@ -207,14 +301,13 @@ def assess(timeline: Timeline) -> CriterionResult:
             elif target is Category.NE or (target is Category.NONE and non_target is Category.NE):
                 category, rule = Category.NE, "not evaluable; the iUPD stays unconfirmed"
             else:
+                # FAQ scenario B: only shrinkage that itself meets PR (or CR) against baseline, and is further
+                # than at the iUPD, resets a new-lesion iUPD; PR persisting from before does not (scenario F)
+                shrank = _meets_response_by_itself(rtp) and _shrank_since(episode, values)
                 still = (
                     (TARGET in episode.cats and target is Category.PD)
                     or (NON_TARGET in episode.cats and non_target is Category.PD)
-                    or (
-                        NEW in episode.cats
-                        and bool(new_now)
-                        and not (current < episode.ref_sum and target in (Category.PR, Category.CR))
-                    )
+                    or (NEW in episode.cats and bool(new_now) and not shrank)
                 )
                 if still:
                     category, rule = Category.IUPD, "iUPD persists without confirmation"
@@ -223,10 +316,19 @@ def assess(timeline: Timeline) -> CriterionResult:
                     rule = f"bar reset after iUPD; {rule}"
                     episode = None
         known_new |= new_ids
+        progressed_nlnt |= progressing
         if nlt_now > ZERO or any(les.new_category is NewCategory.TARGET for les in new_now):
             nlt_nadir = nlt_now if nlt_nadir is None else min(nlt_nadir, nlt_now)
         if category is not Category.NE:
             last_eval = category
+        if category is Category.ICPD:
+            state = f"iCPD: progression confirmed at {timeline.label(t)}"
+        elif episode is not None:
+            since = f"{episode.label} ({episode.ref_date})"
+            state = f"iUPD open since {since}, from {', '.join(sorted(episode.cats))}"
+            next_step = f"{_confirm_if(episode)}; {_reset_if(episode)}"
+        else:
+            state = "no unconfirmed progression open"
         out.append(
             TimepointAssessment(
                 index=t,
@@ -246,9 +348,15 @@ def assess(timeline: Timeline) -> CriterionResult:
                 citation=CITATION,
                 missing_targets=rtp.missing_targets,
                 notes=(*notes, f"new-lesion target sum {nlt_now} mm") if nlt_now else tuple(notes),
+                reference=rtp.reference,
+                reference_index=rtp.reference_index,
+                reference_date=rtp.reference_date,
+                reference_label=rtp.reference_label,
+                state=state,
+                next_step=next_step,
             )
         )
-    window = [s for s in out[1:] if s is not None and not s.post_pd]
+    window = [s for s in out[b + 1 :] if s is not None and not s.post_pd]
     bor = best_overall_response(
         [s.category for s in window], [s.date for s in window], start, timeline.options
     )
@@ -263,3 +371,18 @@ def assess(timeline: Timeline) -> CriterionResult:
         next_thresholds=recist_result.next_thresholds,
         notes=("iRECIST is a data-handling guideline, not validated for individual patient management.",),
     )
+
+
+def _meets_response_by_itself(rtp: TimepointAssessment) -> bool:
+    """The targets meet PR (or CR) against the baseline at this visit, not only by PR persistence."""
+    if rtp.target is Category.CR:
+        return True
+    if rtp.sum_mm is None or rtp.baseline_sum_mm is None:
+        return False
+    return recist.pr_test(rtp.sum_mm, rtp.baseline_sum_mm)
+
+
+def _shrank_since(episode: Episode, values: Sequence[Decimal | None]) -> bool:
+    """The targets are smaller now than at the first iUPD, like for like."""
+    ref, now, used, missing_now = like_for_like(episode.ref_values, values)
+    return used > 0 and not missing_now and now < ref

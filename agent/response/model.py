@@ -13,6 +13,8 @@ from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 
+Day = date  # ``date`` is also a field name of the time point records
+
 
 class Criterion(StrEnum):
     """A response criterion, valued with its name in ``context.criteria``."""
@@ -81,8 +83,37 @@ STATUSES_BY_KIND: Mapping[LesionKind, tuple[LesionStatus, ...]] = {
         LesionStatus.UNEQUIVOCAL_PROGRESSION,
         LesionStatus.NOT_ASSESSED,
     ),
-    LesionKind.NEW: (LesionStatus.UNEQUIVOCAL, LesionStatus.EQUIVOCAL, LesionStatus.ABSENT),
+    # iRECIST: ``unequivocal_progression`` on a new lesion = unequivocal progression of new non-target lesions
+    LesionKind.NEW: (
+        LesionStatus.UNEQUIVOCAL,
+        LesionStatus.EQUIVOCAL,
+        LesionStatus.ABSENT,
+        LesionStatus.UNEQUIVOCAL_PROGRESSION,
+    ),
 }
+
+#: Organ names and codes that mean a lymph node (docs/criteria.md §1.2), compared in lower case without
+#: spaces, dashes or underscores, and without a ``sct:`` prefix.
+NODE_ORGANS = frozenset(
+    {
+        "lymphnode",
+        "lymphnodes",
+        "node",
+        "nodes",
+        "ln",
+        "lymphadenopathy",
+        "59441001",  # SNOMED CT: Lymph node structure
+        "30746006",  # SNOMED CT: Lymphadenopathy
+    }
+)
+
+
+def is_node_organ(organ: str) -> bool:
+    """Whether an organ name or code means a lymph node (``lymph node``, ``LN``, ``SCT:59441001`` ...)."""
+    key = organ.strip().lower().removeprefix("sct:").removeprefix("sct ")
+    for sep in (" ", "_", "-"):
+        key = key.replace(sep, "")
+    return key in NODE_ORGANS
 
 
 class Phase(StrEnum):
@@ -109,7 +140,7 @@ class IntratumoralNodule(StrEnum):
 class ChunAttenuation(StrEnum):
     HETEROGENEOUS = "heterogeneous"
     MIXED = "mixed"
-    HOMOGENEOUS = "homogeneous"  # homogeneous and hypoattenuating
+    HOMOGENEOUS_HYPOATTENUATING = "homogeneous_hypoattenuating"  # Chun 2009 "homogeneous and hypoattenuating"
 
 
 class ChunInterface(StrEnum):
@@ -196,6 +227,9 @@ class Options:
     max_interval_days: int = 112
     borderline_pp: Decimal = Decimal(2)
     borderline_mm: Decimal = Decimal(1)
+    baseline_window_days: int = 28
+    plausible_min_mm: Decimal = Decimal(1)
+    plausible_max_mm: Decimal = Decimal(400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +283,7 @@ class TimePoint:
     contrast: bool | None = None
     unscheduled_for_symptoms: bool = False
     lesions: tuple[Lesion, ...] = ()
+    label: str | None = None  # the visit label shown with the results ("FU2"); derived when not given
 
     def lesion_phase(self, lesion: Lesion) -> Phase | None:
         """The contrast phase of a lesion: its own, else the time point's."""
@@ -257,19 +292,61 @@ class TimePoint:
 
 @dataclass(frozen=True, slots=True)
 class Timeline:
-    """A patient series; ``timepoints[0]`` is the baseline."""
+    """A patient series in date order.
+
+    The baseline is the latest time point on or before treatment start (docs/criteria.md §1.6); earlier
+    ones are pre-treatment history, never assessed. Without a treatment start, or when every scan is after
+    it, the baseline is the first time point.
+    """
 
     context: Context
     timepoints: tuple[TimePoint, ...]
     options: Options = field(default_factory=Options)
 
     @property
+    def baseline_index(self) -> int:
+        start = self.context.treatment_start
+        index = 0
+        if start is not None:
+            for i, tp in enumerate(self.timepoints):
+                if tp.date <= start:
+                    index = i
+        return index
+
+    @property
     def baseline(self) -> TimePoint:
-        return self.timepoints[0]
+        return self.timepoints[self.baseline_index]
+
+    @property
+    def followups(self) -> range:
+        """Indices of the follow-up time points (after the baseline)."""
+        return range(self.baseline_index + 1, len(self.timepoints))
+
+    def label(self, index: int) -> str:
+        """The visit label of a time point: its own, else ``BL``, ``FU1``, ``FU2`` ... or ``PRE1`` ..."""
+        own = self.timepoints[index].label
+        if own:
+            return own
+        base = self.baseline_index
+        if index == base:
+            return "BL"
+        return f"FU{index - base}" if index > base else f"PRE{index + 1}"
 
 
 # --------------------------------------------------------------------------------------------------------
 # Output: the assessment
+
+
+@dataclass(frozen=True, slots=True)
+class LesionDetail:
+    """One lesion's figures behind a result: ``quantity`` at baseline and now, and what it gave."""
+
+    lesion_id: str
+    quantity: str  # "mean_hu", "chun_group", "diameter_mm"
+    baseline: Decimal | None
+    current: Decimal | None
+    result: str | None = None  # Chun lesion response, or why a lesion was left out
+    used: bool = True  # counted in the patient-level figure (e.g. the mean density)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +384,15 @@ class TimepointAssessment:
     density_baseline_hu: Decimal | None = None
     change_density_pct: Decimal | None = None
     notes: tuple[str, ...] = ()
+    # What the result was compared with (docs/criteria.md §1.7): ``reference`` is "nadir" or "baseline",
+    # the time point whose sum ``nadir_sum_mm`` is; the PR test always compares with the baseline.
+    reference: str | None = None
+    reference_index: int | None = None
+    reference_date: Day | None = None
+    reference_label: str | None = None
+    lesions: tuple[LesionDetail, ...] = ()  # per-lesion figures (Choi HU, Chun group)
+    state: str | None = None  # iRECIST: the state after this visit
+    next_step: str | None = None  # iRECIST: what would confirm or reset an open iUPD
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +436,10 @@ class Alert:
 class Assessment:
     results: tuple[CriterionResult, ...]
     alerts: tuple[Alert, ...] = ()
+    # the time points as assessed: visit labels, dates and which one is the baseline (docs/criteria.md §1.6)
+    labels: tuple[str, ...] = ()
+    dates: tuple[Day, ...] = ()
+    baseline_index: int = 0
 
     def get(self, criterion: Criterion) -> CriterionResult | None:
         for result in self.results:

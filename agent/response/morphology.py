@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from agent.response.model import (
     Category,
@@ -20,6 +21,8 @@ from agent.response.model import (
     Criterion,
     CriterionResult,
     Lesion,
+    LesionDetail,
+    LesionStatus,
     Timeline,
     TimePoint,
     TimepointAssessment,
@@ -37,13 +40,27 @@ _RANK = {Category.OPTIMAL: 0, Category.INCOMPLETE: 1, Category.NO_RESPONSE: 2}
 
 @dataclass(frozen=True, slots=True)
 class LesionMorphology:
-    """One liver target lesion compared with its baseline morphology."""
+    """One liver target lesion compared with its baseline morphology; ``response`` is ``None`` when the
+    lesion is left out of the patient response (group 1 at baseline and still group 1)."""
 
     lesion_id: str
     baseline_group: int | None
     group: int | None
-    response: Category  # optimal / incomplete / none / NE
+    response: Category | None  # optimal / incomplete / none / NE, or None: left out
     reason: str | None = None
+
+    def detail(self) -> LesionDetail:
+        result = self.response.value if self.response is not None else "left out"
+        if self.reason:
+            result = f"{result}: {self.reason}"
+        return LesionDetail(
+            self.lesion_id,
+            "chun_group",
+            None if self.baseline_group is None else Decimal(self.baseline_group),
+            None if self.group is None else Decimal(self.group),
+            result,
+            self.response is not None,
+        )
 
 
 def is_ct(timepoint: TimePoint) -> bool:
@@ -62,7 +79,7 @@ def morphology_group(lesion: Lesion) -> int | None:
         return lesion.chun_group
     attenuation, interface, rim = lesion.chun_attenuation, lesion.chun_interface, lesion.chun_rim
     if (
-        attenuation is ChunAttenuation.HOMOGENEOUS
+        attenuation is ChunAttenuation.HOMOGENEOUS_HYPOATTENUATING
         and interface is ChunInterface.SHARP
         and rim is ChunRim.ABSENT
     ):
@@ -74,13 +91,14 @@ def morphology_group(lesion: Lesion) -> int | None:
     return 2
 
 
-def lesion_response(baseline_group: int, group: int) -> Category:
+def lesion_response(baseline_group: int, group: int) -> Category | None:
     """Lesion-level Chun response: G3/G2 -> G1 optimal, G3 -> G2 incomplete, otherwise none.
 
-    A lesion already in group 1 at baseline cannot improve, so it is not evaluable (NE) [P] (CHUN-08).
+    A lesion already in group 1 at baseline cannot improve: it is left out (``None``) unless it worsens,
+    which is no response (docs/criteria.md §7.2).
     """
     if baseline_group == 1:
-        return Category.NE
+        return None if group == 1 else Category.NO_RESPONSE
     if group == 1:
         return Category.OPTIMAL
     if baseline_group == 3 and group == 2:
@@ -101,32 +119,25 @@ def _is_liver(lesion: Lesion) -> bool:
 
 
 def compare_lesion(baseline_lesion: Lesion, current: Lesion | None) -> LesionMorphology:
-    """Compare one liver target with its baseline morphology."""
+    """Compare one liver target with its baseline morphology (a disappeared lesion is optimal)."""
+    lesion_id = baseline_lesion.id
     baseline_group = morphology_group(baseline_lesion)
-    group = morphology_group(current) if current is not None else None
     if baseline_group is None:
-        return LesionMorphology(
-            baseline_lesion.id,
-            None,
-            group,
-            Category.NE,
-            f"{baseline_lesion.id}: no baseline morphology group",
-        )
+        group = morphology_group(current) if current is not None else None
+        return LesionMorphology(lesion_id, None, group, Category.NE, "no baseline morphology group")
+    if current is not None and current.status is LesionStatus.DISAPPEARED:
+        if baseline_group == 1:
+            return LesionMorphology(lesion_id, 1, None, None, "group 1 at baseline, now disappeared")
+        return LesionMorphology(lesion_id, baseline_group, None, Category.OPTIMAL, "disappeared")
+    group = morphology_group(current) if current is not None else None
     if group is None:
-        return LesionMorphology(
-            baseline_lesion.id,
-            baseline_group,
-            None,
-            Category.NE,
-            f"{baseline_lesion.id}: no morphology group",
-        )
+        why = "not assessed" if current is None else "no morphology group"
+        return LesionMorphology(lesion_id, baseline_group, None, Category.NE, why)
     response = lesion_response(baseline_group, group)
-    reason = (
-        f"{baseline_lesion.id}: already group 1 at baseline, cannot improve"
-        if response is Category.NE
-        else None
-    )
-    return LesionMorphology(baseline_lesion.id, baseline_group, group, response, reason)
+    reason = "group 1 at baseline, cannot improve" if response is None else None
+    if baseline_group == 1 and response is Category.NO_RESPONSE:
+        reason = "group 1 at baseline, worsened"
+    return LesionMorphology(lesion_id, baseline_group, group, response, reason)
 
 
 def _chun_assessment(
@@ -136,6 +147,7 @@ def _chun_assessment(
     rule: str,
     ne_reason: str | None = None,
     notes: tuple[str, ...] = (),
+    lesions: tuple[LesionMorphology, ...] = (),
 ) -> TimepointAssessment:
     return TimepointAssessment(
         index=index,
@@ -145,6 +157,7 @@ def _chun_assessment(
         rule=rule,
         citation=CITATION,
         notes=notes,
+        lesions=tuple(m.detail() for m in lesions),
     )
 
 
@@ -159,25 +172,36 @@ def chun_timepoint(
     if not is_ct(baseline) or not is_ct(current):
         reason = f"Chun is validated on CT only (baseline {baseline.modality}, follow-up {current.modality})"
         return _chun_assessment(current, index, Category.NE, "chun_ct_only", reason)
+    excluded = build_registry(timeline).exclusion(index)
+    if excluded is not None:
+        return _chun_assessment(current, index, Category.NE, "chun_not_assessed", excluded)
     if not targets:
         return _chun_assessment(
             current, index, Category.NE, "chun_liver_targets", "no liver target lesion at baseline"
         )
-    lesions = [compare_lesion(target, record) for target, record in zip(targets, records, strict=True)]
-    responses = [m.response for m in lesions]
+    lesions = tuple(compare_lesion(target, record) for target, record in zip(targets, records, strict=True))
     detail = tuple(
-        [
-            f"{m.lesion_id}: G{m.baseline_group or '?'} -> G{m.group or '?'} = {m.response}"  # StrEnum value
-            for m in lesions
-        ]
+        f"{m.lesion_id}: G{m.baseline_group or '?'} -> "
+        f"{'gone' if m.group is None and m.response is Category.OPTIMAL else f'G{m.group or chr(63)}'} = "
+        f"{m.response.value if m.response is not None else 'left out'}"
+        for m in lesions
     )
+    responses = [m.response for m in lesions if m.response is not None]
+    if not responses:
+        reason = "every liver target was group 1 at baseline and none worsened: nothing to improve"
+        return _chun_assessment(current, index, Category.NE, "chun_all_group_1", reason, detail, lesions)
     category = worst_lesion_response(responses)
     if category is Category.NE:
-        reasons = "; ".join([m.reason for m in lesions if m.reason])
-        return _chun_assessment(current, index, Category.NE, "chun_lesion_not_evaluable", reasons, detail)
+        reasons = "; ".join(f"{m.lesion_id}: {m.reason}" for m in lesions if m.response is Category.NE)
+        return _chun_assessment(
+            current, index, Category.NE, "chun_lesion_not_evaluable", reasons, detail, lesions
+        )
+    left_out = [m.lesion_id for m in lesions if m.response is None]
+    if left_out:
+        detail = (*detail, f"left out (group 1 at baseline, unchanged): {', '.join(left_out)}")
     if len(set(responses)) > 1:
         detail = (*detail, "lesions disagree; the patient-level response is the worst lesion-level response")
-    return _chun_assessment(current, index, category, "chun_worst_lesion", None, detail)
+    return _chun_assessment(current, index, category, "chun_worst_lesion", None, detail, lesions)
 
 
 def best_morphologic_response(categories: list[Category]) -> Category:
@@ -193,12 +217,12 @@ def assess(timeline: Timeline) -> CriterionResult:
     targets = [registry.targets[i] for i in liver]
     followups = tuple(
         chun_timepoint(timeline, t, targets, [registry.target_records[t][i] for i in liver])
-        for t in range(1, len(timeline.timepoints))
+        for t in timeline.followups
     )
     bor = best_morphologic_response([tp.category for tp in followups])
     return CriterionResult(
         criterion=Criterion.CHUN,
-        timepoints=(None, *followups),
+        timepoints=(*([None] * (registry.baseline_index + 1)), *followups),
         bor=bor,
         bor_rule="best lesion-level-worst response over the follow-ups (optimal > incomplete > none)",
     )

@@ -188,11 +188,11 @@ def _not_applicable(timeline: Timeline, rules: _Rules) -> CriterionResult:
             citation=rules.citation,
         )
         for i, tp in enumerate(timeline.timepoints)
-        if i > 0
+        if i in timeline.followups
     )
     return CriterionResult(
         criterion=rules.criterion,
-        timepoints=(None, *followups),
+        timepoints=(*([None] * (timeline.baseline_index + 1)), *followups),
         bor=Category.NA,
         bor_rule=reason,
         applicable=False,
@@ -210,21 +210,26 @@ def _assess(timeline: Timeline, rules: _Rules) -> CriterionResult:
     if not is_hcc(timeline):
         return _not_applicable(timeline, rules)
     sums = viable_sums(timeline, rules.value)
-    baseline = sums[0][0]
-    has_targets = bool(build_registry(timeline).targets)
+    registry = build_registry(timeline)
+    b = registry.baseline_index
+    baseline = sums[b][0]
+    has_targets = bool(registry.targets)
     rec = recist.assess(timeline)  # non-target and new-lesion categories are RECIST's
     followups: list[TimepointAssessment] = []
-    low = baseline  # nadir: smallest complete viable sum so far (NE visits never set it)
-    for index in range(1, len(timeline.timepoints)):
+    low, low_index = baseline, b  # nadir: smallest complete viable sum so far (NE visits never set it)
+    for index in timeline.followups:
         current, partial = sums[index]
-        nadir = low
+        nadir, nadir_index = low, low_index
         if current is not None and low is not None and current < low:
-            low = current
+            low, low_index = current, index
         step = rec.timepoints[index]
         assert step is not None
         non_target, new_lesion = step.non_target, step.new_lesion
         ne_reason: str | None = None
-        if not has_targets:
+        excluded = registry.exclusion(index)
+        if excluded is not None:
+            target, rule, ne_reason = Category.NE, f"{rules.name}_not_assessed", excluded
+        elif not has_targets:
             target, rule = Category.NONE, f"{rules.name}_no_targets"
         elif baseline is None or nadir is None:
             target, rule = Category.NE, f"{rules.name}_baseline_not_measured"
@@ -234,6 +239,7 @@ def _assess(timeline: Timeline, rules: _Rules) -> CriterionResult:
             if target is Category.NE:
                 ne_reason = "a target's viable (arterially enhancing) part was not assessed"
         category = overall_from_parts(target, non_target, new_lesion)
+        compared = has_targets and nadir is not None and excluded is None
         if category is Category.PD and target is not Category.PD:
             rule = f"{rules.name}_pd_new_lesion" if new_lesion else f"{rules.name}_pd_non_target"
             ne_reason = None
@@ -258,6 +264,10 @@ def _assess(timeline: Timeline, rules: _Rules) -> CriterionResult:
                 ne_reason=ne_reason,
                 rule=rule,
                 citation=rules.citation,
+                reference="nadir" if compared else None,
+                reference_index=nadir_index if compared else None,
+                reference_date=timeline.timepoints[nadir_index].date if compared else None,
+                reference_label=timeline.label(nadir_index) if compared else None,
             )
         )
     return _result(timeline, rules, tuple(followups), baseline)
@@ -269,7 +279,7 @@ def _result(
     bor, pd_index = best_response(timeline, followups)
     return CriterionResult(
         criterion=rules.criterion,
-        timepoints=(None, *followups),
+        timepoints=(*([None] * (timeline.baseline_index + 1)), *followups),
         bor=bor,
         bor_rule="best response up to the first PD without confirmation; SD counts from min_sd_days [P]",
         pd_date=timeline.timepoints[pd_index].date if pd_index is not None else None,

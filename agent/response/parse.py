@@ -1,8 +1,10 @@
 """Edges of the clinical core: timeline JSON -> ``Timeline`` and ``Assessment`` -> Assessment JSON.
 
 The input shape is that of a ``tests/data/criteria/vectors.json`` case (``context``, optional ``options``,
-``timepoints``); unknown keys are ignored. Any invalid value raises ``ValidationError`` whose message starts
-with the path of the field, e.g. ``timepoints[2].lesions[0].long_axis_mm: must be >= 0``. Pure: no I/O.
+``timepoints``). An unknown key in a time point, a lesion or the options is an error naming it; other
+top-level keys (a case's ``id`` or ``expected``) are ignored. Any invalid value raises ``ValidationError``
+whose message starts with the path of the field, e.g. ``timepoints[2].lesions[0].long_axis_cm: unknown
+key``. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from agent.response.model import (
     Threshold,
     Timeline,
     TimePoint,
+    TimepointAssessment,
+    is_node_organ,
 )
 
 E = TypeVar("E", bound=StrEnum)
@@ -142,11 +146,18 @@ def _date(value: object, path: str) -> date:
         raise ValidationError(path, "must be an ISO date (YYYY-MM-DD)") from None
 
 
+#: Other accepted spellings of enum values (docs/criteria.md §7.1: Chun's "homogeneous and hypoattenuating").
+_ALIASES: dict[str, str] = {
+    "homogeneous": "homogeneous_hypoattenuating",
+    "homogeneous_and_hypoattenuating": "homogeneous_hypoattenuating",
+}
+
+
 def _enum(cls: type[E], value: object, path: str, allowed: Sequence[E] | None = None) -> E:
     choices = tuple(allowed) if allowed is not None else tuple(cls)
     if isinstance(value, str):
         norm = value.strip().lower().replace("-", "_").replace(" ", "_")
-        member = _spellings(choices).get(norm)
+        member = _spellings(choices).get(norm) or _spellings(choices).get(_ALIASES.get(norm, ""))
         if member is not None:
             return cast(E, member)
     raise ValidationError(path, f"must be one of {', '.join(m.value for m in choices)}")
@@ -219,12 +230,45 @@ def _options(data: Mapping[str, Any]) -> Options:
         kw["borderline_pp"] = _decimal(v, f"{path}.borderline_pp")
     if (v := data.get("borderline_mm")) is not None:
         kw["borderline_mm"] = _decimal(v, f"{path}.borderline_mm")
+    if (v := data.get("baseline_window_days")) is not None:
+        kw["baseline_window_days"] = _int(v, f"{path}.baseline_window_days")
+    if (v := data.get("plausible_min_mm")) is not None:
+        kw["plausible_min_mm"] = _decimal(v, f"{path}.plausible_min_mm")
+    if (v := data.get("plausible_max_mm")) is not None:
+        kw["plausible_max_mm"] = _decimal(v, f"{path}.plausible_max_mm")
+    defaults = Options()
+    low = kw.get("plausible_min_mm", defaults.plausible_min_mm)
+    if kw.get("plausible_max_mm", defaults.plausible_max_mm) <= low:
+        raise ValidationError(f"{path}.plausible_max_mm", "must be above plausible_min_mm")
+    _known_keys(data, OPTION_KEYS, path)
     return Options(**kw)
 
 
+#: Provenance the SR timeline JSON carries beside the measurements (read back, not used by the criteria).
+PROVENANCE_KEYS = frozenset({"source", "notes", "study_instance_uid"})
+LESION_KEYS = frozenset(Lesion.__dataclass_fields__) | PROVENANCE_KEYS
+TIMEPOINT_KEYS = frozenset(TimePoint.__dataclass_fields__) | PROVENANCE_KEYS
+OPTION_KEYS = frozenset(Options.__dataclass_fields__)
+
+
+def _known_keys(data: Mapping[str, Any], allowed: frozenset[str], path: str) -> None:
+    """An unknown key is an input error naming it (a misspelt or unit-suffixed field is never dropped)."""
+    for key in data:
+        if key not in allowed:
+            raise ValidationError(f"{path}.{key}", "unknown key")
+
+
+def _diameter(value: object, path: str) -> Decimal:
+    """A diameter: any finite number here; the core judges whether it is plausible (docs/criteria.md §1.8)."""
+    return _decimal(value, path, minimum=None)
+
+
 def _lesion(data: Mapping[str, Any], path: str) -> Lesion:
+    _known_keys(data, LESION_KEYS, path)
     lesion_id = _str(str(data["id"]) if isinstance(data.get("id"), int) else data.get("id"), f"{path}.id")
     organ = _str(data.get("organ"), f"{path}.organ").lower()
+    if is_node_organ(organ):
+        organ = "lymph_node"
     kind = _enum(LesionKind, data.get("kind"), f"{path}.kind")
     allowed = STATUSES_BY_KIND[kind]
     status_raw = data.get("status")
@@ -236,7 +280,7 @@ def _lesion(data: Mapping[str, Any], path: str) -> Lesion:
         items = _list(frag, f"{path}.fragments_mm")
         if not items:
             raise ValidationError(f"{path}.fragments_mm", "must not be empty")
-        fragments = tuple(_decimal(v, f"{path}.fragments_mm[{i}]") for i, v in enumerate(items))
+        fragments = tuple(_diameter(v, f"{path}.fragments_mm[{i}]") for i, v in enumerate(items))
     chun_group = _opt(data, "chun_group", path, _int)
     if chun_group is not None and chun_group not in (1, 2, 3):
         raise ValidationError(f"{path}.chun_group", "must be 1, 2 or 3")
@@ -254,8 +298,8 @@ def _lesion(data: Mapping[str, Any], path: str) -> Lesion:
         kind=kind,
         status=status,
         is_node=is_node,
-        long_axis_mm=_opt(data, "long_axis_mm", path, _decimal),
-        short_axis_mm=_opt(data, "short_axis_mm", path, _decimal),
+        long_axis_mm=_opt(data, "long_axis_mm", path, _diameter),
+        short_axis_mm=_opt(data, "short_axis_mm", path, _diameter),
         mean_hu=_opt(data, "mean_hu", path, lambda v, p: _decimal(v, p, minimum=None)),
         fragments_mm=fragments,
         merged_into=_opt(data, "merged_into", path, lambda v, p: _str(str(v), p)),
@@ -266,8 +310,8 @@ def _lesion(data: Mapping[str, Any], path: str) -> Lesion:
         intratumoral_nodule=IntratumoralNodule.NONE
         if nodule is None
         else _enum(IntratumoralNodule, nodule, f"{path}.intratumoral_nodule"),
-        viable_long_axis_mm=_opt(data, "viable_long_axis_mm", path, _decimal),
-        viable_perp_axis_mm=_opt(data, "viable_perp_axis_mm", path, _decimal),
+        viable_long_axis_mm=_opt(data, "viable_long_axis_mm", path, _diameter),
+        viable_perp_axis_mm=_opt(data, "viable_perp_axis_mm", path, _diameter),
         chun_group=chun_group,
         chun_attenuation=_opt(data, "chun_attenuation", path, lambda v, p: _enum(ChunAttenuation, v, p)),
         chun_interface=_opt(data, "chun_interface", path, lambda v, p: _enum(ChunInterface, v, p)),
@@ -278,6 +322,7 @@ def _lesion(data: Mapping[str, Any], path: str) -> Lesion:
 
 
 def _timepoint(data: Mapping[str, Any], path: str) -> TimePoint:
+    _known_keys(data, TIMEPOINT_KEYS, path)
     lesions_raw = data.get("lesions")
     lesions_list = [] if lesions_raw is None else _list(lesions_raw, f"{path}.lesions")
     lesions = tuple(
@@ -300,6 +345,7 @@ def _timepoint(data: Mapping[str, Any], path: str) -> TimePoint:
         contrast=_opt(data, "contrast", path, _bool),
         unscheduled_for_symptoms=bool(_opt(data, "unscheduled_for_symptoms", path, _bool)),
         lesions=lesions,
+        label=_opt(data, "label", path, _str),
     )
 
 
@@ -356,14 +402,84 @@ def _threshold(t: Threshold) -> dict[str, Any]:
     }
 
 
-def criterion_to_dict(result: CriterionResult) -> dict[str, Any]:
+def _pct1(value: Decimal | None) -> float | None:
+    """A percentage for display: one decimal."""
+    return None if value is None else float(value.quantize(Decimal("0.1")))
+
+
+def _mean(value: Decimal | None) -> int | float | None:
+    return None if value is None else number(value.quantize(Decimal("0.1")).normalize())
+
+
+def explanation(
+    step: TimepointAssessment, assessment: Assessment | None, baseline_sum: Decimal | None
+) -> dict[str, Any]:
+    """Why a follow-up got its category (docs/criteria.md §1.7): rule and citation, the baseline and the
+    reference compared with, the sums and changes, densities, per-lesion figures, iRECIST state."""
+    labels = assessment.labels if assessment is not None else ()
+    dates = assessment.dates if assessment is not None else ()
+    b = assessment.baseline_index if assessment is not None else 0
+    out: dict[str, Any] = {
+        "label": labels[step.index] if step.index < len(labels) else None,
+        "date": step.date.isoformat(),
+        "category": step.category.value,
+        "rule": step.rule,
+        "citation": step.citation,
+        "baseline": {
+            "label": labels[b] if b < len(labels) else None,
+            "date": dates[b].isoformat() if b < len(dates) else None,
+            "sum_mm": number(step.baseline_sum_mm if step.baseline_sum_mm is not None else baseline_sum),
+        },
+        "reference": None,
+        "sum_mm": number(step.sum_mm),
+        "partial_sum_mm": number(step.partial_sum_mm),
+        "change_vs_baseline_pct": _pct1(step.change_vs_baseline_pct),
+        "change_vs_reference_pct": _pct1(step.change_vs_nadir_pct),
+        "ne_reason": step.ne_reason,
+        "notes": list(step.notes),
+    }
+    if step.reference is not None:
+        out["reference"] = {
+            "kind": step.reference,
+            "label": step.reference_label,
+            "date": step.reference_date.isoformat() if step.reference_date else None,
+            "sum_mm": number(step.nadir_sum_mm),
+        }
+    if step.density_hu is not None or step.density_baseline_hu is not None:
+        out["density"] = {
+            "mean_hu": _mean(step.density_hu),
+            "baseline_mean_hu": _mean(step.density_baseline_hu),
+            "change_pct": _pct1(step.change_density_pct),
+        }
+    if step.lesions:
+        out["lesions"] = [
+            {
+                "id": d.lesion_id,
+                "quantity": d.quantity,
+                "baseline": number(d.baseline),
+                "current": number(d.current),
+                "result": d.result,
+                "used": d.used,
+            }
+            for d in step.lesions
+        ]
+    if step.state is not None:
+        out["state"] = step.state
+        out["next_step"] = step.next_step
+    return out
+
+
+def criterion_to_dict(result: CriterionResult, assessment: Assessment | None = None) -> dict[str, Any]:
     tps = result.timepoints
+    b = assessment.baseline_index if assessment is not None else 0
     out: dict[str, Any] = {
         "timepoint_responses": [_code(tp.category) if tp else None for tp in tps],
         "target_responses": [_code(tp.target) if tp else None for tp in tps],
         "non_target_responses": [_code(tp.non_target) if tp else None for tp in tps],
-        "target_sums_mm": [number(result.baseline_sum_mm)]
-        + [number(tp.sum_mm) if tp else None for tp in tps[1:]],
+        "target_sums_mm": [
+            number(result.baseline_sum_mm) if i == b else number(tp.sum_mm) if tp else None
+            for i, tp in enumerate(tps)
+        ],
         "bor": result.bor.value,
     }
     if result.criterion is Criterion.RECIST:
@@ -373,13 +489,20 @@ def criterion_to_dict(result: CriterionResult) -> dict[str, Any]:
         out["next_thresholds"] = [_threshold(t) for t in result.next_thresholds]
     elif result.next_thresholds:
         out["next_thresholds"] = [_threshold(t) for t in result.next_thresholds]
-    out["nadir_sums_mm"] = [None] + [number(tp.nadir_sum_mm) if tp else None for tp in tps[1:]]
+    out["nadir_sums_mm"] = [number(tp.nadir_sum_mm) if tp else None for tp in tps]
     out["change_vs_baseline_pct"] = [number(tp.change_vs_baseline_pct) if tp else None for tp in tps]
     out["change_vs_nadir_pct"] = [number(tp.change_vs_nadir_pct) if tp else None for tp in tps]
     out["ne_reasons"] = [tp.ne_reason if tp else None for tp in tps]
     out["rules"] = [tp.rule if tp else None for tp in tps]
     out["bor_rule"] = result.bor_rule
     out["pd_date"] = result.pd_date.isoformat() if result.pd_date else None
+    out["timepoint_roles"] = [
+        "history" if i < b else "baseline" if i == b else "follow-up" for i in range(len(tps))
+    ]
+    out["explanations"] = [
+        explanation(tp, assessment, result.baseline_sum_mm) if tp is not None else None for tp in tps
+    ]
+    out["notes"] = list(result.notes)
     return out
 
 
@@ -395,6 +518,6 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
 
 def assessment_to_dict(assessment: Assessment) -> dict[str, Any]:
     """The Assessment JSON of DESIGN.md (a key per criterion computed, then ``alerts``)."""
-    out: dict[str, Any] = {r.criterion.key: criterion_to_dict(r) for r in assessment.results}
+    out: dict[str, Any] = {r.criterion.key: criterion_to_dict(r, assessment) for r in assessment.results}
     out["alerts"] = [alert_to_dict(a) for a in assessment.alerts]
     return out

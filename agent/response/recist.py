@@ -295,9 +295,29 @@ def best_overall_response(
     return Category.NE, "no evaluable qualifying response"
 
 
-def next_thresholds(baseline_sum: Decimal, nadir_sum: Decimal) -> tuple[Threshold, ...]:
+def next_thresholds(
+    baseline_sum: Decimal, nadir_sum: Decimal, after_cr: bool = False
+) -> tuple[Threshold, ...]:
     """Target sums at which the next read changes category: PD at >= max(1.2 x nadir, nadir + 5 mm),
-    PR at <= 0.7 x baseline (for a patient not yet in PR)."""
+    PR at <= 0.7 x baseline. After an overall CR any reappearance is PD (docs/criteria.md §2.8): a non-nodal
+    target above 0 mm or a target node from 10 mm short axis, whatever the sum."""
+    if after_cr:
+        return (
+            Threshold(
+                Category.PD,
+                ">",
+                ZERO,
+                "non_nodal_target_mm",
+                "PD after CR: any reappearance of a non-nodal target or a non-target lesion",
+            ),
+            Threshold(
+                Category.PD,
+                ">=",
+                TEN,
+                "target_node_short_axis_mm",
+                "PD after CR: a target node with a short axis of 10 mm or more",
+            ),
+        )
     pd_at = FIVE if nadir_sum == ZERO else max(nadir_sum * Decimal("1.2"), nadir_sum + FIVE)
     return (
         Threshold(
@@ -328,12 +348,16 @@ def _new_lesion_confirmed_later(registry: Registry, t: int) -> bool:
     return False
 
 
-def _ne_reason(no_imaging: bool, target: Category, non_target: Category, missing: tuple[str, ...]) -> str:
+def _ne_reason(
+    excluded: str | None, no_imaging: bool, target: Category, non_target: Category, target_reason: str
+) -> str:
     """Why an overall response is NE."""
+    if excluded is not None:
+        return excluded
     if no_imaging:
         return "no imaging at this time point"
     if target is Category.NE:
-        return f"target(s) not assessed: {', '.join(missing)}"
+        return target_reason
     if non_target is Category.NE:
         return "non-target lesion(s) not assessed"
     return "no baseline disease"
@@ -345,49 +369,71 @@ def assess(timeline: Timeline) -> CriterionResult:
 
     The final response differs from the provisional one only where an equivocal new lesion seen at that
     time point is confirmed later: PD is then back-dated to it (docs/criteria.md §2.7). The registry knows
-    the whole series, so both are decided in the same pass.
+    the whole series, so both are decided in the same pass. Time points before the baseline are history and
+    stay ``None``; a time point the evidence checks set aside is NE with their reason (§1.8).
     """
     options = timeline.options
     tps = timeline.timepoints
     registry = build_registry(timeline)
+    b = registry.baseline_index
     targets = registry.targets
     has_targets = bool(targets)
     baseline_values = tuple(target_value(les) for les in targets)
     baseline_sum, _ = target_sum(baseline_values)
-    s0 = baseline_sum if baseline_sum is not None else ZERO
+    baseline_unknown = registry.baseline_sum_unknown() if has_targets else None
     strict = options.pr_persistence is PrPersistence.STRICT
     start = timeline.context.treatment_start or timeline.baseline.date
+    baseline_label = timeline.label(b)
 
-    low = s0  # nadir: smallest complete sum so far, baseline included; NE visits never set it (R11-37)
-    target_cats: list[Category] = []  # evaluable (non-NE) target categories so far, with their dates
-    target_dates: list[date] = []
+    low = baseline_sum  # nadir: smallest complete sum so far, baseline included; NE visits never set it
+    low_index = b
+    overall_cats: list[Category] = []  # evaluable (non-NE) provisional overall responses, with their dates
+    overall_dates: list[date] = []
+    last_target: Category | None = None  # last evaluable target response
     last_overall: Category | None = None  # last evaluable provisional overall response
     pr_confirmed = False
     first_pd: int | None = None
-    final: list[TimepointAssessment | None] = [None]
-    for t in range(1, len(tps)):
+    final: list[TimepointAssessment | None] = [None] * (b + 1)
+    for t in timeline.followups:
         tp = tps[t]
+        excluded = registry.exclusion(t)
         values = tuple([target_value(r) for r in registry.target_records[t]])
         current, partial = target_sum(values)
-        nadir_sum = low
-        if current is not None and current < low:
-            low = current
-        if has_targets:
-            prev_target = target_cats[-1] if target_cats else None
-            persist = not strict and prev_target in _PR_CR
+        nadir_sum, nadir_index = low, low_index
+        if excluded is not None or baseline_sum is None:
+            current = None
+        if current is not None and low is not None and current < low:
+            low, low_index = current, t
+        missing = tuple(les.id for les, v in zip(targets, values, strict=True) if v is None)
+        target_reason = f"target(s) not assessed: {', '.join(missing)}"
+        if not has_targets:
+            t_cat, t_rule = Category.NONE, "no target lesion at baseline"
+        elif excluded is not None:
+            t_cat, t_rule = Category.NE, f"time point not assessed: {excluded}"
+        elif baseline_sum is None or nadir_sum is None:
+            t_cat, t_rule = Category.NE, f"the baseline sum is unknown ({baseline_unknown})"
+            target_reason = f"the baseline sum is unknown: {baseline_unknown}"
+        else:
+            persist = not strict and last_target in _PR_CR
             if persist and options.confirmation_required:
                 persist = pr_confirmed
             t_cat, t_rule = target_response(
-                current, partial, s0, nadir_sum, targets_disappeared(targets, values), persist
+                current, partial, baseline_sum, nadir_sum, targets_disappeared(targets, values), persist
             )
-        else:
-            t_cat, t_rule = Category.NONE, "no target lesion at baseline"
         nt_records = registry.non_target_records[t]
-        nt_cat = non_target_response(nt_records)
+        nt_cat = (
+            non_target_response(nt_records)
+            if excluded is None
+            else (Category.NE if registry.non_targets else Category.NONE)
+        )
         new_unequivocal = bool(registry.unequivocal_new(t))
-        reappeared = last_overall is Category.CR and reappearance(targets, values, nt_records)
+        reappeared = (
+            excluded is None and last_overall is Category.CR and reappearance(targets, values, nt_records)
+        )
         no_imaging = not tp.lesions
-        if no_imaging and not new_unequivocal:
+        if excluded is not None:
+            provisional, rule = Category.NE, f"not assessed: {excluded}"
+        elif no_imaging and not new_unequivocal:
             provisional, rule = Category.NE, "no imaging at this time point"
         else:
             provisional, rule = overall_response(t_cat, nt_cat, new_unequivocal, reappeared)
@@ -395,20 +441,17 @@ def assess(timeline: Timeline) -> CriterionResult:
             rule += " (the earlier CR may not have been genuine)"
         if provisional is not Category.NE:
             last_overall = provisional
-        if t_cat is not Category.NE and t_cat is not Category.NONE:
-            target_cats.append(t_cat)
-            target_dates.append(tp.date)
-            if options.confirmation_required and not pr_confirmed and t_cat in _PR_CR:
+            overall_cats.append(provisional)
+            overall_dates.append(tp.date)
+            if options.confirmation_required and not pr_confirmed and provisional in _PR_CR:
+                # RECIST 1.1 Table 3: confirmation is of the overall response
                 pr_confirmed = any(
-                    target_cats[i] in _PR_CR and _confirmed(target_cats, target_dates, i, _PR_CR)
-                    for i in range(len(target_cats) - 1)
+                    overall_cats[i] in _PR_CR and _confirmed(overall_cats, overall_dates, i, _PR_CR)
+                    for i in range(len(overall_cats) - 1)
                 )
-        missing = (
-            ()
-            if current is not None
-            else tuple(les.id for les, v in zip(targets, values, strict=True) if v is None)
-        )
-        if has_targets:
+        if t_cat is not Category.NE and t_cat is not Category.NONE:
+            last_target = t_cat
+        if has_targets and excluded is None:
             rule = f"{rule}; {t_rule}"
         citation = CITE_REAPPEARANCE if reappeared and provisional is Category.PD else CITE_OVERALL
         category = provisional
@@ -417,6 +460,7 @@ def assess(timeline: Timeline) -> CriterionResult:
             category = Category.PD
             rule = f"PD back-dated: the equivocal new lesion seen here was confirmed later; {rule}"
             citation = CITE_NEW
+        compared = has_targets and baseline_sum is not None and excluded is None
         final.append(
             TimepointAssessment(
                 index=t,
@@ -426,31 +470,50 @@ def assess(timeline: Timeline) -> CriterionResult:
                 non_target=nt_cat,
                 new_lesion=new_unequivocal,
                 sum_mm=current if has_targets else None,
-                partial_sum_mm=partial if has_targets and current is None else None,
+                partial_sum_mm=partial if compared and current is None else None,
                 baseline_sum_mm=baseline_sum if has_targets else None,
-                nadir_sum_mm=nadir_sum if has_targets else None,
+                nadir_sum_mm=nadir_sum if compared else None,
                 change_vs_baseline_pct=percent_change(current, baseline_sum) if has_targets else None,
                 change_vs_nadir_pct=percent_change(current, nadir_sum) if has_targets else None,
-                ne_reason=_ne_reason(no_imaging, t_cat, nt_cat, missing)
+                ne_reason=_ne_reason(excluded, no_imaging, t_cat, nt_cat, target_reason)
                 if provisional is Category.NE
                 else None,
                 rule=rule,
                 citation=citation,
                 provisional_category=provisional,
-                missing_targets=missing,
+                missing_targets=missing if compared and current is None else (),
                 reappearance_after_cr=reappeared and provisional is Category.PD,
                 post_pd=first_pd is not None,
                 backdated=backdated,
                 notes=_EQUIVOCAL_NOTE if registry.equivocal_new(t) else (),
+                reference="nadir" if compared else None,
+                reference_index=nadir_index if compared else None,
+                reference_date=tps[nadir_index].date if compared else None,
+                reference_label=timeline.label(nadir_index) if compared else None,
             )
         )
         if first_pd is None and category is Category.PD:
             first_pd = t
 
-    window = [s for s in final[1 : (first_pd + 1 if first_pd is not None else len(final))] if s is not None]
+    window = [
+        s for s in final[b + 1 : (first_pd + 1 if first_pd is not None else len(final))] if s is not None
+    ]
     bor, bor_rule = best_overall_response(
         [s.category for s in window], [s.date for s in window], start, options
     )
+    notes = ["RECIST CR of non-target disease also needs normal tumour markers (outside this tool)."]
+    if b > 0:
+        notes.append(
+            f"Baseline: {baseline_label} ({tps[b].date}), the latest scan on or before treatment start; "
+            f"{b} earlier scan(s) are pre-treatment history, not assessed."
+        )
+    elif timeline.context.treatment_start is None:
+        notes.append("No treatment start given: the first scan is the baseline.")
+    if baseline_unknown is not None:
+        notes.append(f"No size-based response: {baseline_unknown}.")
+    thresholds: tuple[Threshold, ...] = ()
+    if has_targets and baseline_sum is not None and low is not None:
+        thresholds = next_thresholds(baseline_sum, low, after_cr=last_overall is Category.CR)
     return CriterionResult(
         criterion=Criterion.RECIST,
         timepoints=tuple(final),
@@ -459,8 +522,8 @@ def assess(timeline: Timeline) -> CriterionResult:
         pd_date=tps[first_pd].date if first_pd is not None else None,
         pd_index=first_pd,
         baseline_sum_mm=baseline_sum if has_targets else None,
-        next_thresholds=next_thresholds(s0, low) if has_targets else (),
-        notes=("RECIST CR of non-target disease also needs normal tumour markers (outside this tool).",),
+        next_thresholds=thresholds,
+        notes=tuple(notes),
     )
 
 

@@ -59,4 +59,10 @@ def assess_timeline(timeline: Timeline, criteria: Iterable[Criterion] | None = N
     results = tuple(assessor(c)(timeline) for c in CRITERIA if c in wanted)
     evaluate = _alert_rules()
     alerts = tuple(evaluate(timeline, results)) if evaluate is not None else ()
-    return Assessment(results=results, alerts=alerts)
+    return Assessment(
+        results=results,
+        alerts=alerts,
+        labels=tuple(timeline.label(i) for i in range(len(timeline.timepoints))),
+        dates=tuple(tp.date for tp in timeline.timepoints),
+        baseline_index=timeline.baseline_index,
+    )

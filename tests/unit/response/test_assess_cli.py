@@ -51,9 +51,10 @@ def test_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     ("mutate", "message"),
     [
         (
-            lambda d: d["timepoints"][1]["lesions"][0].update(long_axis_mm=-1),
-            "timepoints[1].lesions[0].long_axis_mm",
+            lambda d: d["timepoints"][1]["lesions"][0].update(long_axis_cm=4.1),
+            "timepoints[1].lesions[0].long_axis_cm: unknown key",
         ),
+        (lambda d: d["timepoints"][1].update(slice_mm=5), "timepoints[1].slice_mm: unknown key"),
         (lambda d: d["timepoints"][0].update(date="yesterday"), "timepoints[0].date"),
         (
             lambda d: d["timepoints"][1]["lesions"][0].update(status="vanished"),

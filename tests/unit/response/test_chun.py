@@ -59,11 +59,12 @@ def test_radiologist_group_takes_priority_over_features() -> None:
         (3, 3, Category.NO_RESPONSE),
         (2, 2, Category.NO_RESPONSE),
         (2, 3, Category.NO_RESPONSE),
-        (1, 1, Category.NE),
-        (1, 3, Category.NE),
+        (1, 1, None),  # already group 1: left out of the patient response (docs/criteria.md §7.2)
+        (1, 2, Category.NO_RESPONSE),  # ... unless it worsens
+        (1, 3, Category.NO_RESPONSE),
     ],
 )
-def test_lesion_response_table(before: int, after: int, response: Category) -> None:
+def test_lesion_response_table(before: int, after: int, response: Category | None) -> None:
     assert morphology.lesion_response(before, after) is response
 
 

@@ -11,7 +11,10 @@ from recist_factories import new, target, timeline
 from agent.response import recist
 from agent.response.model import Category
 
-diameters = st.decimals(min_value=Decimal("0.1"), max_value=Decimal("150"), places=1)
+# Plausible diameters whose visit-to-visit ratios stay below a tenfold change (which reads as a cm/mm slip,
+# docs/criteria.md §1.8); scaled series may exceed 400 mm, so the plausible range is widened for them.
+diameters = st.decimals(min_value=Decimal("10"), max_value=Decimal("75"), places=1)
+WIDE = {"plausible_max_mm": 10000}
 series = st.lists(st.lists(diameters, min_size=3, max_size=3), min_size=2, max_size=6)
 factors = st.sampled_from([Decimal("0.5"), Decimal("1.5"), Decimal("2"), Decimal("3.7"), Decimal("10")])
 
@@ -22,7 +25,8 @@ RANK = {Category.CR: 0, Category.PR: 1, Category.SD: 2, Category.PD: 3}
 def _series(rows: list[list[Decimal]], scale: Decimal = Decimal(1)) -> object:
     organs = ("liver", "lung", "bone")
     return timeline(
-        *[[target(f"T{i}", str(v * scale), organ=organs[i]) for i, v in enumerate(row)] for row in rows]
+        *[[target(f"T{i}", str(v * scale), organ=organs[i]) for i, v in enumerate(row)] for row in rows],
+        options=WIDE,
     )
 
 
@@ -45,7 +49,7 @@ def test_scaling_every_diameter_never_changes_a_category(rows: list[list[Decimal
 
 
 @settings(max_examples=150, deadline=None)
-@given(series, st.decimals(min_value=Decimal("0.1"), max_value=Decimal("80"), places=1))
+@given(series, st.decimals(min_value=Decimal("0.1"), max_value=Decimal("400"), places=1))
 def test_growing_the_current_sum_never_improves_the_category(
     rows: list[list[Decimal]], growth: Decimal
 ) -> None:
