@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test system-deps lint typecheck bench clean
+.PHONY: run demo test install install-test system-deps lint typecheck bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ run: install
 	@$(VENV)/bin/liver-agent web list-users | grep -q . || \
 	  echo "liver-agent: no worklist user yet; add the first one with: $(VENV)/bin/liver-agent web add-user NAME"
 	$(VENV)/bin/liver-agent serve
+
+## A local PACS (Orthanc) with one synthetic GIST patient, the agent against it; prints the worklist and a
+## login; Ctrl-C stops both. DEMO_ARGS="--screenshots docs/img" writes the README's screenshots instead.
+DEMO_ARGS ?=
+demo: install
+	bash scripts/demo.sh $(DEMO_ARGS)
 
 ## System packages the tests drive (DCMTK, Orthanc, dicom3tools, poppler, iproute2).
 system-deps:
