@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
+import traceback
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -100,3 +101,26 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
 
 def get_logger(name: str | None = None) -> Any:
     return structlog.get_logger(name)
+
+
+def stack_frames(exc: BaseException, limit: int = 40) -> list[str]:
+    """Where ``exc`` was raised, as ``file:line function`` frames (innermost last), for a bug report.
+
+    Frames only: no local variables and no exception message, which may hold patient data. Chained causes
+    are included (``caused by`` lines), file paths relative to the ``agent`` package where possible.
+    """
+    out: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if out:
+            out.append(f"caused by {type(current).__name__}")
+        for frame in traceback.extract_tb(current.__traceback__)[-limit:]:
+            name = frame.filename
+            marker = name.rfind("/agent/")
+            if marker >= 0:
+                name = name[marker + 1 :]
+            out.append(f"{name}:{frame.lineno} {frame.name}")
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return out

@@ -1,14 +1,15 @@
 """The alert delivery loop: sends pending ``alert_deliveries`` rows to their sinks, never dropping one.
 
-Each pass claims the due rows (pending, ``next_attempt_at`` reached, no live lease) with a compare-and-set
-lease, builds the message from the database, calls the sink outside any transaction and records the outcome.
-A failure waits ``retry_initial_s * retry_factor**(attempts-1)`` (at most ``retry_max_s``) before the next
-attempt; a delivery still failing ``give_up_after_s`` after it was queued is given up and raises the
+Each pass claims the due rows (pending, ``next_attempt_at`` reached, no live lease) under a lease on the
+durable queue (``agent.queue``: any number of processes may deliver, each row by one of them), builds the
+message from the database, calls the sink outside any transaction and records the outcome. A failure waits
+``retry_initial_s * retry_factor**(attempts-1)`` (at most ``retry_max_s``) before the next attempt; a
+delivery still failing ``give_up_after_s`` after it was queued is given up and raises the
 ``DELIVERY_GAVE_UP`` operational alert (routed to the other sinks). The same pass checks the spool's free
 space and raises or clears ``DISK_LOW``.
 
-Kept apart from the pipeline's DICOM outbox on purpose: alert rows need no file and no association, and this
-loop only depends on ``agent.db`` and the sinks.
+A loop of its own beside the DICOM outbox (alert rows need no file and no association; this loop depends only
+on ``agent.db``, the queue and the sinks), on the same queue mechanism and back-off rule.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent import queue as durable
 from agent.alerts.models import AlertDelivery, AlertRecord, DeliveryState
 from agent.alerts.results import CRITERION_LABELS, current_result
 from agent.alerts.sinks import AlertMessage, CriterionResponse, DeliveryError, Sink
@@ -37,6 +39,7 @@ from agent.config import AlertSettings
 from agent.db.models import Study, utcnow
 from agent.log import get_logger
 from agent.metrics import ALERT_DELIVERIES
+from agent.queue import Lease, RetryPolicy
 from agent.scheduling import add_periodic
 
 log = get_logger(__name__)
@@ -53,10 +56,13 @@ class PassStats:
     gave_up: int = 0
 
 
+def retry_policy(settings: AlertSettings) -> RetryPolicy:
+    return RetryPolicy(settings.retry_initial_s, settings.retry_factor, settings.retry_max_s)
+
+
 def backoff_s(settings: AlertSettings, attempts: int) -> float:
-    """Wait after the ``attempts``-th failed attempt."""
-    wait = settings.retry_initial_s * settings.retry_factor ** max(attempts - 1, 0)
-    return float(min(wait, settings.retry_max_s))
+    """Wait after the ``attempts``-th failed attempt (:func:`retry_policy`)."""
+    return retry_policy(settings).delay(attempts)
 
 
 def build_message(session: Session, delivery: AlertDelivery) -> AlertMessage:
@@ -113,41 +119,30 @@ class AlertDispatcher:
         self.routing = routing
         self.spool_root = spool_root
 
-    def _claim(self, now: datetime) -> list[int]:
+    def _claim(self, now: datetime) -> list[Lease]:
         with self.sessions.begin() as session:
-            rows = session.execute(
-                select(AlertDelivery.id, AlertDelivery.lease_until)
-                .where(
+            return durable.claim(
+                session,
+                AlertDelivery,
+                where=[
                     AlertDelivery.state == DeliveryState.PENDING.value,
                     AlertDelivery.next_attempt_at <= now,
                     or_(AlertDelivery.lease_until.is_(None), AlertDelivery.lease_until < now),
-                )
-                .order_by(AlertDelivery.next_attempt_at, AlertDelivery.id)
-                .limit(BATCH)
-            ).all()
-            claimed = []
-            for delivery_id, lease in rows:
-                lease_cond = (
-                    AlertDelivery.lease_until.is_(None)
-                    if lease is None
-                    else AlertDelivery.lease_until == lease
-                )
-                result = session.execute(
-                    update(AlertDelivery)
-                    .where(and_(AlertDelivery.id == delivery_id, lease_cond))
-                    .values(lease_until=now + timedelta(seconds=LEASE_S))
-                    .execution_options(synchronize_session=False)
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(delivery_id)
-            return claimed
+                ],
+                order_by=[AlertDelivery.next_attempt_at, AlertDelivery.id],
+                lease_s=LEASE_S,
+                queue="alerts",
+                limit=BATCH,
+                now=now,
+            )
 
     def run_once(self, now: datetime | None = None) -> PassStats:
         """One pass: the disk check, then every due delivery."""
         now = now or utcnow()
         self.check_disk(now)
         stats = PassStats()
-        for delivery_id in self._claim(now):
+        for lease in self._claim(now):
+            delivery_id = lease.id
             with self.sessions() as session:
                 delivery = session.get(AlertDelivery, delivery_id)
                 assert delivery is not None
@@ -164,13 +159,16 @@ class AlertDispatcher:
                     error = str(exc)
                 except Exception as exc:  # a bug in a sink must not stop the loop
                     error = f"{type(exc).__name__}"
-            self._record(delivery_id, error, now, stats)
+            self._record(lease, error, now, stats)
         return stats
 
-    def _record(self, delivery_id: int, error: str | None, now: datetime, stats: PassStats) -> None:
+    def _record(self, lease: Lease, error: str | None, now: datetime, stats: PassStats) -> None:
         with self.sessions.begin() as session:
-            d = session.get(AlertDelivery, delivery_id)
+            d = session.get(AlertDelivery, lease.id)
             assert d is not None
+            if not durable.holds(session, AlertDelivery, lease):  # taken over after a stall: theirs now
+                durable.record_outcome("alerts", "lost")
+                return
             d.attempts += 1
             d.lease_until = None
             d.updated_at = now
@@ -179,6 +177,7 @@ class AlertDispatcher:
                 d.delivered_at = now
                 d.last_error = None
                 stats.delivered += 1
+                durable.record_outcome("alerts", "done")
                 ALERT_DELIVERIES.labels(sink=d.sink, outcome="delivered").inc()
                 log.info("alert.delivered", delivery=d.id, alert=d.alert_pk, sink=d.sink, attempt=d.attempts)
                 return
@@ -186,6 +185,7 @@ class AlertDispatcher:
             if (now - d.created_at).total_seconds() >= self.settings.give_up_after_s:
                 d.state = DeliveryState.GAVE_UP.value
                 stats.gave_up += 1
+                durable.record_outcome("alerts", "failed")
                 ALERT_DELIVERIES.labels(sink=d.sink, outcome="gave_up").inc()
                 log.error(
                     "alert.delivery_gave_up", delivery=d.id, alert=d.alert_pk, sink=d.sink, error=error[:200]
@@ -200,8 +200,9 @@ class AlertDispatcher:
                     now=now,
                 )
                 return
-            d.next_attempt_at = now + timedelta(seconds=backoff_s(self.settings, d.attempts))
+            d.next_attempt_at = retry_policy(self.settings).next_at(d.attempts, now)
             stats.failed += 1
+            durable.record_outcome("alerts", "retry")
             ALERT_DELIVERIES.labels(sink=d.sink, outcome="failed").inc()
             log.warning(
                 "alert.delivery_failed",

@@ -80,7 +80,7 @@ def add_pipeline(
     deliver.attach(scheduler, "outbox")
     if settings.pipeline.enabled:
         # Imported only when enabled: the worker's libraries (highdicom) weigh ~23 MB of resident memory.
-        from agent.pipeline.process import Deps, Worker
+        from agent.pipeline.worker import Deps, Worker
 
         worker = Worker(Deps(settings, sessions, store_handler=scp.handle_store), on_output=deliver.wake)
         work = WakeableTick(worker.tick)

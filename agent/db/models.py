@@ -272,6 +272,8 @@ class OutboxItem(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     # When the give-up alert was raised (delivery still pending after outbox.give_up_after_s).
     alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Held by a delivering process until then (agent/queue); None: free.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class PeerHealth(Base):

@@ -1,21 +1,24 @@
-"""The durable job queue in the database: enqueue idempotently, claim with a lease, finish.
+"""Study jobs on the durable queue (``agent.queue``): enqueue idempotently, claim with a lease, finish.
 
-A job row outlives crashes: a claimed job whose lease has expired (the worker died) is claimed again. On
-PostgreSQL, claimers skip rows locked by others (``FOR UPDATE SKIP LOCKED``); on SQLite, whose writers are
-serialised anyway, a compare-and-set on the row's state and lease does the same job.
+A job row outlives crashes: a claimed job whose lease has expired (the worker died) is claimed again by any
+worker of any node (``agent.queue.claim``). The back-off of a failed attempt and of a peer outage are
+``agent.queue.RetryPolicy`` objects.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
+from agent import queue
 from agent.db.models import ACTIVE_JOB_STATES, Job, JobState, Study, StudyState, utcnow
 from agent.log import get_logger, uid_hash
+from agent.queue import Lease, RetryPolicy
 
 log = get_logger(__name__)
 
@@ -54,46 +57,57 @@ def _active(session: Session, kind: str, study_pk: int | None) -> Job | None:
     ).scalar_one_or_none()
 
 
-def claim(
+def claimable(now: datetime) -> list[ColumnElement[bool]]:
+    """A job is due when pending (and past ``not_before``), or running with an expired lease."""
+    return [
+        or_(
+            Job.state == JobState.PENDING.value,
+            and_(Job.state == JobState.RUNNING.value, Job.lease_until < now),
+        ),
+        or_(Job.not_before.is_(None), Job.not_before <= now),
+    ]
+
+
+def claim_lease(
     session: Session, kinds: tuple[str, ...], lease_s: float, now: datetime | None = None
-) -> Job | None:
-    """Claim the oldest claimable job of one of ``kinds``: pending, or running with an expired lease.
+) -> tuple[Job, Lease] | None:
+    """Claim the oldest claimable job of one of ``kinds`` (see :func:`claimable`) and its lease.
 
     A ``process_study`` job is claimable only while its study is not receiving again (an instance that
     reopened the study postpones the work until the study is stable once more). The caller commits.
     """
     now = now or utcnow()
-    claimable = or_(
-        Job.state == JobState.PENDING.value,
-        and_(Job.state == JobState.RUNNING.value, Job.lease_until < now),
-    )
-    query = (
-        select(Job.id, Job.state, Job.lease_until)
-        .outerjoin(Study, Study.id == Job.study_pk)
-        .where(Job.kind.in_(kinds), claimable)
-        .where(or_(Job.not_before.is_(None), Job.not_before <= now))
-        .where(or_(Job.study_pk.is_(None), Study.state != StudyState.RECEIVING.value))
-        .order_by(Job.id)
-    )
-    postgres = session.get_bind().dialect.name == "postgresql"
-    query = query.with_for_update(skip_locked=True, of=Job).limit(1) if postgres else query.limit(8)
-    for job_id, state, lease in session.execute(query).all():
-        cas = update(Job).where(Job.id == job_id, Job.state == state)
-        cas = cas.where(Job.lease_until.is_(None) if lease is None else Job.lease_until == lease)
-        result = session.execute(
-            cas.values(
-                state=JobState.RUNNING.value,
-                lease_until=now + timedelta(seconds=lease_s),
-                attempts=Job.attempts + 1,
-                updated_at=now,
-            ).execution_options(synchronize_session=False)
+
+    def not_receiving(query: Select[Any]) -> Select[Any]:
+        return query.outerjoin(Study, Study.id == Job.study_pk).where(
+            or_(Job.study_pk.is_(None), Study.state != StudyState.RECEIVING.value)
         )
-        if cast(CursorResult[Any], result).rowcount == 1:
-            job = session.get(Job, job_id, populate_existing=True)
-            assert job is not None
-            log.info("job.claimed", job=job.id, kind=job.kind, attempt=job.attempts)
-            return job
-    return None
+
+    leases = queue.claim(
+        session,
+        Job,
+        where=[Job.kind.in_(kinds), *claimable(now)],
+        order_by=[Job.id],
+        lease_s=lease_s,
+        queue="jobs",
+        values={"state": JobState.RUNNING.value, "attempts": Job.attempts + 1, "updated_at": now},
+        refine=not_receiving,
+        now=now,
+    )
+    if not leases:
+        return None
+    job = session.get(Job, leases[0].id, populate_existing=True)
+    assert job is not None
+    log.info("job.claimed", job=job.id, kind=job.kind, attempt=job.attempts)
+    return job, leases[0]
+
+
+def claim(
+    session: Session, kinds: tuple[str, ...], lease_s: float, now: datetime | None = None
+) -> Job | None:
+    """:func:`claim_lease` without the lease (callers that finish in the same transaction)."""
+    claimed = claim_lease(session, kinds, lease_s, now)
+    return claimed[0] if claimed else None
 
 
 def finish(session: Session, job: Job, error: str | None = None, now: datetime | None = None) -> None:
@@ -104,19 +118,11 @@ def finish(session: Session, job: Job, error: str | None = None, now: datetime |
     job.lease_until = None
     job.outage_retries = 0
     job.updated_at = now
+    queue.record_outcome("jobs", "failed" if error else "done")
     log.info("job.finished", job=job.id, kind=job.kind, state=job.state)
 
 
-def renew(session: Session, job: Job, lease_s: float, now: datetime | None = None) -> None:
-    """Extend a claimed job's lease (a long step must not let another worker take the job over)."""
-    now = now or utcnow()
-    job.lease_until = now + timedelta(seconds=lease_s)
-    job.updated_at = now
-
-
-def retry_later(
-    session: Session, job: Job, error: str, delay_s: float, now: datetime | None = None
-) -> None:
+def retry_later(session: Session, job: Job, error: str, delay_s: float, now: datetime | None = None) -> None:
     """Give a claimed job back as pending, claimable again ``delay_s`` from now. The caller commits."""
     now = now or utcnow()
     job.state = JobState.PENDING.value
@@ -124,14 +130,18 @@ def retry_later(
     job.lease_until = None
     job.not_before = now + timedelta(seconds=delay_s)
     job.updated_at = now
+    queue.record_outcome("jobs", "retry")
     log.info("job.retry_later", job=job.id, kind=job.kind, attempt=job.attempts, delay_s=delay_s)
 
 
+def outage_policy(base_s: float, cap_s: float) -> RetryPolicy:
+    """The back-off while a peer is unreachable: ``base_s`` (at least 1 s) doubling, capped at ``cap_s``."""
+    return RetryPolicy(max(base_s, 1.0), 2.0, cap_s)
+
+
 def outage_delay(retries: int, base_s: float, cap_s: float) -> float:
-    """Back-off before retry ``retries + 1`` while a peer is unreachable: ``base_s`` (at least 1 s) doubling,
-    capped at ``cap_s`` (never below the first wait)."""
-    first = max(base_s, 1.0)
-    return float(min(first * 2.0 ** min(retries, 32), max(cap_s, first)))
+    """Back-off before retry ``retries + 1`` while a peer is unreachable (:func:`outage_policy`)."""
+    return outage_policy(base_s, cap_s).delay(retries + 1)
 
 
 def retry_after_outage(

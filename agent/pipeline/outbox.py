@@ -24,15 +24,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
+from agent import queue as durable
 from agent.alerts.store import DELIVERY_GAVE_UP, DELIVERY_REFUSED, raise_operational, resolve_operational
 from agent.config import OutboxSettings, PeerSettings
 from agent.db.models import OutboxItem, OutboxState, utcnow
 from agent.log import get_logger, uid_hash
 from agent.peers import Outcome, Peer, PeerConfigError, PeerError, StoreItem, build_peer
 from agent.pipeline.health import AlertPolicy, peer_answered, peer_unreachable
+from agent.queue import Lease, RetryPolicy
 
 log = get_logger(__name__)
 
@@ -44,12 +47,27 @@ class OutboundObject:
     sop_uid: str
 
 
+def retry_policy(settings: OutboxSettings) -> RetryPolicy:
+    """``backoff_initial_s``, doubling, capped at ``backoff_max_s``."""
+    return RetryPolicy(settings.backoff_initial_s, 2.0, settings.backoff_max_s)
+
+
 def backoff_s(attempts: int, settings: OutboxSettings) -> float:
-    """Wait after the ``attempts``-th failed attempt (1-based): initial, doubling, capped."""
-    exponent = max(0, attempts - 1)
-    if exponent > 60:
-        return settings.backoff_max_s
-    return float(min(settings.backoff_initial_s * (2**exponent), settings.backoff_max_s))
+    """Wait after the ``attempts``-th failed attempt (1-based): :func:`retry_policy`."""
+    return retry_policy(settings).delay(attempts)
+
+
+def _due(now: datetime) -> list[ColumnElement[bool]]:
+    return [
+        OutboxItem.state == OutboxState.PENDING.value,
+        OutboxItem.next_attempt_at <= now,
+        or_(OutboxItem.lease_until.is_(None), OutboxItem.lease_until < now),
+    ]
+
+
+def _lease_s(settings: OutboxSettings) -> float:
+    """How long a delivering process holds its batch: every peer timeout for each object, at least 5 min."""
+    return max(300.0, settings.batch * 60.0)
 
 
 def store_destinations(peers: dict[str, PeerSettings]) -> list[str]:
@@ -123,11 +141,7 @@ def deliver_due(
     _raise_give_up_alerts(sessions, settings, policy, now)
     with sessions() as session:
         destinations = list(
-            session.execute(
-                select(OutboxItem.destination)
-                .where(OutboxItem.state == OutboxState.PENDING.value, OutboxItem.next_attempt_at <= now)
-                .distinct()
-            ).scalars()
+            session.execute(select(OutboxItem.destination).where(*_due(now)).distinct()).scalars()
         )
     for dest in destinations:
         peer_settings = peers.get(dest)
@@ -139,36 +153,49 @@ def deliver_due(
         except PeerConfigError as exc:
             log.warning("outbox.bad_destination", destination=dest, reason=str(exc))
             continue
-        with sessions() as session:
-            rows = (
-                session.execute(
-                    select(OutboxItem)
-                    .where(
-                        OutboxItem.destination == dest,
-                        OutboxItem.state == OutboxState.PENDING.value,
-                        OutboxItem.next_attempt_at <= now,
-                    )
-                    .order_by(OutboxItem.id)
-                    .limit(settings.batch)
-                )
-                .scalars()
-                .all()
+        # Claimed under a lease: another process delivering the same destination takes other rows.
+        with sessions.begin() as session:
+            leases = durable.claim(
+                session,
+                OutboxItem,
+                where=[OutboxItem.destination == dest, *_due(now)],
+                order_by=[OutboxItem.id],
+                lease_s=_lease_s(settings),
+                queue="outbox",
+                limit=settings.batch,
+                now=now,
             )
-            snapshot = [(r.id, StoreItem(Path(r.path), r.sop_class_uid, r.sop_uid)) for r in rows]
-        _deliver_batch(sessions, peer, snapshot, settings, policy, summary)
+            rows = {
+                r.id: r
+                for r in session.execute(
+                    select(OutboxItem).where(OutboxItem.id.in_([lease.id for lease in leases]))
+                ).scalars()
+            }
+            snapshot = [
+                (
+                    lease,
+                    StoreItem(
+                        Path(rows[lease.id].path), rows[lease.id].sop_class_uid, rows[lease.id].sop_uid
+                    ),
+                )
+                for lease in leases
+            ]
+        if snapshot:
+            _deliver_batch(sessions, peer, snapshot, settings, policy, summary)
     return summary
 
 
 def _deliver_batch(
     sessions: sessionmaker[Session],
     client: Peer,
-    batch: list[tuple[int, StoreItem]],
+    batch: list[tuple[Lease, StoreItem]],
     settings: OutboxSettings,
     policy: AlertPolicy,
     summary: DeliveryRound,
 ) -> None:
-    missing = [(pk, it) for pk, it in batch if not it.path.is_file()]
-    present = [(pk, it) for pk, it in batch if it.path.is_file()]
+    leases = {lease.id: lease for lease, _ in batch}
+    missing = [(lease.id, it) for lease, it in batch if not it.path.is_file()]
+    present = [(lease.id, it) for lease, it in batch if it.path.is_file()]
     outcomes: dict[int, tuple[Outcome, int | None, str]] = {
         pk: (Outcome.PERMANENT, None, "file missing from the results directory") for pk, _ in missing
     }
@@ -201,6 +228,10 @@ def _deliver_batch(
             item = session.get(OutboxItem, pk)
             if item is None or item.state != OutboxState.PENDING.value:
                 continue
+            if not durable.holds(session, OutboxItem, leases[pk]):  # taken over after a stall: theirs now
+                durable.record_outcome("outbox", "lost")
+                continue
+            item.lease_until = None
             item.attempts += 1
             item.last_attempt_at = end
             item.last_status = status
@@ -212,6 +243,7 @@ def _deliver_batch(
                 item.delivered_at = end
                 item.last_error = None
                 summary.delivered += 1
+                durable.record_outcome("outbox", "done")
                 log.info(
                     "outbox.delivered",
                     item=item.id,
@@ -225,6 +257,7 @@ def _deliver_batch(
                 item.next_attempt_at = end + timedelta(seconds=wait)
                 item.last_error = detail[:500]
                 summary.retried += 1
+                durable.record_outcome("outbox", "retry")
                 log.warning(
                     "outbox.retry_later",
                     item=item.id,
@@ -237,6 +270,7 @@ def _deliver_batch(
                 item.state = OutboxState.QUARANTINED.value
                 item.last_error = detail[:500]
                 summary.quarantined += 1
+                durable.record_outcome("outbox", "failed")
                 log.warning(
                     "outbox.quarantined",
                     item=item.id,

@@ -151,3 +151,31 @@ def test_serve_receives_a_study_into_postgresql(make_agent, server: PostgreSQL, 
     finally:
         eng.dispose()
         assert agent.stop() == 0
+
+
+def test_outbox_claims_skip_rows_locked_by_another_deliverer(engine: Engine) -> None:
+    from agent import queue
+    from agent.db.models import OutboxItem, OutboxState
+    from agent.pipeline.outbox import OutboundObject
+    from agent.pipeline.outbox import queue as queue_objects
+
+    sessions = session_factory(engine)
+    objects = [
+        OutboundObject(Path(f"/r/{i}.dcm"), "1.2.840.10008.5.1.4.1.1.88.33", f"1.2.7.{i}") for i in range(5)
+    ]
+    with sessions.begin() as s:
+        queue_objects(s, ["pacs"], objects, None, None, now=T0)
+    due = [OutboxItem.state == OutboxState.PENDING.value, OutboxItem.lease_until.is_(None)]
+    holder = sessions()
+    held = queue.claim(
+        holder, OutboxItem, where=due, order_by=[OutboxItem.id], lease_s=60, queue="outbox", limit=2
+    )
+    with sessions.begin() as other:
+        other.execute(text("SET LOCAL lock_timeout = '2s'"))  # a wait for the holder's lock fails fast
+        rest = queue.claim(
+            other, OutboxItem, where=due, order_by=[OutboxItem.id], lease_s=60, queue="outbox", limit=5
+        )
+    holder.commit()
+    holder.close()
+    assert len(held) == 2 and len(rest) == 3
+    assert not {x.id for x in held} & {x.id for x in rest}

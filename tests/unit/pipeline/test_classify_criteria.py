@@ -17,15 +17,8 @@ from support.worklist import migrated_sessions
 from agent.config import AssessSettings, ClassifySettings, PatientRuleSettings, Settings
 from agent.db.models import AlertRecord, Instance, Job, Patient, Series, Study
 from agent.pipeline import jobs
-from agent.pipeline.process import (
-    Deps,
-    SeriesFacts,
-    Worker,
-    choose_context,
-    classify,
-    default_criteria,
-    read_series_facts,
-)
+from agent.pipeline.classify import SeriesFacts, choose_context, classify, default_criteria, read_series_facts
+from agent.pipeline.worker import Deps, Worker
 from agent.response.model import Criterion
 from tests.unit.sr.srgen import ct_image
 

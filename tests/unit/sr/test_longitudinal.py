@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from pydicom.sr.codedict import codes
 
-from agent.commands.sr import read_reports
+from agent.pipeline.assemble import read_reports
 from agent.pipeline.tracking import build_timeline, timeline_to_dict
 from agent.response.model import Context, LesionKind, LesionStatus
 from agent.response.parse import timeline_from_dict

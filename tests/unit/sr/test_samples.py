@@ -242,7 +242,7 @@ def test_walker_agrees_with_highdicom(prefix: str) -> None:
 
 
 def test_aim_baseline_and_follow_up_link_by_identifier_text() -> None:
-    from agent.commands.sr import read_reports
+    from agent.pipeline.assemble import read_reports
     from agent.pipeline.tracking import build_timeline
 
     usable, failures, _ = read_reports([str(sample("11")), str(sample("12"))])

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from agent.commands.sr import read_reports
+from agent.pipeline.assemble import read_reports
 from agent.pipeline.tracking import build_timeline, timeline_to_dict
 from agent.response.model import Context, Criterion
 from agent.response.parse import assessment_to_dict, timeline_from_dict
