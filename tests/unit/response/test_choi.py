@@ -1,4 +1,4 @@
-"""Choi and modified Choi: each rule and its boundary (SPEC §4)."""
+"""Choi and modified Choi: each rule and its boundary (docs/criteria.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Chun morphologic response: groups, lesion-level response, patient-level worst lesion (SPEC §7)."""
+"""Chun morphologic response: groups, lesion-level response, patient-level worst lesion (criteria §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""iRECIST state machine (SPEC §3): confirmation, additivity, reset, windows and iBOR."""
+"""iRECIST state machine (docs/criteria.md §3): confirmation, additivity, reset, windows and iBOR."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""mRECIST and EASL (HCC only): each rule and its boundary (SPEC §5-§6)."""
+"""mRECIST and EASL (HCC only): each rule and its boundary (docs/criteria.md §5-§6)."""
 
 from __future__ import annotations
 

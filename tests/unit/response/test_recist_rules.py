@@ -1,4 +1,4 @@
-"""RECIST 1.1 rules and boundaries (SPEC §2), one behaviour per test."""
+"""RECIST 1.1 rules and boundaries (docs/criteria.md §2), one behaviour per test."""
 
 from __future__ import annotations
 

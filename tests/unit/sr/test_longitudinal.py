@@ -162,7 +162,7 @@ def test_round_trip_through_json_and_recist(files: list[Path]) -> None:
     sums = [tp.sum_mm if tp else None for tp in recist.timepoints]
     # Baseline 50+30+20+18+12 = 130; FU1 35+(12+9)+14+9+8 = 87 (-33 %: PR);
     # FU2 36+(12+10)+15+10+9 = 92: -29.2 % vs baseline, +5.7 % vs nadir (not PD): PR persists once
-    # reached (SPEC §2.6, EORTC FAQ default); the equivocal new lesion is not PD.
+    # reached (docs/criteria.md §2.6, EORTC FAQ default); the equivocal new lesion is not PD.
     assert recist.baseline_sum_mm == 130
     assert sums[1:] == [Decimal(87), Decimal(92)]
     assert [c.value if c else None for c in recist.categories()] == [None, "PR", "PR"]
