@@ -1,5 +1,5 @@
 """Which studies the pipeline works on, which criteria it applies (docs/criteria.md §0), and how a failing
-study and a silent PACS show up in the alerts store. No Orthanc: the PACS of the last tests is a pynetdicom SCP on
+study and a silent PACS show up in the alerts store. No Orthanc: the PACS of the last tests is a pynetdicom
 127.0.0.1 (or nothing at all on a free port)."""
 
 from __future__ import annotations
