@@ -334,7 +334,7 @@ def build_report(
         studies=tuple(studies[:n]),
         current=current_info,
         timeline=timeline,
-        assessment=Assessment(assessment.results, alerts),
+        assessment=replace(assessment, alerts=alerts),
         lesions=_lesion_facts(tracked, n - 1),
         evidence=tuple(dict.fromkeys(evidence)),
         predecessors=tuple(sorted(dict.fromkeys([*chosen, *predecessors]), key=lambda i: i.sop_instance_uid)),

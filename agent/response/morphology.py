@@ -180,12 +180,7 @@ def chun_timepoint(
             current, index, Category.NE, "chun_liver_targets", "no liver target lesion at baseline"
         )
     lesions = tuple(compare_lesion(target, record) for target, record in zip(targets, records, strict=True))
-    detail = tuple(
-        f"{m.lesion_id}: G{m.baseline_group or '?'} -> "
-        f"{'gone' if m.group is None and m.response is Category.OPTIMAL else f'G{m.group or chr(63)}'} = "
-        f"{m.response.value if m.response is not None else 'left out'}"
-        for m in lesions
-    )
+    detail: tuple[str, ...] = ()  # the per-lesion groups are in ``lesions``
     responses = [m.response for m in lesions if m.response is not None]
     if not responses:
         reason = "every liver target was group 1 at baseline and none worsened: nothing to improve"
@@ -198,7 +193,7 @@ def chun_timepoint(
         )
     left_out = [m.lesion_id for m in lesions if m.response is None]
     if left_out:
-        detail = (*detail, f"left out (group 1 at baseline, unchanged): {', '.join(left_out)}")
+        detail = (*detail, f"left out (group 1 at baseline): {', '.join(left_out)}")
     if len(set(responses)) > 1:
         detail = (*detail, "lesions disagree; the patient-level response is the worst lesion-level response")
     return _chun_assessment(current, index, category, "chun_worst_lesion", None, detail, lesions)

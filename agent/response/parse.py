@@ -521,3 +521,67 @@ def assessment_to_dict(assessment: Assessment) -> dict[str, Any]:
     out: dict[str, Any] = {r.criterion.key: criterion_to_dict(r, assessment) for r in assessment.results}
     out["alerts"] = [alert_to_dict(a) for a in assessment.alerts]
     return out
+
+
+def _num_text(value: object, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{text}{unit}"
+
+
+def _pct_text(value: object) -> str:
+    return "n/a" if value is None else f"{float(value):+.1f} %"  # type: ignore[arg-type]
+
+
+def _where(block: Mapping[str, Any]) -> str:
+    label, when = block.get("label"), block.get("date")
+    return " ".join(str(p) for p in (label, f"({when})" if when else None) if p)
+
+
+def explanation_lines(explained: Mapping[str, Any]) -> list[str]:
+    """A follow-up's explanation (an ``explanations`` entry of the Assessment JSON) as sentences, the same
+    words for the response SR, the PDF summary and the worklist (docs/criteria.md §1.7)."""
+    lines = [f"Rule: {explained.get('rule') or 'n/a'} ({explained.get('citation') or 'no citation'})."]
+    baseline = explained.get("baseline") or {}
+    reference = explained.get("reference")
+    compared = f"baseline {_num_text(baseline.get('sum_mm'), ' mm')} at {_where(baseline)}"
+    if reference and reference.get("kind") == "nadir":
+        compared += f"; nadir {_num_text(reference.get('sum_mm'), ' mm')} at {_where(reference)}"
+    if reference or baseline.get("sum_mm") is not None:
+        lines.append(f"Compared with {compared}.")
+    if explained.get("sum_mm") is not None:
+        kind = reference.get("kind") if reference else "reference"
+        vs_baseline = _pct_text(explained.get("change_vs_baseline_pct"))
+        vs_reference = _pct_text(explained.get("change_vs_reference_pct"))
+        total = _num_text(explained["sum_mm"], " mm")
+        lines.append(f"Sum {total}: {vs_baseline} vs baseline, {vs_reference} vs {kind}.")
+    elif explained.get("partial_sum_mm") is not None:
+        lines.append(f"Partial sum {_num_text(explained['partial_sum_mm'], ' mm')} (a target not assessed).")
+    density = explained.get("density")
+    if density:
+        lines.append(
+            f"Mean density {_num_text(density.get('mean_hu'), ' HU')} vs "
+            f"{_num_text(density.get('baseline_mean_hu'), ' HU')} at baseline "
+            f"({_pct_text(density.get('change_pct'))})."
+        )
+    lesions = explained.get("lesions") or []
+    if lesions:
+        parts = []
+        for les in lesions:
+            if les.get("quantity") == "chun_group":
+                before = f"G{les['baseline']}" if les.get("baseline") is not None else "G?"
+                after = f"G{les['current']}" if les.get("current") is not None else "gone"
+                parts.append(f"{les['id']} {before} -> {after} {les.get('result') or ''}".rstrip())
+            else:
+                text = f"{les['id']} {_num_text(les.get('baseline'))} -> {_num_text(les.get('current'))} HU"
+                parts.append(text if les.get("used") else f"{text} (left out: {les.get('result')})")
+        lines.append("Per lesion: " + "; ".join(parts) + ".")
+    if explained.get("state"):
+        lines.append(f"State: {explained['state']}.")
+    if explained.get("next_step"):
+        lines.append(f"Next: {explained['next_step']}.")
+    if explained.get("ne_reason"):
+        lines.append(f"Not evaluable: {explained['ne_reason']}.")
+    lines.extend(f"Note: {note}." for note in explained.get("notes") or [])
+    return lines

@@ -248,6 +248,7 @@ NEW_LESIONS = Code("LA-NEW", PRIVATE_SCHEME, "Unequivocal new lesion")  # ours; 
 YES = Code("LA-YES", PRIVATE_SCHEME, "Yes")  # ours
 NO = Code("LA-NO", PRIVATE_SCHEME, "No")  # ours
 RESPONSE_RULE = Code("LA-RULE", PRIVATE_SCHEME, "Rule applied")  # ours: TEXT, why the category was reached
+RESPONSE_EXPLANATION = Code("LA-WHY", PRIVATE_SCHEME, "Response explanation")  # ours: TEXT, figures
 #: docs/criteria.md §1.7 category value -> our code (no DICOM codes exist for overall time-point categories).
 CATEGORY_CODES = {
     value: Code(code_value, PRIVATE_SCHEME, meaning)  # ours

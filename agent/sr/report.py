@@ -109,8 +109,11 @@ class ResponseReport:
         return None if self.pre_read else len(self.studies) - 1
 
     def label(self, index: int) -> str:
-        """Time point label: BL, FU1, FU2, ... (the pre-read's current study is the next FU)."""
-        return "BL" if index == 0 else f"FU{index}"
+        """Time point label: BL, FU1, FU2, ..., PRE1 ... before the baseline (the timeline's labels); the
+        pre-read's current study is the next FU."""
+        if index < len(self.timeline.timepoints):
+            return self.timeline.label(index)
+        return f"FU{index - self.timeline.baseline_index}"
 
     @property
     def current_label(self) -> str:
@@ -204,13 +207,15 @@ def _text(main: str, note: str) -> str:
 def sums_by_timepoint(report: ResponseReport) -> tuple[Decimal | None, ...]:
     recist = report.recist()
     tps: tuple[TimepointAssessment | None, ...] = recist.timepoints
-    return (recist.baseline_sum_mm, *(tp.sum_mm if tp else None for tp in tps[1:]))
+    b = report.timeline.baseline_index
+    return tuple(recist.baseline_sum_mm if i == b else tp.sum_mm if tp else None for i, tp in enumerate(tps))
 
 
-def nadir_index(sums: tuple[Decimal | None, ...], before: int) -> int | None:
-    """Index of the smallest known sum among time points ``< before`` (earliest on ties)."""
+def nadir_index(sums: tuple[Decimal | None, ...], before: int, start: int = 0) -> int | None:
+    """Index of the smallest known sum among time points ``start`` (the baseline) to ``before`` (excluded),
+    earliest on ties."""
     best: int | None = None
-    for i in range(min(before, len(sums))):
+    for i in range(start, min(before, len(sums))):
         s = sums[i]
         if s is not None and (best is None or s < (sums[best] or Decimal(0))):
             best = i
@@ -224,13 +229,14 @@ def table(report: ResponseReport) -> Table:
     sums = sums_by_timepoint(report)
     current = report.current_index
     last_prior = n - 1 if report.pre_read else n - 2
-    nadir = nadir_index(sums, n if report.pre_read else n - 1)
+    b = tl.baseline_index
+    nadir = nadir_index(sums, n if report.pre_read else n - 1, b)
     # One column per distinct time point: "Baseline = nadir", "Previous = nadir (FU1)" when they coincide.
-    base_title = "Baseline = nadir" if nadir == 0 else "Baseline"
-    columns: list[Column] = [Column("baseline", base_title, 0, tl.timepoints[0].date)]
-    if nadir is not None and nadir not in (0, last_prior):
+    base_title = "Baseline = nadir" if nadir == b else "Baseline"
+    columns: list[Column] = [Column("baseline", base_title, b, tl.timepoints[b].date)]
+    if nadir is not None and nadir not in (b, last_prior):
         columns.append(Column("nadir", f"Nadir ({report.label(nadir)})", nadir, tl.timepoints[nadir].date))
-    if last_prior > 0:
+    if last_prior > b:
         title = "Previous = nadir" if nadir == last_prior else "Previous"
         date_ = tl.timepoints[last_prior].date
         columns.append(Column("previous", f"{title} ({report.label(last_prior)})", last_prior, date_))
@@ -298,8 +304,8 @@ def table(report: ResponseReport) -> Table:
 
     col_sums = tuple(None if c.index is None else sums[c.index] for c in columns)
     vs_bl = vs_nadir = None
-    if current is not None and current > 0:
-        vs_bl = percent_change(sums[current], sums[0])
+    if current is not None and current > b:
+        vs_bl = percent_change(sums[current], sums[b])
         vs_nadir = percent_change(sums[current], sums[nadir] if nadir is not None else None)
     recist = report.recist()
     return Table(

@@ -402,12 +402,18 @@ def _thresholds(report: ResponseReport) -> list[Flowable]:
 
 
 def _rules(report: ResponseReport) -> list[Flowable]:
-    from agent.sr.write import criterion_summary
+    """Per criterion: the rule sentence, then the figures behind it (reference, sums, density per lesion,
+    Chun groups, iRECIST state), so a radiologist can check the category (docs/criteria.md §1.7)."""
+    from agent.sr.write import criterion_explanation, criterion_summary
 
-    return [
-        Paragraph(_esc(criterion_summary(report, r)), _style(6.8, colour=MUTED, leading=8.6))
-        for r in report.assessment.results
-    ]
+    out: list[Flowable] = []
+    for r in report.assessment.results:
+        out.append(Paragraph(_esc(criterion_summary(report, r)), _style(6.8, colour=MUTED, leading=8.6)))
+        for line in criterion_explanation(report, r):
+            if line.startswith("Rule: "):
+                continue  # the sentence above already names the rule
+            out.append(Paragraph(_esc(line), _style(6.4, colour=MUTED, leading=8.0), bulletText="\u2013"))
+    return out
 
 
 def _alerts(report: ResponseReport, width: float) -> list[Flowable]:
@@ -473,17 +479,19 @@ def _spider(report: ResponseReport, width: float, height: float) -> Drawing:
     """Per-target % change of the diameter from baseline over time, with the sum, PR and PD lines."""
     tab = table(report)
     tl = report.timeline
-    days = [(tp.date - tl.timepoints[0].date).days for tp in tl.timepoints]
+    b = tl.baseline_index
+    days = [(tp.date - tl.timepoints[b].date).days for tp in tl.timepoints]
     series: list[tuple[str, list[tuple[int, Decimal]], bool]] = []
     for row in tab.rows:
         if row.kind is not LesionKind.TARGET:
             continue
-        base = row.numbers[0]
+        base = row.numbers[b]
         if not base:
             continue
-        pts = [(days[i], (v - base) * 100 / base) for i, v in enumerate(row.numbers) if v is not None]
+        numbers = list(enumerate(row.numbers))[b:]
+        pts = [(days[i], (v - base) * 100 / base) for i, v in numbers if v is not None]
         series.append((row.label, pts, False))
-    base_sum = tab.sums_by_timepoint[0]
+    base_sum = tab.sums_by_timepoint[b]
     if base_sum:
         pts = [
             (days[i], (s - base_sum) * 100 / base_sum)

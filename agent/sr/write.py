@@ -59,7 +59,7 @@ from pydicom.valuerep import DA, TM
 
 from agent import __version__
 from agent.response.model import Category, Criterion, CriterionResult, Lesion, LesionKind, Threshold
-from agent.response.parse import assessment_to_dict
+from agent.response.parse import assessment_to_dict, explanation, explanation_lines
 from agent.sr import codes
 from agent.sr.codes import Code
 from agent.sr.report import (
@@ -331,7 +331,7 @@ def _evidence_datasets(report: ResponseReport) -> list[Dataset]:
 
 def _time_point(report: ResponseReport, index: int, tab: Table) -> hd.sr.TimePointContext:
     label = report.label(index)
-    if index == 0:
+    if index == report.timeline.baseline_index:
         kind = codes.BASELINE
     elif index == tab.nadir_index:
         kind = codes.NADIR
@@ -573,7 +573,21 @@ def _criterion_items(report: ResponseReport, result: CriterionResult) -> list[An
         _item(codes.BEST_OVERALL_RESPONSE, codes.CATEGORY_CODES[result.bor.value], _CONTAINS, _method(c))
     )
     items.append(_item(codes.RESPONSE_RULE, criterion_summary(report, result), _CONTAINS, _method(c)))
+    for line in criterion_explanation(report, result):
+        items.append(_item(codes.RESPONSE_EXPLANATION, line, _CONTAINS, _method(c)))
     return items
+
+
+def criterion_explanation(report: ResponseReport, result: CriterionResult) -> list[str]:
+    """The figures behind the current category (docs/criteria.md §1.7): reference with label and date, sums
+    and % changes, densities, per-lesion groups, iRECIST state; the same lines as the PDF and the worklist."""
+    current = report.current_index
+    if current is None or current >= len(result.timepoints):
+        return []
+    tp = result.timepoints[current]
+    if tp is None:
+        return []
+    return explanation_lines(explanation(tp, report.assessment, result.baseline_sum_mm))
 
 
 def criterion_summary(report: ResponseReport, result: CriterionResult) -> str:
@@ -591,7 +605,7 @@ def criterion_summary(report: ResponseReport, result: CriterionResult) -> str:
             f"{report.label(last.index)} {last.date.isoformat()} ({last.rule}); "
             f"BOR so far {category_text(result.bor)}."
         )
-    if current == 0:
+    if current <= report.timeline.baseline_index:
         return f"{name}: baseline; no response yet."
     tp = result.timepoints[current]
     if tp is None:

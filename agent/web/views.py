@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 
 from agent.alerts.results import CRITERION_LABELS, StoredResult
+from agent.response.parse import explanation_lines
 
 CATEGORY_TONE = {
     "CR": "good", "PR": "good", "iCR": "good", "iPR": "good", "optimal": "good",
@@ -78,9 +79,26 @@ def criteria_table(result: StoredResult) -> list[dict[str, Any]]:
                 "change_nadir": block.get("change_vs_nadir_pct", []),
                 "bor": block.get("bor"),
                 "current": result.category(key),
+                **_why(block, result.timepoint),
             }
         )
     return out
+
+
+def _why(block: dict[str, Any], timepoint: int | None) -> dict[str, Any]:
+    """The latest follow-up's explanation: its label and the sentences behind its category (rule and
+    citation, reference with date and label, sums and % changes, density, per-lesion figures, iRECIST
+    state); empty for results stored before explanations existed."""
+    entries = block.get("explanations") or []
+    at = entries[timepoint] if timepoint is not None and 0 <= timepoint < len(entries) else None
+    explained = [e for e in entries if e]
+    if at is None and not explained:
+        return {"why_label": None, "why": []}
+    last = at or explained[-1]
+    return {
+        "why_label": f"{last.get('label') or ''} {last.get('date') or ''}".strip(),
+        "why": explanation_lines(last),
+    }
 
 
 def thresholds(result: StoredResult) -> list[dict[str, Any]]:

@@ -125,3 +125,15 @@ def test_summary_header_matches_the_sr_and_says_unverified(outputs: dict[str, An
     assert pdf.SeriesInstanceUID != sr.SeriesInstanceUID  # a series holds one modality
     sources = {s.ReferencedSOPInstanceUID for s in pdf.SourceInstanceSequence}
     assert sr.SOPInstanceUID in sources
+
+
+def test_text_layer_shows_why_each_category_was_reached(outputs: dict[str, Any]) -> None:
+    """docs/criteria.md §1.7: the reference with its label and date, the sums, the Choi density per lesion."""
+    text = " ".join(outputs["post"]["text"].split())
+    for needle in (
+        "Compared with baseline 130 mm at BL (2024-01-08)",
+        "nadir 87 mm at FU1",
+        "Per lesion:",
+        "HU",
+    ):
+        assert needle in text, needle

@@ -206,6 +206,10 @@ def test_pages_need_login_and_patient_data_appears_only_after(client: TestClient
     study = client.get("/studies/1.2.826.0.2.2").text
     for expected in ("DISC_RECIST_PD_CHOI_PR", "Choi H et al", "<svg", "PD +20%", "T1", "T2", "RECIST 1.1"):
         assert expected in study
+    # every result explains itself: reference with label and date, sums, Choi density per lesion
+    for expected in ('id="why-recist"', "Compared with baseline 80 mm at BL (2024-01-08)", "Mean density",
+                     "T1 80 -&gt; 40 HU", "Sum 98 mm"):  # fmt: skip
+        assert expected in study, expected
     assert client.get("/studies/9.9.9").status_code == 404
     assert client.post("/logout", follow_redirects=False).status_code == 303
 
