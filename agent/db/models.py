@@ -173,6 +173,36 @@ class Instance(Base):
     series: Mapped[Series] = relationship(back_populates="instances")
 
 
+class AcquisitionContext(Base):
+    """The acquisition context learned from the PACS about an image we do not hold (or its series).
+
+    One row per (series, instance); ``sop_uid`` is empty for what the series-level answer said. Written when
+    a C-FIND answered or a referenced instance was retrieved, so a prior image is asked about once. Values are
+    the DICOM strings as answered; None when the PACS did not say.
+    """
+
+    __tablename__ = "acquisition_context"
+    __table_args__ = (UniqueConstraint("series_uid", "sop_uid", name="uq_acquisition_context_series_sop"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_uid: Mapped[str] = mapped_column(String(UID_LEN))
+    sop_uid: Mapped[str] = mapped_column(String(UID_LEN), default="", index=True)
+    study_uid: Mapped[str | None] = mapped_column(String(UID_LEN))
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    series_description: Mapped[str | None] = mapped_column(String(64))
+    contrast_agent: Mapped[str | None] = mapped_column(String(64))
+    contrast_route: Mapped[str | None] = mapped_column(String(64))
+    slice_thickness: Mapped[str | None] = mapped_column(String(16))
+    kvp: Mapped[str | None] = mapped_column(String(16))
+    pixel_spacing: Mapped[str | None] = mapped_column(String(34))
+    contrast_delay_s: Mapped[str | None] = mapped_column(String(16))
+    # How it was learned: "query" (C-FIND) or "retrieved" (the instance's own header); and from which peer.
+    source: Mapped[str] = mapped_column(String(16))
+    peer: Mapped[str | None] = mapped_column(String(64))
+    learned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Job(Base):
     """A durable queue row: the pipeline claims it with a lease, so a crash never loses the work."""
 

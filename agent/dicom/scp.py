@@ -37,6 +37,7 @@ from agent.dicom.counters import ReceiveCounters
 from agent.dicom.header import HeaderError, Identity, read_identity
 from agent.dicom.reactor import EventRequestHandler, StoreCommand
 from agent.dicom.spool import PREAMBLE, Spool, SpoolError, _write_all, is_valid_uid
+from agent.dicom.transfer import TRANSFER_SYNTAXES
 from agent.log import get_logger, uid_hash
 
 log = get_logger(__name__)
@@ -61,24 +62,6 @@ ACCEPTED_FAMILIES: dict[str, tuple[str, ...]] = {
     "Encapsulated PDF": ("104.1",),
 }
 
-# Transfer syntaxes accepted for every storage class, in order of preference. Data is stored as received.
-TRANSFER_SYNTAXES: tuple[str, ...] = (
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
-    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
-    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
-    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, First-Order Prediction (Process 14 [SV1])
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 (Lossless Only)
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000
-    "1.2.840.10008.1.2.4.201",  # High-Throughput JPEG 2000 (Lossless Only)
-    "1.2.840.10008.1.2.4.202",  # High-Throughput JPEG 2000 with RPCL Options (Lossless Only)
-    "1.2.840.10008.1.2.4.203",  # High-Throughput JPEG 2000
-    "1.2.840.10008.1.2.5",  # RLE Lossless
-)
 VERIFICATION = "1.2.840.10008.1.1"
 
 

@@ -29,6 +29,7 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 
 from agent.config import PeerSettings
+from agent.dicom.transfer import TRANSFER_SYNTAXES
 from agent.log import get_logger
 
 log = get_logger(__name__)
@@ -375,7 +376,9 @@ class PeerClient:
         classes = sorted({i.sop_class_uid for i in instances if i.sop_class_uid} | set(SR_STORAGE_CLASSES))
         roles = []
         for uid in classes:
-            ae.add_requested_context(uid, list(UNCOMPRESSED))
+            # Images (e.g. the CT a prior measurement was made on) as the PACS holds them, compressed or not.
+            syntaxes = UNCOMPRESSED if uid in SR_STORAGE_CLASSES else TRANSFER_SYNTAXES
+            ae.add_requested_context(uid, list(syntaxes))
             roles.append(build_role(uid, scp_role=True))
         total = RetrieveResult(0, 0, 0)
         with self._association(ae, ext_neg=roles, handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:

@@ -174,9 +174,10 @@ class Peer(ABC):
 
     @abstractmethod
     def find_instances(
-        self, study_uid: str, series_uid: str, keys: Sequence[str] = ()
+        self, study_uid: str, series_uid: str, keys: Sequence[str] = (), sop_uids: Sequence[str] = ()
     ) -> list[InstanceMatch]:
-        """The instances of a series, with the extra return ``keys`` (e.g. ``SliceThickness``)."""
+        """The instances of a series (only ``sop_uids`` when given), with the extra return ``keys`` (e.g.
+        ``SliceThickness``)."""
 
     @abstractmethod
     def retrieve(self, instances: Sequence[InstanceMatch], receiver: Receiver) -> RetrieveResult:

@@ -123,13 +123,13 @@ class DimsePeer(Peer):
         return out
 
     def find_instances(
-        self, study_uid: str, series_uid: str, keys: Sequence[str] = ()
+        self, study_uid: str, series_uid: str, keys: Sequence[str] = (), sop_uids: Sequence[str] = ()
     ) -> list[InstanceMatch]:
         q = Dataset()
         q.QueryRetrieveLevel = "IMAGE"
         q.StudyInstanceUID = study_uid
         q.SeriesInstanceUID = series_uid
-        q.SOPInstanceUID = ""
+        q.SOPInstanceUID = (list(sop_uids) if len(sop_uids) > 1 else sop_uids[0]) if sop_uids else ""
         q.SOPClassUID = ""
         for key in keys:
             setattr(q, key, "")

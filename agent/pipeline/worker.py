@@ -54,8 +54,9 @@ from agent.db.models import (
 from agent.log import get_logger, stack_frames, uid_hash
 from agent.metrics import PIPELINE_DURATION
 from agent.peers import Outcome as PeerOutcome
-from agent.peers import PeerError
+from agent.peers import PeerError, Receiver
 from agent.pipeline import jobs, outbox
+from agent.pipeline.acquisition import AcquisitionIndex, resolve_reports
 from agent.pipeline.assemble import (
     Assembly,
     CurrentStudy,
@@ -68,14 +69,13 @@ from agent.pipeline.assemble import (
     set_aside_ours,
     timeline_options,
 )
-from agent.pipeline.classify import choose_context, classify, read_series_facts, series_info
+from agent.pipeline.classify import choose_context, classify, read_series_facts
 from agent.pipeline.health import AlertPolicy
 from agent.pipeline.priors import LocalSR, StoreHandler, gather
 from agent.pipeline.tracking import ReportInput, timeline_to_dict
 from agent.queue import LeaseKeeper, record_outcome
 from agent.response.model import Context
 from agent.response.parse import assessment_to_dict
-from agent.sr.context import SeriesInfo
 from agent.sr.read import ReportCache
 from agent.sr.report import Instance as ReportInstance
 
@@ -165,49 +165,6 @@ class Deps:
         self.policy = AlertPolicy.from_settings(self.settings)
 
 
-def index_lookup(sessions: sessionmaker[Session], spool_root: Path) -> Any:
-    """The SR reader's series lookup over the index (and one spooled header per series)."""
-    cache: dict[str, SeriesInfo | None] = {}
-
-    def lookup(study_uid: str | None, series_uid: str | None, sop_uid: str | None) -> SeriesInfo | None:
-        key = series_uid or sop_uid or ""
-        if key in cache:
-            return cache[key]
-        with sessions() as session:
-            query = select(
-                Series.series_uid,
-                Series.modality,
-                Series.description,
-                Study.study_uid,
-                Study.study_date,
-                select(func.min(Instance.path)).where(Instance.series_pk == Series.id).scalar_subquery(),
-            )
-            query = query.join(Study, Study.id == Series.study_pk)
-            if series_uid:
-                query = query.where(Series.series_uid == series_uid)
-            elif sop_uid:
-                query = query.join(Instance, Instance.series_pk == Series.id).where(
-                    Instance.sop_uid == sop_uid
-                )
-            else:
-                return None
-            row = session.execute(query).first()
-        info = None
-        if row is not None:
-            info = series_info(
-                spool_root / row[5] if row[5] else None,
-                study_uid=row.study_uid,
-                series_uid=row.series_uid,
-                study_date=row.study_date,
-                modality=row.modality,
-                description=row.description,
-            )
-        cache[key] = info
-        return info
-
-    return lookup
-
-
 def read_inputs(
     reports: Sequence[LocalSR],
     settings: Settings,
@@ -272,8 +229,20 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
     timings["find"] = search.find_s
     timings["retrieve"] = search.retrieve_s
 
+    # The acquisition context of every measured image (and the pixels of those without attenuation).
+    lookup = AcquisitionIndex(sessions, spool_root, density=settings.sr.density_from_images)
+    wanted = [r.path for r in search.reports if not (study_date and (r.study_date or "") > study_date)]
+    try:
+        acquired = resolve_reports(
+            lookup, wanted, settings, Receiver(settings.dicom.ae_title, deps.store_handler), deps.reports
+        )
+    except PeerError as exc:
+        raise RetryLater(str(exc), outage=peer_outage(exc)) from exc
+    timings["context_query"] = acquired.query_s
+    timings["context_retrieve"] = acquired.retrieve_s
+    search.warnings.extend(acquired.warnings)
+
     t0 = time.perf_counter()
-    lookup = index_lookup(sessions, spool_root)
     usable, read_warnings = read_inputs(search.reports, settings, lookup, study_date, deps.reports)
     items, ours = set_aside_ours(usable)
     attrs = dict(facts[0].attributes) if facts else {}

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from agent.response.model import STATUSES_BY_KIND, LesionKind, LesionStatus, Phase
-from agent.sr import codes
+from agent.sr import codes, density
 from agent.sr.codes import Code, matches
-from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesLookup, image_context
+from agent.sr.context import DEFAULT_PHASE_RULES, ImageSource, PhaseRule, SeriesLookup, image_context
 from agent.sr.read import Measurement, MeasurementGroup, MeasurementKind, Region, SRReport, is_lesion_group
 
 
@@ -77,6 +77,7 @@ def _observation(
     if short_m is None and (short_m := group.first(MeasurementKind.PERPENDICULAR)) is not None:
         notes.append(f"short axis taken from {short_m.name.meaning or short_m.name.value}")
     hu_m = group.first(MeasurementKind.MEAN_HU)
+    computed = None if hu_m is not None else _computed_density(group, lookup, notes)
     for axis, chosen in ((MeasurementKind.LONG_AXIS, long_m), (MeasurementKind.SHORT_AXIS, short_m)):
         others = [
             m for m in group.measurements if m.kind is axis and chosen is not None and m.value != chosen.value
@@ -116,6 +117,8 @@ def _observation(
         "images": [img.sop_instance_uid for img in group.images][:16],
         "context_from": acquisition.source if acquisition is not None else None,
     }
+    if computed is not None:
+        source["mean_hu_method"] = computed.text
     return Observation(
         tracking_uid=group.tracking_uid,
         tracking_identifier=group.tracking_identifier,
@@ -123,7 +126,7 @@ def _observation(
         is_node=is_node,
         long_axis_mm=long_m.value if long_m else None,
         short_axis_mm=short_m.value if short_m else None,
-        mean_hu=hu_m.value if hu_m else None,
+        mean_hu=hu_m.value if hu_m else computed.mean_hu if computed else None,
         kind=kind,
         status=status,
         phase=phase,
@@ -134,6 +137,33 @@ def _observation(
         notes=tuple(notes) + group.warnings,
         source=source,
     )
+
+
+def _computed_density(
+    group: MeasurementGroup, lookup: SeriesLookup | None, notes: list[str]
+) -> density.Density | None:
+    """The mean HU measured from the referenced CT image when the group gives none (and the lookup holds
+    the image); the method, or why it could not be measured, goes in the notes."""
+    if not isinstance(lookup, ImageSource):
+        return None
+    where = density.outline(group)
+    if where is None:
+        return None
+    path = lookup.image_path(where.sop_instance_uid)
+    if path is None:
+        notes.append(
+            f"mean HU not measured: image {density.image_hash(where.sop_instance_uid)} is not held here"
+        )
+        return None
+    try:
+        found = density.measure(path, where)
+    except density.DensityError as exc:
+        notes.append(
+            f"mean HU not measured on image {density.image_hash(where.sop_instance_uid)}: {exc.reason}"
+        )
+        return None
+    notes.append(found.text)
+    return found
 
 
 def _organ(sites: Sequence[Code], is_node: bool) -> tuple[str, str | None]:
