@@ -206,11 +206,15 @@ def _lesion_facts(tracked: TrackedTimeline, upto: int) -> dict[str, LesionDicom]
     first_uid: dict[str, str] = {}
     first_identifier: dict[str, str] = {}
     facts: dict[str, LesionDicom] = {}
-    for tp in tracked.timepoints[: upto + 1]:
+    computed: dict[str, list[tuple[int, str]]] = {}
+    for t, tp in enumerate(tracked.timepoints[: upto + 1]):
         report = tp.report.report
         for tl in tp.lesions:
             lesion_id = tl.lesion.id
             src = tl.sources[0] if tl.sources else {}
+            method = src.get("mean_hu_method")
+            if isinstance(method, str):
+                computed.setdefault(lesion_id, []).append((t, method))
             uid = src.get("tracking_uid")
             if isinstance(uid, str) and lesion_id not in first_uid:
                 first_uid[lesion_id] = uid
@@ -236,7 +240,12 @@ def _lesion_facts(tracked: TrackedTimeline, upto: int) -> dict[str, LesionDicom]
                 regions=group.regions if group is not None else (),
             )
     return {
-        k: replace(v, tracking_uid=first_uid.get(k), tracking_identifier=first_identifier.get(k))
+        k: replace(
+            v,
+            tracking_uid=first_uid.get(k),
+            tracking_identifier=first_identifier.get(k),
+            hu_computed=tuple(computed.get(k, ())),
+        )
         for k, v in facts.items()
     }
 

@@ -77,6 +77,8 @@ class LesionDicom:
     site_codes: tuple[Code, ...] = ()
     images: tuple[ImageRef, ...] = ()
     regions: tuple[Region, ...] = ()
+    # (time point index, how) for each mean HU the agent measured from the image (the SR gave none).
+    hu_computed: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

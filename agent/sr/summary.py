@@ -299,6 +299,54 @@ def _lesion_table(report: ResponseReport, width: float) -> Table:
     return t
 
 
+def _attenuation(report: ResponseReport, width: float) -> list[Flowable]:
+    """Each lesion's mean HU at each visit (a star where the agent measured it from the image)."""
+    tab = table(report)
+    tps = report.timeline.timepoints
+    rows: list[list[Any]] = []
+    starred = False
+    for row in tab.rows:
+        dicom = report.lesions.get(row.lesion_id)
+        computed = {t for t, _ in dicom.hu_computed} if dicom is not None else set()
+        cells = []
+        for t, tp in enumerate(tps):
+            record = next((les for les in tp.lesions if les.id == row.lesion_id), None)
+            if record is None or record.mean_hu is None:
+                cells.append("–")
+                continue
+            star = "*" if t in computed else ""
+            starred = starred or bool(star)
+            cells.append(_minus(f"{record.mean_hu.quantize(Decimal('1'))} HU{star}"))
+        if any(c != "–" for c in cells):
+            rows.append([f"{row.label} {row.name}", *cells])
+    if not rows:
+        return []
+    head = ["Lesion"] + [f"{report.label(t)}\n{tp.date.isoformat()}" for t, tp in enumerate(tps)]
+    value_w = (width - 40 * mm) / len(tps)
+    t = Table([head, *rows], colWidths=[40 * mm] + [value_w] * len(tps), repeatRows=1)
+    t.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), FONT, 7.5),
+                ("FONT", (0, 0), (-1, 0), FONT_BOLD, 7),
+                ("TEXTCOLOR", (0, 0), (-1, 0), MUTED),
+                ("ALIGN", (1, 0), (-1, -1), "RIGHT"),
+                ("LINEBELOW", (0, 0), (-1, 0), 0.8, INK),
+                ("TOPPADDING", (0, 0), (-1, -1), 2.2),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 2.2),
+            ]
+        )
+    )
+    out: list[Flowable] = [_section("Mean attenuation per visit"), Spacer(0, 1.5 * mm), t]
+    if starred:
+        note = (
+            "* mean HU computed by liver-agent from the referenced CT image (inside the drawn region, else "
+            "the ellipse spanned by the measured axes); the SR gave none. An SR's own value is always used."
+        )
+        out += [Spacer(0, 1 * mm), Paragraph(_esc(note), _style(6.5))]
+    return [*out, Spacer(0, 4 * mm)]
+
+
 def _category_cell(category: Category | None, bold: bool = False) -> Paragraph:
     text = category_text(category)
     colour = CATEGORY_COLOURS.get(category) if category is not None else None
@@ -692,6 +740,7 @@ def render_pdf(report: ResponseReport) -> bytes:
         Spacer(0, 1.5 * mm),
         _lesion_table(report, left_w),
         Spacer(0, 5 * mm),
+        *_attenuation(report, left_w),
         _section("Response by criterion" + (" (last prior time point)" if report.pre_read else "")),
         Spacer(0, 1.5 * mm),
         _response_table(report, left_w),

@@ -675,6 +675,10 @@ def _qualitative_evaluations(report: ResponseReport, tab: Table) -> Any:
         )
     for k in range(len(tab.rows)):
         items.append(_item(codes.LESION_SUMMARY, lesion_sentence(report, tab, k)))
+    for row in tab.rows:  # how each mean HU the SRs did not give was obtained
+        dicom = report.lesions.get(row.lesion_id)
+        for index, how in dicom.hu_computed if dicom is not None else ():
+            items.append(_item(codes.COMMENT, f"{row.label} {row.name} {report.label(index)}: {how}"))
     for alert in sorted_alerts(report):
         where = "" if alert.timepoint is None else f" [{report.label(alert.timepoint)}]"
         items.append(
