@@ -4,8 +4,8 @@ Modality, contrast phase inputs (series description, Contrast/Bolus Agent and Ro
 thickness, kVp and pixel spacing of the images prior measurements were made on, as a C-FIND answered or the
 retrieved instance said, so a prior is asked about once.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
