@@ -19,6 +19,8 @@ from agent.response.parse import (
     ValidationError,
     assessment_to_dict,
     criterion_from_name,
+    explanation,
+    explanation_lines,
     timeline_from_dict,
 )
 from agent.response.recist import target_value
@@ -97,15 +99,16 @@ _STYLE = {
 }
 
 
-def _cat(category: Category | None) -> str:
+def _cat(category: Category | None, role: str = "baseline") -> str:
     if category is None:
-        return "baseline"
+        return role
     style = _STYLE.get(category)
     return f"[{style}]{category.value}[/]" if style else category.value
 
 
 def print_table(timeline: Timeline, assessment: Assessment) -> None:
-    """Lesions x time points, sums, % change and categories, then the alerts (rich)."""
+    """Lesions x time points, sums, % change and categories, why each criterion reached its latest category,
+    then the alerts (rich)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -114,9 +117,7 @@ def print_table(timeline: Timeline, assessment: Assessment) -> None:
     table = Table(title=f"Tumour response — {timeline.context.primary}", show_lines=False)
     table.add_column("")
     for i, tp in enumerate(timeline.timepoints):
-        table.add_column(
-            f"{'BL' if i == 0 else f'FU{i}'}\n{tp.date.isoformat()}\n{tp.modality or ''}", justify="right"
-        )
+        table.add_column(f"{timeline.label(i)}\n{tp.date.isoformat()}\n{tp.modality or ''}", justify="right")
     for k, base in enumerate(registry.targets):
         label = f"T {base.id} ({base.organ}{', node SA' if base.is_node else ''})"
         table.add_row(label, *[_mm(target_value(recs[k])) for recs in registry.target_records])
@@ -134,35 +135,45 @@ def print_table(timeline: Timeline, assessment: Assessment) -> None:
         )
     table.add_row("New lesions", *new_cells)
     recist = assessment.get(Criterion.RECIST)
+    b = timeline.baseline_index
     if recist is not None:
+        steps = recist.timepoints
         table.add_section()
         table.add_row(
             "Sum (mm)",
-            _mm(recist.baseline_sum_mm),
-            *[_mm(tp.sum_mm if tp else None) for tp in recist.timepoints[1:]],
+            *[
+                _mm(recist.baseline_sum_mm if i == b else tp.sum_mm if tp else None)
+                for i, tp in enumerate(steps)
+            ],
         )
-        table.add_row(
-            "vs baseline",
-            "",
-            *[_pct(tp.change_vs_baseline_pct if tp else None) for tp in recist.timepoints[1:]],
-        )
-        table.add_row(
-            "Nadir (mm)", "", *[_mm(tp.nadir_sum_mm if tp else None) for tp in recist.timepoints[1:]]
-        )
-        table.add_row(
-            "vs nadir", "", *[_pct(tp.change_vs_nadir_pct if tp else None) for tp in recist.timepoints[1:]]
-        )
+        table.add_row("vs baseline", *[_pct(tp.change_vs_baseline_pct if tp else None) for tp in steps])
+        table.add_row("Nadir (mm)", *[_mm(tp.nadir_sum_mm if tp else None) for tp in steps])
+        table.add_row("vs nadir", *[_pct(tp.change_vs_nadir_pct if tp else None) for tp in steps])
     table.add_section()
     for result in assessment.results:
-        cells = ["" if tp is None else _cat(tp.category) for tp in result.timepoints]
+        cells = [
+            _cat(tp.category if tp else None, "history" if i < b else "baseline" if i == b else "")
+            for i, tp in enumerate(result.timepoints)
+        ]
         table.add_row(f"{result.criterion.value} (BOR {result.bor.value})", *cells)
     console.print(table)
     if recist is not None and recist.next_thresholds:
         parts = [
-            f"{t.category.value} if the target sum {t.comparison} {_mm(t.value)} mm"
+            f"{t.category.value} if the {t.quantity.replace('_mm', '').replace('_', ' ')} {t.comparison} "
+            f"{_mm(t.value)} mm"
             for t in recist.next_thresholds
         ]
         console.print("Next read (RECIST 1.1): " + "; ".join(parts))
+    for result in assessment.results:
+        last = next((tp for tp in reversed(result.timepoints) if tp is not None), None)
+        if last is None:
+            continue
+        console.print(
+            f"[bold]{result.criterion.value}[/]: {last.category.value} at {timeline.label(last.index)}",
+            highlight=False,
+        )
+        for line in explanation_lines(explanation(last, assessment, result.baseline_sum_mm)):
+            console.print(f"  {line}", markup=False, highlight=False)
     if assessment.alerts:
         alerts = Table(title="Alerts")
         for col in ("time point", "severity", "code", "message"):
