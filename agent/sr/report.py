@@ -184,7 +184,7 @@ def fmt_pct(value: Decimal | None) -> str:
 
 
 def cell(record: Lesion | None) -> tuple[str, str, Decimal | None]:
-    """(value, note, diameter) of one lesion record: ("36 mm", "", 36), ("–", "not reported", None)."""
+    """(value, note, diameter) of one lesion record: ("36 mm", "62 HU", 36), ("–", "not reported", None)."""
     if record is None:
         return "–", "not reported", None
     status = record.status.value.replace("_", " ")
@@ -195,6 +195,9 @@ def cell(record: Lesion | None) -> tuple[str, str, Decimal | None]:
         note = status if record.status.value in ("too_small", "disappeared", "coalesced") else ""
         if record.fragments_mm:
             note = f"{len(record.fragments_mm)} fragments"
+        if record.mean_hu is not None:  # the density Choi compares, visit by visit
+            hu = f"{record.mean_hu.quantize(Decimal('1'))} HU"
+            note = f"{note}, {hu}" if note else hu
         return _mm(value), note, value
     value = record.diameter_mm
     if value is not None:

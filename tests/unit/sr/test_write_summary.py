@@ -137,3 +137,10 @@ def test_text_layer_shows_why_each_category_was_reached(outputs: dict[str, Any])
         "HU",
     ):
         assert needle in text, needle
+
+
+def test_lesion_table_shows_the_density_of_each_target_at_each_visit(outputs: dict[str, Any]) -> None:
+    """Choi density is checkable from the table: T1 80 HU at baseline, 60 HU at FU1, 62 HU now."""
+    text = " ".join(outputs["post"]["text"].split())
+    for needle in ("80 HU", "60 HU", "62 HU"):
+        assert needle in text, needle
