@@ -266,7 +266,22 @@ def build_registry(timeline: Timeline) -> Registry:
         nrec: list[Lesion | None] = [None] * len(non_targets)
         new: list[Lesion] = []
         continuations: list[tuple[Lesion, Lesion]] = []
+        ids = [rec.id for rec in tps[t].lesions]
+        duplicated = {i for i in ids if ids.count(i) > 1}
+        for lesion_id in sorted(duplicated) if track else ():
+            problems.append(
+                TrackingProblem(
+                    t,
+                    lesion_id,
+                    Problem.INCONSISTENT,
+                    f"{ids.count(lesion_id)} records carry the id {lesion_id} at this time point",
+                )
+            )
         for rec in tps[t].lesions:
+            if rec.id in duplicated and rec.id in base_by_id:
+                continue  # which record is the baseline lesion is unknown: not assessed
+            if rec.id in duplicated and any(n.id == rec.id for n in new):
+                continue
             base = base_by_id.get(rec.id)
             kind = rec.kind
             if kind is LesionKind.NEW:

@@ -701,3 +701,16 @@ def test_every_followup_of_every_criterion_carries_rule_and_citation() -> None:
     for result in assess_timeline(tl).results:
         step = result.timepoints[1]
         assert step is not None and step.rule and step.citation, result.criterion
+
+
+def test_two_records_with_one_id_built_outside_the_parser_make_the_lesion_not_assessed() -> None:
+    """RECIST §4.3.1: one value per target; two records for T1 (e.g. from two SR groups) cannot both be it."""
+    from dataclasses import replace
+
+    tl = timeline(visit(t("T1", 30), t("T2", 30)), visit(t("T1", 31), t("T2", 30)))
+    fu = tl.timepoints[1]
+    doubled = replace(fu, lesions=(*fu.lesions, replace(fu.lesions[0], long_axis_mm=D(90))))
+    tl = replace(tl, timepoints=(tl.timepoints[0], doubled))
+    a = assess_timeline(tl)
+    assert categories(a, Criterion.RECIST) == [None, "NE"]
+    assert alert(a, "LESION_RECORD_INCONSISTENT", 1).severity is Severity.CRITICAL
