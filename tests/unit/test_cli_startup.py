@@ -99,3 +99,13 @@ def test_the_command_list_says_what_each_parser_says(name: str) -> None:
     subparsers = parser.add_subparsers()
     importlib.import_module(module).register(subparsers, [])
     assert [(a.dest, a.help) for a in subparsers._choices_actions] == [(name, summary)]
+
+
+def test_every_command_module_is_listed() -> None:
+    commands = Path(__file__).resolve().parents[2] / "agent" / "commands"
+    registering = {
+        f"agent.commands.{p.stem}"
+        for p in commands.glob("*.py")
+        if "\ndef register(" in p.read_text(encoding="utf-8")
+    }
+    assert registering == {module for module, _ in COMMANDS.values()}
