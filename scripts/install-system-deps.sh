@@ -8,6 +8,7 @@
 # left alone. The tests start their own Orthanc and PostgreSQL on free ports.
 set -euo pipefail
 packages=(dcmtk orthanc dicom3tools poppler-utils iproute2 util-linux postgresql chromium)
+# POLICY_RC_D moves the policy file elsewhere; only the installer's test sets it (with a fake apt on PATH).
 policy="${POLICY_RC_D:-/usr/sbin/policy-rc.d}"
 need=()
 for p in "${packages[@]}"; do
@@ -30,6 +31,7 @@ if [ -e "$policy" ]; then
   $sudo mv -f "$policy" "$saved"
 fi
 trap restore_policy EXIT
+trap "exit 130" INT TERM HUP  # an interrupted install also puts the policy back
 # Exit status 101: "action forbidden by policy" (invoke-rc.d(8)); no service is started during the install.
 printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
 $sudo chmod 755 "$policy"
