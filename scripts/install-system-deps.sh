@@ -30,8 +30,7 @@ if [ -e "$policy" ]; then
   saved="$policy.liver-agent-saved"
   $sudo mv -f "$policy" "$saved"
 fi
-trap restore_policy EXIT
-trap "exit 130" INT TERM HUP  # an interrupted install also puts the policy back
+trap restore_policy EXIT  # also when interrupted (bash runs it on SIGINT and SIGTERM)
 # Exit status 101: "action forbidden by policy" (invoke-rc.d(8)); no service is started during the install.
 printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
 $sudo chmod 755 "$policy"

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "install-system-deps.sh"
@@ -83,3 +87,34 @@ def test_the_script_kills_and_stops_nothing_by_name() -> None:
     assert not re.search(
         r"\b(systemctl|service|invoke-rc\.d)\b[^\n]*\b(stop|kill|restart|disable|mask)\b", code
     )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_install_puts_the_policy_back(tmp_path: Path, signum: int) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    policy = tmp_path / "policy-rc.d"
+    started = tmp_path / "apt-started"
+    scripts = {
+        "dpkg-query": "#!/bin/sh\nprintf 'unknown ok not-installed'\n",
+        "id": "#!/bin/sh\necho 0\n",
+        # An install that hangs until the operator presses Ctrl-C.
+        "apt-get": f'#!/bin/sh\nif echo "$*" | grep -q install; then touch {started}; exec sleep 60; fi\n',
+    }
+    for name, body in scripts.items():
+        (fake / name).write_text(body)
+        (fake / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "POLICY_RC_D": str(policy)}
+    proc = subprocess.Popen(["bash", str(SCRIPT)], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists() and policy.exists()
+        os.killpg(proc.pid, signum)  # Ctrl-C (or a stop) reaches the whole foreground group
+        assert proc.wait(30) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert not policy.exists()
