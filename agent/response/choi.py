@@ -260,20 +260,32 @@ def choi_target_response(
         and choi_density_pr(density.sum_hu, density.baseline_sum_hu)
     )
     size_pd = choi_size_pd(size, reference)
+    by_size = f"size {size} mm, {_pct_text(size, baseline_size)} vs baseline {baseline_size} mm"
+    growth = f"{_pct_text(size, reference)} vs the reference {reference} mm"
+    by_density = (
+        f"density {_pct_text(density.sum_hu, density.baseline_sum_hu)} vs baseline"
+        if density.evaluable
+        else "density not evaluable"
+    )
     if modified:
         if size_pr and density_pr and not size_pd:
-            return Category.PR, "mchoi_pr_size_and_density", None
+            return Category.PR, f"mchoi_pr_size_and_density: {by_size} (<= -10 %) and {by_density}", None
     else:
         if density_pr:
-            return Category.PR, "choi_pr_density", None
+            return Category.PR, f"choi_pr_density: {by_density} (<= -15 %)", None
         if size_pr and not size_pd:
-            return Category.PR, "choi_pr_size", None
+            return Category.PR, f"choi_pr_size: {by_size} (<= -10 %), not +10 % over the reference", None
     if not density.evaluable:
         label = "mchoi" if modified else "choi"
         return Category.NE, f"{label}_density_not_evaluable", f"density not evaluable: {density.reason}"
     if size_pd and not density_pr:
-        return Category.PD, "choi_pd_size", None
-    return Category.SD, "choi_sd", None
+        return Category.PD, f"choi_pd_size: {growth} (>= +10 %) and no PR by density ({by_density})", None
+    return Category.SD, f"choi_sd: {by_size}, {growth}, {by_density}: neither PR nor PD", None
+
+
+def _pct_text(value: Decimal | None, reference: Decimal | None) -> str:
+    change = None if value is None or reference is None else percent_change(value, reference)
+    return "n/a" if change is None else f"{change.quantize(Decimal('0.1')):+f} %"
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,7 +206,7 @@ def test_result_carries_sums_density_and_reason() -> None:
     assert step is not None
     assert step.sum_mm == 62 and step.baseline_sum_mm == 50
     assert step.density_hu == 40 and step.density_baseline_hu == 80 and step.change_density_pct == -50
-    assert step.rule == "choi_pr_density" and step.citation.startswith("Choi H")
+    assert step.rule.startswith("choi_pr_density: density -") and step.citation.startswith("Choi H")
 
 
 def test_bor_is_best_response_up_to_first_pd() -> None:
