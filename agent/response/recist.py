@@ -296,28 +296,27 @@ def best_overall_response(
 
 
 def next_thresholds(
-    baseline_sum: Decimal, nadir_sum: Decimal, after_cr: bool = False
+    baseline_sum: Decimal, nadir_sum: Decimal, after_cr: bool = False, target_nodes: bool = True
 ) -> tuple[Threshold, ...]:
     """Target sums at which the next read changes category: PD at >= max(1.2 x nadir, nadir + 5 mm),
     PR at <= 0.7 x baseline. After an overall CR any reappearance is PD (docs/criteria.md §2.8): a non-nodal
-    target above 0 mm or a target node from 10 mm short axis, whatever the sum."""
+    target above 0 mm, a non-target again, or (``target_nodes``) a target node from 10 mm short axis."""
     if after_cr:
-        return (
-            Threshold(
-                Category.PD,
-                ">",
-                ZERO,
-                "non_nodal_target_mm",
-                "PD after CR: any reappearance of a non-nodal target or a non-target lesion",
-            ),
-            Threshold(
-                Category.PD,
-                ">=",
-                TEN,
-                "target_node_short_axis_mm",
-                "PD after CR: a target node with a short axis of 10 mm or more",
-            ),
+        reappearance = Threshold(
+            Category.PD,
+            ">",
+            ZERO,
+            "non_nodal_target_mm",
+            "PD after CR: any reappearance of a non-nodal target or a non-target lesion",
         )
+        node = Threshold(
+            Category.PD,
+            ">=",
+            TEN,
+            "target_node_short_axis_mm",
+            "PD after CR: a target node with a short axis of 10 mm or more",
+        )
+        return (reappearance, node) if target_nodes else (reappearance,)
     pd_at = FIVE if nadir_sum == ZERO else max(nadir_sum * Decimal("1.2"), nadir_sum + FIVE)
     return (
         Threshold(
@@ -513,7 +512,12 @@ def assess(timeline: Timeline) -> CriterionResult:
         notes.append(f"No size-based response: {baseline_unknown}.")
     thresholds: tuple[Threshold, ...] = ()
     if has_targets and baseline_sum is not None and low is not None:
-        thresholds = next_thresholds(baseline_sum, low, after_cr=last_overall is Category.CR)
+        thresholds = next_thresholds(
+            baseline_sum,
+            low,
+            after_cr=last_overall is Category.CR,
+            target_nodes=any(les.is_node for les in targets),
+        )
     return CriterionResult(
         criterion=Criterion.RECIST,
         timepoints=tuple(final),

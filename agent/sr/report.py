@@ -325,11 +325,19 @@ def table(report: ResponseReport) -> Table:
     )
 
 
+_QUANTITIES = {
+    "target_sum_mm": "the target sum",
+    "density_hu": "the mean target density",
+    "non_nodal_target_mm": "any non-nodal target (or a non-target reappears)",
+    "target_node_short_axis_mm": "a target node's short axis",
+}
+
+
 def threshold_text(t: Threshold) -> str:
     """ "PD if the target sum reaches >= 60 mm" (the wording the radiologist sees)."""
-    quantity = {"target_sum_mm": "the target sum"}.get(t.quantity, t.quantity.replace("_", " "))
+    quantity = _QUANTITIES.get(t.quantity, t.quantity.replace("_", " "))
     unit = " mm" if t.quantity.endswith("_mm") else (" HU" if t.quantity.endswith("_hu") else "")
-    verb = "reaches" if t.comparison == ">=" else "falls to"
+    verb = {">=": "reaches", ">": "exceeds"}.get(t.comparison, "falls to")
     value = f"{t.value.quantize(Decimal('0.1')).normalize():f}"
     return f"{t.category.value} if {quantity} {verb} {t.comparison} {value}{unit}"
 

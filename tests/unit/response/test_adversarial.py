@@ -442,11 +442,20 @@ def test_after_an_overall_cr_the_next_read_pd_threshold_is_any_reappearance() ->
     result = recist.assess(timeline(visit(t("T1", 20)), visit(t("T1", 0, status="disappeared"))))
     assert [c.value if c else None for c in result.categories()] == [None, "CR"]
     pd = [th for th in result.next_thresholds if th.category is Category.PD]
-    assert {(th.comparison, th.value, th.quantity) for th in pd} == {
+    assert {(th.comparison, th.value, th.quantity) for th in pd} == {(">", D(0), "non_nodal_target_mm")}
+    assert not [th for th in result.next_thresholds if th.category is Category.PR]
+
+
+def test_after_an_overall_cr_with_a_target_node_its_threshold_is_10mm_short_axis() -> None:
+    """RECIST FAQ (reappearance after CR): a target node is PD again from 10 mm short axis."""
+    node = {"id": "N1", "organ": "lymph node", "kind": "target", "short_axis_mm": 18}
+    back = {"id": "N1", "organ": "lymph node", "kind": "target", "short_axis_mm": 7}
+    result = recist.assess(timeline(visit(t("T1", 20), node), visit(t("T1", 0, status="disappeared"), back)))
+    assert [c.value if c else None for c in result.categories()] == [None, "CR"]
+    assert {(th.comparison, th.value, th.quantity) for th in result.next_thresholds} == {
         (">", D(0), "non_nodal_target_mm"),
         (">=", D(10), "target_node_short_axis_mm"),
     }
-    assert not [th for th in result.next_thresholds if th.category is Category.PR]
 
 
 def test_before_a_cr_the_next_read_thresholds_are_the_sum_rules() -> None:
