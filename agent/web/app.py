@@ -455,6 +455,7 @@ def create_app(
                     "patient": study.patient,
                     "result": result,
                     "dates": views.timepoint_dates(result),
+                    "labels": views.timepoint_labels(result),
                     "lesions": views.lesion_table(result),
                     "criteria": views.criteria_table(result),
                     "thresholds": views.thresholds(result),

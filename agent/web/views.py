@@ -43,6 +43,18 @@ def timepoint_dates(result: StoredResult) -> list[str]:
     return [str(tp.get("date", "")) for tp in tl.get("timepoints", [])]
 
 
+def timepoint_labels(result: StoredResult) -> list[str]:
+    """Column titles: "Baseline" at the chosen baseline, "Pre-treatment" before it, "TP n" after it."""
+    n = len(timepoint_dates(result))
+    roles: list[str] = []
+    for key in result.criteria():
+        roles = list(result.assessment[key].get("timepoint_roles") or [])
+        if roles:
+            break
+    base = roles.index("baseline") if "baseline" in roles else 0
+    return ["Baseline" if i == base else "Pre-treatment" if i < base else f"TP {i - base}" for i in range(n)]
+
+
 def lesion_table(result: StoredResult) -> list[LesionRow]:
     """One row per lesion id in timeline order; a cell per time point: axis (and HU) or its status."""
     tl = result.timeline or {}

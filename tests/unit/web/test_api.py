@@ -210,6 +210,7 @@ def test_pages_need_login_and_patient_data_appears_only_after(client: TestClient
     for expected in ('id="why-recist"', "Compared with baseline 80 mm at BL (2024-01-08)", "Mean density",
                      "T1 80 -&gt; 40 HU", "Sum 98 mm"):  # fmt: skip
         assert expected in study, expected
+    assert "<th>Baseline<br>" in study and "<th>TP 2<br>" in study  # columns from the chosen baseline
     assert client.get("/studies/9.9.9").status_code == 404
     assert client.post("/logout", follow_redirects=False).status_code == 303
 
