@@ -13,6 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent.response.model import Severity
+
 AE_TITLE_MAX = 16
 
 
@@ -124,15 +126,14 @@ class UIDSettings(Section):
 
 
 Scope = Literal["read", "acknowledge"]
-SeverityName = Literal["critical", "warning", "info"]
 
 
 def _read_scope() -> list[Scope]:
     return ["read"]
 
 
-def _all_severities() -> list[SeverityName]:
-    return ["critical", "warning", "info"]
+def _all_severities() -> list[Severity]:
+    return list(Severity)
 
 
 class APITokenSettings(Section):
@@ -178,7 +179,7 @@ class AlertSinkSettings(BaseModel):
     # webhook, hl7 or log (agent/alerts/sinks.py lists them).
     type: str
     # Severities sent to this sink.
-    severities: list[SeverityName] = Field(default_factory=_all_severities)
+    severities: list[Severity] = Field(default_factory=_all_severities)
 
 
 class AlertSettings(Section):
@@ -393,7 +394,7 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, secrets masked (passwords inside URLs too)."""
     data = settings.model_dump(mode="json")
     url = settings.database.url.get_secret_value()
-    data["database"]["url"] = _mask_url(url)
+    data["database"]["url"] = mask_url(url)
     for sink in data.get("alerts", {}).get("sinks", {}).values():
         for key in sink:
             if "secret" in key or "password" in key:
@@ -401,7 +402,7 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
     return data
 
 
-def _mask_url(url: str) -> str:
+def mask_url(url: str) -> str:
     if "://" not in url or "@" not in url:
         return url
     scheme, rest = url.split("://", 1)

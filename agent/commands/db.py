@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from agent.commands import settings_or_exit
-from agent.config import _mask_url
+from agent.config import mask_url
 from agent.db import make_engine, upgrade
 from agent.db.migrate import current_revision
 
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.db_command == "upgrade":
             upgrade(engine)
-        print(f"{_mask_url(url)}: revision {current_revision(engine) or '(none)'}")
+        print(f"{mask_url(url)}: revision {current_revision(engine) or '(none)'}")
     except Exception as exc:
         print(f"liver-agent db {args.db_command}: {type(exc).__name__}: {str(exc)[:300]}")
         return 1

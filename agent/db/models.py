@@ -25,6 +25,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# Alert severities and their order are the clinical core's: one definition for the whole agent.
+from agent.response.model import SEVERITY_RANK as SEVERITY_RANK
+from agent.response.model import Severity as Severity
+
 UID_LEN = 64
 
 NAMING = {
@@ -338,13 +342,6 @@ class AlertState(enum.StrEnum):
     RESOLVED = "resolved"
 
 
-class Severity(enum.StrEnum):
-    CRITICAL = "critical"
-    WARNING = "warning"
-    INFO = "info"
-
-
-SEVERITY_RANK = {Severity.CRITICAL.value: 0, Severity.WARNING.value: 1, Severity.INFO.value: 2}
 
 
 class DeliveryState(enum.StrEnum):

@@ -36,7 +36,7 @@ from agent.db.models import utcnow
 from agent.dicom.counters import ReceiveCounters
 from agent.dicom.header import HeaderError, Identity, read_identity
 from agent.dicom.reactor import EventRequestHandler, StoreCommand
-from agent.dicom.spool import PREAMBLE, Spool, SpoolError, _write_all, is_valid_uid
+from agent.dicom.spool import PREAMBLE, Spool, SpoolError, is_valid_uid, write_all
 from agent.dicom.transfer import TRANSFER_SYNTAXES
 from agent.log import get_logger, uid_hash
 
@@ -609,7 +609,7 @@ class IncomingInstance:
             if self._failed is not None:
                 return
         try:
-            self.size += _write_all(cast(int, self._fd), (fragment,))
+            self.size += write_all(cast(int, self._fd), (fragment,))
         except OSError as exc:
             self._fail(f"spool write failed: {exc.strerror or exc}")
 
@@ -623,7 +623,7 @@ class IncomingInstance:
                 self._fail("spool below its free-space floor")
                 return
             self._fd, self._path = self.scp.spool.incoming()
-            self.size = _write_all(self._fd, (meta, self._buf))
+            self.size = write_all(self._fd, (meta, self._buf))
         except (OSError, SpoolError) as exc:
             self._fail(f"spool write failed: {exc}")
         self._buf = bytearray()

@@ -176,7 +176,7 @@ class Spool:
             raise SpoolError(f"{exc.strerror or exc}") from exc
         try:
             try:
-                size = _write_all(fd, chunks)
+                size = write_all(fd, chunks)
                 self._written += size
                 if before_sync is not None:
                     before_sync()
@@ -203,7 +203,7 @@ class Spool:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
             try:
-                size = _write_all(fd, chunks)
+                size = write_all(fd, chunks)
                 if before_sync is not None:
                     before_sync()
                 os.fsync(fd)
@@ -271,7 +271,7 @@ class Spool:
             self._known_dirs.add(directory)
 
 
-def _write_all(fd: int, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
+def write_all(fd: int, chunks: Iterable[bytes | bytearray | memoryview]) -> int:
     """Write every chunk, in one ``writev`` call when the system takes it whole."""
     views = [memoryview(c) for c in chunks if len(c)]
     size = 0

@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from agent.response import choi, morphology, recist
 from agent.response.model import (
+    SEVERITY_RANK,
     Alert,
     Category,
     Criterion,
@@ -985,7 +986,6 @@ RULES: tuple[Rule, ...] = (
     mrecist_discordance,
 )
 
-_SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
 def merge(alerts: Iterable[Alert]) -> tuple[Alert, ...]:
@@ -997,7 +997,7 @@ def merge(alerts: Iterable[Alert]) -> tuple[Alert, ...]:
         if earlier is None:
             merged[key] = alert
         elif alert.message not in earlier.message:
-            severity = min(earlier.severity, alert.severity, key=_SEVERITY_RANK.__getitem__)
+            severity = min(earlier.severity, alert.severity, key=SEVERITY_RANK.__getitem__)
             merged[key] = Alert(
                 alert.code, alert.timepoint, severity, f"{earlier.message} {alert.message}", alert.citation
             )

@@ -207,6 +207,10 @@ class Severity(StrEnum):
     INFO = "info"
 
 
+# Most urgent first: the one order alerts are sorted and escalated by, everywhere in the agent.
+SEVERITY_RANK: dict[str, int] = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
 # --------------------------------------------------------------------------------------------------------
 # Input: the timeline
 

@@ -8,7 +8,6 @@ criteria and never change a response (docs/criteria.md §9).
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Callable, Iterable
 from functools import cache
 from typing import cast
@@ -43,10 +42,8 @@ def assessor(criterion: Criterion) -> Assess:
 
 
 @cache
-def _alert_rules() -> Evaluate | None:
-    """``alerts.evaluate`` (looked up once)."""
-    if importlib.util.find_spec("agent.response.alerts") is None:
-        return None
+def _alert_rules() -> Evaluate:
+    """``alerts.evaluate`` (imported on first use, like the criteria)."""
     return cast(Evaluate, importlib.import_module("agent.response.alerts").evaluate)
 
 
@@ -57,8 +54,7 @@ def assess_timeline(timeline: Timeline, criteria: Iterable[Criterion] | None = N
     """
     wanted = set(timeline.context.criteria if criteria is None else criteria)
     results = tuple(assessor(c)(timeline) for c in CRITERIA if c in wanted)
-    evaluate = _alert_rules()
-    alerts = tuple(evaluate(timeline, results)) if evaluate is not None else ()
+    alerts = tuple(_alert_rules()(timeline, results))
     return Assessment(
         results=results,
         alerts=alerts,

@@ -1443,8 +1443,3 @@ def _code_label(code: Code) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc).replace("\n", " ")
     return text[:160] + ("..." if len(text) > 160 else "")
-
-
-def with_warnings(report: SRReport, extra: Sequence[str]) -> SRReport:
-    """A copy of ``report`` with more warnings."""
-    return replace(report, warnings=report.warnings + tuple(extra))

@@ -18,6 +18,8 @@ from datetime import date
 from decimal import Decimal
 
 from agent.response.model import (
+    SEVERITY_RANK,
+    Alert,
     Assessment,
     Category,
     Criterion,
@@ -28,6 +30,7 @@ from agent.response.model import (
     Timeline,
     TimepointAssessment,
 )
+from agent.response.parse import explanation, explanation_lines
 from agent.response.recist import assess as recist_assess
 from agent.response.recist import percent_change, target_value
 from agent.response.registry import build_registry
@@ -350,3 +353,52 @@ def category_text(category: Category | None) -> str:
     if category is None:
         return "–"
     return {Category.NON_CR_NON_PD: "non-CR/non-PD", Category.NONE: "none"}.get(category, category.value)
+
+
+# Sentences shared by the SR and its PDF summary (agent.sr.write, agent.sr.summary).
+
+
+def criterion_explanation(report: ResponseReport, result: CriterionResult) -> list[str]:
+    """The figures behind the current category (docs/criteria.md §1.7): reference with label and date, sums
+    and % changes, densities, per-lesion groups, iRECIST state; the same lines as the PDF and the worklist."""
+    current = report.current_index
+    if current is None or current >= len(result.timepoints):
+        return []
+    tp = result.timepoints[current]
+    if tp is None:
+        return []
+    return explanation_lines(explanation(tp, report.assessment, result.baseline_sum_mm))
+
+
+def criterion_summary(report: ResponseReport, result: CriterionResult) -> str:
+    """One sentence per criterion: category, why, BOR (the same words as the PDF)."""
+    name = criterion_name(result.criterion)
+    if not result.applicable:
+        return f"{name}: not applicable. " + " ".join(result.notes)
+    current = report.current_index
+    if current is None:
+        last = next((tp for tp in reversed(result.timepoints) if tp is not None), None)
+        if last is None:
+            return f"{name}: pre-read; baseline only, no response yet."
+        return (
+            f"{name}: pre-read; last response {category_text(last.category)} at "
+            f"{report.label(last.index)} {last.date.isoformat()} ({last.rule}); "
+            f"BOR so far {category_text(result.bor)}."
+        )
+    if current <= report.timeline.baseline_index:
+        return f"{name}: baseline; no response yet."
+    tp = result.timepoints[current]
+    if tp is None:
+        return f"{name}: no result at {report.current_label}."
+    text = f"{name}: {category_text(tp.category)} at {report.current_label} ({tp.rule})"
+    if tp.ne_reason:
+        text += f"; not evaluable because {tp.ne_reason}"
+    return text + f"; BOR {category_text(result.bor)}."
+
+
+def sorted_alerts(report: ResponseReport) -> list[Alert]:
+    """Alerts by severity (critical first), then by time point (newest first), then code."""
+    return sorted(
+        report.assessment.alerts,
+        key=lambda a: (SEVERITY_RANK.get(a.severity.value, 3), -(a.timepoint or 0), a.code, a.message),
+    )

@@ -40,9 +40,12 @@ from agent.response.model import Category, LesionKind
 from agent.sr.report import (
     ResponseReport,
     category_text,
+    criterion_explanation,
     criterion_name,
+    criterion_summary,
     fmt_mm,
     fmt_pct,
+    sorted_alerts,
     table,
     threshold_text,
 )
@@ -452,8 +455,6 @@ def _thresholds(report: ResponseReport) -> list[Flowable]:
 def _rules(report: ResponseReport) -> list[Flowable]:
     """Per criterion: the rule sentence, then the figures behind it (reference, sums, density per lesion,
     Chun groups, iRECIST state), so a radiologist can check the category (docs/criteria.md §1.7)."""
-    from agent.sr.write import criterion_explanation, criterion_summary
-
     out: list[Flowable] = []
     for r in report.assessment.results:
         out.append(Paragraph(_esc(criterion_summary(report, r)), _style(6.8, colour=MUTED, leading=8.6)))
@@ -465,8 +466,6 @@ def _rules(report: ResponseReport) -> list[Flowable]:
 
 
 def _alerts(report: ResponseReport, width: float) -> list[Flowable]:
-    from agent.sr.write import sorted_alerts
-
     alerts = sorted_alerts(report)
     if not alerts:
         return [Paragraph("No alert.", _style(8, colour=MUTED))]

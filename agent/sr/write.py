@@ -59,18 +59,21 @@ from pydicom.valuerep import DA, TM
 
 from agent import __version__
 from agent.response.model import Category, Criterion, CriterionResult, Lesion, LesionKind, Threshold
-from agent.response.parse import assessment_to_dict, explanation, explanation_lines
+from agent.response.parse import assessment_to_dict
 from agent.sr import codes
 from agent.sr.codes import Code
+from agent.sr.hdcontent import attach_content
 from agent.sr.report import (
     Instance,
     LesionDicom,
     ResponseReport,
     Table,
-    category_text,
+    criterion_explanation,
     criterion_name,
+    criterion_summary,
     fmt_mm,
     fmt_pct,
+    sorted_alerts,
     table,
     threshold_text,
 )
@@ -203,7 +206,7 @@ def response_sr(
     fp = fingerprint(report)
     # highdicom's constructor deep-copies the content it is given, parses the copy again and searches the
     # whole tree for references: it gets the root without its children (the tree, built here with
-    # highdicom's own classes, is attached afterwards as it stands); _check_evidence did the search.
+    # highdicom's own classes, is attached afterwards by agent.sr.hdcontent); _check_evidence did the search.
     shallow = Dataset()
     for elem in root:
         shallow.add(elem if elem.tag != _CONTENT_SEQUENCE else DataElement(_CONTENT_SEQUENCE, "SQ", []))
@@ -229,8 +232,7 @@ def response_sr(
         series_time=content_time,
         specific_character_set="ISO_IR 192",
     )
-    sr[_CONTENT_SEQUENCE] = root[_CONTENT_SEQUENCE]
-    sr._content = hd.sr.ContentSequence([root], is_root=True)
+    attach_content(sr, root)
     sr.InstanceCreationDate = DA(content_date)
     sr.InstanceCreationTime = TM(content_time)
     for equipment in sr.get("ContributingEquipmentSequence", []):  # highdicom stamps its clock here
@@ -578,44 +580,6 @@ def _criterion_items(report: ResponseReport, result: CriterionResult) -> list[An
     return items
 
 
-def criterion_explanation(report: ResponseReport, result: CriterionResult) -> list[str]:
-    """The figures behind the current category (docs/criteria.md §1.7): reference with label and date, sums
-    and % changes, densities, per-lesion groups, iRECIST state; the same lines as the PDF and the worklist."""
-    current = report.current_index
-    if current is None or current >= len(result.timepoints):
-        return []
-    tp = result.timepoints[current]
-    if tp is None:
-        return []
-    return explanation_lines(explanation(tp, report.assessment, result.baseline_sum_mm))
-
-
-def criterion_summary(report: ResponseReport, result: CriterionResult) -> str:
-    """One sentence per criterion: category, why, BOR (the same words as the PDF)."""
-    name = criterion_name(result.criterion)
-    if not result.applicable:
-        return f"{name}: not applicable. " + " ".join(result.notes)
-    current = report.current_index
-    if current is None:
-        last = next((tp for tp in reversed(result.timepoints) if tp is not None), None)
-        if last is None:
-            return f"{name}: pre-read; baseline only, no response yet."
-        return (
-            f"{name}: pre-read; last response {category_text(last.category)} at "
-            f"{report.label(last.index)} {last.date.isoformat()} ({last.rule}); "
-            f"BOR so far {category_text(result.bor)}."
-        )
-    if current <= report.timeline.baseline_index:
-        return f"{name}: baseline; no response yet."
-    tp = result.timepoints[current]
-    if tp is None:
-        return f"{name}: no result at {report.current_label}."
-    text = f"{name}: {category_text(tp.category)} at {report.current_label} ({tp.rule})"
-    if tp.ne_reason:
-        text += f"; not evaluable because {tp.ne_reason}"
-    return text + f"; BOR {category_text(result.bor)}."
-
-
 def _thresholds(report: ResponseReport) -> list[tuple[Criterion, Threshold]]:
     return [(r.criterion, t) for r in report.assessment.results for t in r.next_thresholds]
 
@@ -693,17 +657,6 @@ def _qualitative_evaluations(report: ResponseReport, tab: Table) -> Any:
         )
     container.ContentSequence = hd.sr.ContentSequence(items)
     return container
-
-
-_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
-
-
-def sorted_alerts(report: ResponseReport) -> list[Any]:
-    """Alerts by severity (critical first), then by time point (newest first), then code."""
-    return sorted(
-        report.assessment.alerts,
-        key=lambda a: (_SEVERITY_ORDER.get(a.severity.value, 3), -(a.timepoint or 0), a.code, a.message),
-    )
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from agent.alerts.store import AlertFilter, acknowledge, list_alerts
 from agent.config import WebSettings
 from agent.db.models import OutputVersion, Patient, Study
 from agent.log import get_logger
+from agent.response.model import Severity
 from agent.sr.values import iso_da
 from agent.web import users as web_users
 from agent.web import views
@@ -47,12 +48,6 @@ class Readiness:
     """Probes of the running service, supplied by ``serve`` (each returns True when healthy)."""
 
     checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
-
-
-class SeverityName(enum.StrEnum):
-    critical = "critical"
-    warning = "warning"
-    info = "info"
 
 
 class StateName(enum.StrEnum):
@@ -244,7 +239,7 @@ def create_app(
     def api_alerts(
         session: DB,
         _: Annotated[Principal, Depends(reader)],
-        severity: Annotated[list[SeverityName] | None, Query(description="repeat to combine")] = None,
+        severity: Annotated[list[Severity] | None, Query(description="repeat to combine")] = None,
         state: Annotated[list[StateName] | None, Query(description="repeat to combine")] = None,
         since: Annotated[date | None, Query(description="created on or after this day (UTC)")] = None,
         until: Annotated[date | None, Query(description="created on or before this day (UTC)")] = None,
