@@ -33,9 +33,15 @@ def test_the_demo_routes_the_latest_study_and_gets_a_result(tmp_path: Path) -> N
     assert (tmp_path / "demo" / "summary.pdf").read_bytes().startswith(b"%PDF")
     db = sqlite3.connect(tmp_path / "demo" / "agent" / "agent.db")
     (detail,) = db.execute("SELECT detail FROM output_versions WHERE current").fetchone()
-    assessment = json.loads(detail)["assessment"]
+    result = json.loads(detail)
+    assessment = result["assessment"]
+    log = (tmp_path / "demo" / "agent" / "agent.log").read_text(errors="replace")
+    events = [line[:300] for line in log.splitlines() if '"scp.' not in line]
+    why = json.dumps(
+        {"warnings": result["warnings"], "inputs": result["inputs"], "log": events[-40:]}, indent=1
+    )
     # Baseline 73 mm, first follow-up 90 mm (+23 %): progression by size, while the density fell by half.
-    assert assessment["recist"]["timepoint_responses"] == [None, "PD", "PD"]
+    assert assessment["recist"]["timepoint_responses"] == [None, "PD", "PD"], why
     assert len(assessment["choi"]["timepoint_responses"]) == 3  # GIST on imatinib: Choi is assessed too
     codes = {row[0] for row in db.execute("SELECT code FROM alerts")}
     assert "POST_PD_TIMEPOINT" in codes, codes
