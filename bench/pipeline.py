@@ -3,9 +3,12 @@
 Usage: ``.venv/bin/python bench/pipeline.py [--runs 10] [--priors 5] [--lesions 10] [--agent-env K=V ...]``
 
 Orthanc (the test harness ``tests/support/orthanc.py``: own configuration, storage and free ports on
-127.0.0.1, ``TCP_NODELAY=1``) holds, for each run, one patient's ``--priors`` earlier studies, each a CT
-image and a measurement SR (TID 1500, written with highdicom as the Orthanc tests do) of ``--lesions``
-liver lesions. A ``liver-agent serve`` subprocess (the test harness ``tests/support/agentproc.py``, pipeline
+127.0.0.1, ``TCP_NODELAY=1``) holds, for each run, one patient's ``--priors`` earlier studies, each a
+portal-venous CT series (one 160 x 160 slice per lesion, plus two unmeasured slices) and a viewer's
+measurement SR (``tests/support/choigen.py``: long and short axis lines on the slices) of ``--lesions``
+liver lesions, diameters only unless ``--with-hu``: so every prior image's acquisition context is asked of
+the PACS, and (diameters only) each measured prior slice is retrieved and its mean HU measured. A
+``liver-agent serve`` subprocess (the test harness ``tests/support/agentproc.py``, pipeline
 on, C-MOVE retrieval, Orthanc as query/retrieve peer and store destination) is told about Orthanc and
 Orthanc about it. Each run makes Orthanc send the patient's follow-up CT and its measurement SR to the agent
 (``POST /modalities/agent/store``, as an auto-routing rule would); the agent finds the priors (C-FIND),
@@ -16,8 +19,12 @@ Measured per run, all from the agent's own records (its database and its JSON lo
 - ``total``: ``studies.stable_at`` of the follow-up to the last ``outbox.delivered_at`` of its results (the
   C-STORE success answer: Orthanc has stored them);
 - its parts: ``wait`` (stable to the worker claiming the job), ``classify``, ``find``, ``retrieve``,
-  ``read``, ``assess``, ``write`` (SR + PDF, saved and fsynced), ``queue`` (output version, alerts and
-  outbox rows in one transaction) from the ``pipeline.finished`` event, ``handoff`` (job finished to the
+  ``ctx`` (the measured images' acquisition context, of which ``ctx_read``: parsing the SRs, done once for
+  the whole run since the reader's cache keeps them, ``ctx_query``: C-FIND of their series and
+  instances, ``ctx_retrieve``: C-MOVE of the measured prior slices), ``read`` (of which ``pixels``:
+  decoding and measuring the mean HU), ``assess``,
+  ``write`` (SR + PDF, saved and fsynced), ``queue`` (output version, alerts and outbox rows in one
+  transaction) from the ``pipeline.finished`` event, ``handoff`` (job finished to the
   delivery starting) and ``deliver`` (the C-STORE association, from ``outbox.delivered``).
 
 Output: one line per run, then the median of each part, and last ``median_s=<median total>``.
@@ -41,7 +48,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NETNS_MARK = "PIPELINE_BENCH_IN_NETNS"
-PARTS = ("wait", "classify", "find", "retrieve", "read", "assess", "write", "queue", "handoff", "deliver")
+PARTS = (
+    "wait",
+    "classify",
+    "find",
+    "retrieve",
+    "ctx",
+    "ctx_read",
+    "ctx_query",
+    "ctx_retrieve",
+    "read",
+    "pixels",
+    "assess",
+    "write",
+    "queue",
+    "handoff",
+    "deliver",
+)
 
 
 def reexec_in_netns() -> None:
@@ -66,14 +89,11 @@ def _db_time(value: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-def size(timepoint: int, lesion: int) -> float:
-    """Long axis (mm): lesions of different sizes, half shrinking and half growing a little per study."""
-    return 12.0 + 3 * lesion + timepoint * (-1) ** lesion
-
-
-def make_patient(directory: Path, k: int, priors: int, lesions: int) -> tuple[list[Path], list[Path], str]:
-    """Files of the priors (CT + SR each) and of the follow-up (CT + SR); the follow-up Study UID."""
-    from tests.unit.sr.srgen import LesionSpec, ct_image, uid, write_study_sr
+def make_patient(
+    directory: Path, k: int, priors: int, lesions: int, with_hu: bool
+) -> tuple[list[Path], list[Path], str]:
+    """Files of the priors (CT series + SR each) and of the follow-up; the follow-up Study UID."""
+    from support.choigen import Lesion, Visit, write_visit
 
     pid = f"BENCH{k:03d}"
     first = date(2023, 1, 10)
@@ -81,27 +101,19 @@ def make_patient(directory: Path, k: int, priors: int, lesions: int) -> tuple[li
     follow_up: list[Path] = []
     follow_uid = ""
     for i in range(priors + 1):
-        day = first + timedelta(days=56 * i)
-        study = f"{pid}-s{i}"
-        ct = ct_image(pid, study, day)
-        ct.StudyDescription = "CT ABDOMEN LIVER FOLLOW-UP"
-        ct.BodyPartExamined = "ABDOMEN"
-        ct_path = directory / f"{study}-ct.dcm"
-        ct.save_as(ct_path, enforce_file_format=True)
-        specs = [
-            LesionSpec(
-                f"liver lesion {j + 1}", uid(pid, "lesion", str(j)), long_mm=12.0 + 3 * j + i * (-1) ** j
-            )
+        # Lesions of different sizes, half shrinking and half growing a little per study, getting darker.
+        found = tuple(
+            Lesion(f"liver lesion {j + 1}", f"L{j}", long_mm, round(long_mm * 0.7, 1), 60 - 2 * i)
             for j in range(lesions)
-        ]
-        sr_path, _ = write_study_sr(
-            directory, study, patient_id=pid, study=study, study_date=day, lesions=specs
+            for long_mm in [12.0 + 3 * j + i * (-1) ** j]
         )
+        visit = Visit(pid, f"s{i}", first + timedelta(days=56 * i), "ABD PV 2.5mm", found)
+        images, sr = write_visit(directory / visit.name / pid, visit, with_hu)
         if i < priors:
-            prior_files += [ct_path, sr_path]
+            prior_files += [*images, sr]
         else:
-            follow_up = [ct_path, sr_path]
-            follow_uid = uid(study)
+            follow_up = [*images, sr]
+            follow_uid = visit.study_uid
     return prior_files, follow_up, follow_uid
 
 
@@ -143,8 +155,12 @@ def run_once(orthanc, agent, follow_up: list[Path], study_uid: str, timeout: flo
         "total": (last_delivered - stable).total_seconds(),
         "wait": (_ts(claimed[-1]["timestamp"]) - stable).total_seconds(),
     }
-    for name in ("classify", "find", "retrieve", "read", "assess", "write", "queue"):
+    for name in ("classify", "find", "retrieve", "read", "pixels", "assess", "write", "queue"):
         parts[name] = float(fin.get(f"{name}_ms", 0.0)) / 1000
+    parts["ctx"] = float(fin.get("context_ms", 0.0)) / 1000
+    parts["ctx_read"] = float(fin.get("context_read_ms", 0.0)) / 1000
+    parts["ctx_query"] = float(fin.get("context_query_ms", 0.0)) / 1000
+    parts["ctx_retrieve"] = float(fin.get("context_retrieve_ms", 0.0)) / 1000
     deliver = max(float(e["ms"]) for e in sent) / 1000
     parts["deliver"] = deliver
     parts["handoff"] = (last_delivered - _ts(fin["timestamp"])).total_seconds() - deliver
@@ -162,6 +178,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10, help="follow-up studies timed (one patient each)")
     parser.add_argument("--priors", type=int, default=5, help="prior studies (CT + SR) per patient")
     parser.add_argument("--lesions", type=int, default=10, help="lesions in every SR")
+    parser.add_argument("--with-hu", action="store_true", help="SRs carry the mean HU (no pixel reads)")
     parser.add_argument(
         "--agent-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment of the agent"
     )
@@ -184,7 +201,7 @@ def main() -> int:
     data.mkdir()
     try:
         t0 = time.perf_counter()
-        patients = [make_patient(data, k, args.priors, args.lesions) for k in range(args.runs)]
+        patients = [make_patient(data, k, args.priors, args.lesions, args.with_hu) for k in range(args.runs)]
         print(
             f"data: {args.runs} patients x {args.priors} priors x {args.lesions} lesions "
             f"({time.perf_counter() - t0:.1f} s)"
@@ -221,6 +238,12 @@ def main() -> int:
         medians = {k: statistics.median(r[k] for r in results) for k in results[0]}
         print(f"median: {fmt(medians)}")
         print(f"median pipeline (claim to queued): {medians['pipeline'] * 1000:.0f}ms")
+        extra = medians["ctx"] - medians["ctx_read"] + medians["pixels"]
+        ms = {k: round(medians[k] * 1000) for k in ("ctx_query", "ctx_retrieve", "pixels")}
+        print(
+            f"median extra time of the acquisition context and pixel reads: {extra * 1000:.0f}ms "
+            f"(query {ms['ctx_query']}, retrieval {ms['ctx_retrieve']}, pixel reads {ms['pixels']})"
+        )
         print(f"median_s={medians['total']:.3f}")
         return 0
     finally:

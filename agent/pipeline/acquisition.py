@@ -40,7 +40,7 @@ from agent.log import get_logger, uid_hash
 from agent.peers import InstanceMatch, Peer, Receiver, build_peer
 from agent.response.model import Phase
 from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesInfo, merge, normalise_phase, series_info
-from agent.sr.density import outline
+from agent.sr.density import Density, DensityError, Outline, measure, outline
 from agent.sr.read import (
     Limits,
     MeasurementKind,
@@ -148,7 +148,7 @@ def _info_of_row(row: AcquisitionContext, series_uid: str) -> SeriesInfo:
 
 class AcquisitionIndex:
     """The SR reader's series lookup (``agent.sr.context.SeriesLookup``) over the local index and what was
-    learned from the PACS, and the measured images' files (``agent.sr.context.ImageSource``) for density.
+    learned from the PACS, and measures on the images it holds (``agent.sr.density.PixelSource``).
 
     Answers are cached for the object's lifetime (one pipeline run); :meth:`forget` drops them after a
     retrieval brought new instances.
@@ -160,6 +160,8 @@ class AcquisitionIndex:
         self.density = density
         self._cache: dict[tuple[str | None, str | None], SeriesInfo | None] = {}
         self._paths: dict[str, Path | None] = {}
+        self.pixel_s = 0.0  # time spent reading and measuring pixels
+        self.pixel_reads = 0
 
     def forget(self) -> None:
         self._cache.clear()
@@ -237,7 +239,8 @@ class AcquisitionIndex:
         if key in self._cache:
             return self._cache[key]
         info: SeriesInfo | None = None
-        if sop_uid and (found := self._local_instance(sop_uid)) is not None:
+        not_held = sop_uid in self._paths and self._paths[sop_uid or ""] is None
+        if sop_uid and not not_held and (found := self._local_instance(sop_uid)) is not None:
             info = self._from_file(found)
         if info is None and series_uid and (found := self._local_series(series_uid)) is not None:
             info = self._from_file(found)
@@ -259,27 +262,54 @@ class AcquisitionIndex:
         """The spooled file of a measured image (None when we do not hold it or density is off)."""
         return self._paths[sop_uid] if self.density and self.held(sop_uid) else None
 
+    def measure_density(self, where: Outline) -> Density:
+        """Mean HU on a held image (``agent.sr.density.PixelSource``); the time spent is in ``pixel_s``."""
+        path = self.image_path(where.sop_instance_uid)
+        if path is None:
+            raise DensityError("the image is not held here" if self.density else "density from images is off")
+        t0 = time.perf_counter()
+        try:
+            return measure(path, where)
+        finally:
+            self.pixel_s += time.perf_counter() - t0
+            self.pixel_reads += 1
+
     # -- learning ----------------------------------------------------------------------------------------
 
-    def learn(self, series_uid: str, sop_uid: str, info: SeriesInfo, peer: str | None) -> None:
-        """Keep what a peer said about a series (``sop_uid`` empty) or one of its instances."""
-        values = _row_values(info)
+    def learn(self, answers: Sequence[tuple[str, str, SeriesInfo]], peer: str | None) -> None:
+        """Keep what a peer said about series (``sop_uid`` empty) and instances, in one transaction."""
+        if not answers:
+            return
         with self.sessions.begin() as session:
-            row = session.execute(
-                select(AcquisitionContext).where(
-                    AcquisitionContext.series_uid == series_uid, AcquisitionContext.sop_uid == sop_uid
-                )
-            ).scalar_one_or_none()
-            if row is None:
-                row = AcquisitionContext(series_uid=series_uid, sop_uid=sop_uid)
-                session.add(row)
-            for column, value in values.items():
-                if value is not None or getattr(row, column, None) is None:
-                    setattr(row, column, value)
-            row.source = info.source or "query"
-            row.peer = peer
-            row.learned_at = utcnow()
+            for series_uid, sop_uid, info in answers:
+                row = session.execute(
+                    select(AcquisitionContext).where(
+                        AcquisitionContext.series_uid == series_uid, AcquisitionContext.sop_uid == sop_uid
+                    )
+                ).scalar_one_or_none()
+                if row is None:
+                    row = AcquisitionContext(series_uid=series_uid, sop_uid=sop_uid)
+                    session.add(row)
+                for column, value in _row_values(info).items():
+                    if value is not None or getattr(row, column, None) is None:
+                        setattr(row, column, value)
+                row.source = info.source or "query"
+                row.peer = peer
+                row.learned_at = utcnow()
         self._cache.clear()
+
+    def prefetch(self, sop_uids: Sequence[str]) -> None:
+        """Which of these images we hold, in one query (instead of one per image)."""
+        wanted = [u for u in dict.fromkeys(sop_uids) if u not in self._paths]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            with self.sessions() as session:
+                rows = session.execute(
+                    select(Instance.sop_uid, Instance.path).where(Instance.sop_uid.in_(chunk))
+                ).all()
+            found = {sop: self.spool_root / path for sop, path in rows}
+            for sop in chunk:
+                self._paths[sop] = found.get(sop)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -306,6 +336,8 @@ class Resolution:
     retrieved: int = 0
     query_s: float = 0.0
     retrieve_s: float = 0.0
+    read_s: float = 0.0  # reading the SRs (once: the reader's cache keeps them for the assessment)
+    local_s: float = 0.0  # the index and what was learned
     warnings: list[str] = field(default_factory=list)
 
 
@@ -362,19 +394,20 @@ def _attributes_info(attributes: dict[str, str], source: str) -> SeriesInfo:
 
 def _query(peer: Peer, index: AcquisitionIndex, study_uid: str, series_uid: str, sops: Sequence[str]) -> None:
     """C-FIND the series and the referenced instances; keep the answers."""
-    series = next(
-        (s for s in peer.find_series(study_uid, None, SERIES_KEYS) if s.series_uid == series_uid), None
-    )
+    answers: list[tuple[str, str, SeriesInfo]] = []
+    found = peer.find_series(study_uid, None, SERIES_KEYS)
+    series = next((s for s in found if s.series_uid == series_uid), None)
     if series is not None:
         attrs = dict(series.attributes)
         attrs.setdefault("Modality", series.modality or "")
         attrs.setdefault("SeriesDescription", series.description or "")
         info = merge(_attributes_info(attrs, "query"), SeriesInfo(study_uid=study_uid, series_uid=series_uid))
-        index.learn(series_uid, "", info, peer.name)
+        answers.append((series_uid, "", info))
     for inst in peer.find_instances(study_uid, series_uid, IMAGE_KEYS, sops):
         if inst.sop_uid in sops:
             info = merge(_attributes_info(inst.attributes, "query"), SeriesInfo(study_uid=study_uid))
-            index.learn(series_uid, inst.sop_uid, info, peer.name)
+            answers.append((series_uid, inst.sop_uid, info))
+    index.learn(answers, peer.name)
 
 
 def resolve(
@@ -391,8 +424,11 @@ def resolve(
     retries later, as for the priors themselves).
     """
     out = Resolution()
+    t0 = time.perf_counter()
     wanted: list[MeasuredImage] = []
-    for image in measured_images(reports, index.density):
+    measured = measured_images(reports, index.density)
+    index.prefetch([m.sop_uid for m in measured])
+    for image in measured:
         out.images += 1
         if index.held(image.sop_uid):
             out.local += 1
@@ -408,6 +444,7 @@ def resolve(
             )
             continue
         wanted.append(image)
+    out.local_s = time.perf_counter() - t0
     if not wanted:
         return out
     if peers is None:
@@ -447,6 +484,7 @@ def resolve(
             out.retrieve_s += time.perf_counter() - t0
             out.retrieved += result.completed
             index.forget()
+            index.prefetch([i.sop_uid for i in remaining])
             if result.failed:
                 out.warnings.append(f"{peer.name}: {result.failed} measured image(s) could not be retrieved")
         remaining = [
@@ -509,9 +547,13 @@ def resolve_reports(
         max_depth=sr.max_depth, max_items=sr.max_items, max_file_bytes=int(sr.max_file_mb * 1024 * 1024)
     )
     reports: list[SRReport] = []
+    t0 = time.perf_counter()
     for path in paths:
         try:
             reports.append(read_sr(path, limits=limits, cache=cache))
         except SRReadError:
             continue
-    return resolve(index, reports, settings, receiver, rules)
+    read_s = time.perf_counter() - t0
+    out = resolve(index, reports, settings, receiver, rules)
+    out.read_s = read_s
+    return out

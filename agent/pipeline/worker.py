@@ -232,18 +232,23 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
     # The acquisition context of every measured image (and the pixels of those without attenuation).
     lookup = AcquisitionIndex(sessions, spool_root, density=settings.sr.density_from_images)
     wanted = [r.path for r in search.reports if not (study_date and (r.study_date or "") > study_date)]
+    t0 = time.perf_counter()
     try:
         acquired = resolve_reports(
             lookup, wanted, settings, Receiver(settings.dicom.ae_title, deps.store_handler), deps.reports
         )
     except PeerError as exc:
         raise RetryLater(str(exc), outage=peer_outage(exc)) from exc
+    timings["context"] = time.perf_counter() - t0
     timings["context_query"] = acquired.query_s
     timings["context_retrieve"] = acquired.retrieve_s
+    timings["context_read"] = acquired.read_s
+    timings["context_local"] = acquired.local_s
     search.warnings.extend(acquired.warnings)
 
     t0 = time.perf_counter()
     usable, read_warnings = read_inputs(search.reports, settings, lookup, study_date, deps.reports)
+    timings["pixels"] = lookup.pixel_s  # the mean HU measured from images, part of "read"
     items, ours = set_aside_ours(usable)
     attrs = dict(facts[0].attributes) if facts else {}
     attrs.update(patient_id=patient_id, issuer=issuer or "")

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from agent.response.model import Phase
 from agent.sr.read import SOP_CLASS_MODALITY, EvidenceRef, ImageRef, SRReport
@@ -52,13 +51,6 @@ class SeriesLookup(Protocol):
     def __call__(
         self, study_uid: str | None, series_uid: str | None, sop_instance_uid: str | None
     ) -> SeriesInfo | None: ...
-
-
-@runtime_checkable
-class ImageSource(Protocol):
-    """A lookup that also holds the measured images' files (for the mean HU measured from the pixels)."""
-
-    def image_path(self, sop_instance_uid: str) -> Path | None: ...
 
 
 @dataclass(frozen=True, slots=True)

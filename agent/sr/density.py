@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -96,6 +96,16 @@ class Density:
             f"mean HU computed by liver-agent {where} on image {image_hash(self.sop_instance_uid)}, "
             f"{self.pixels} pixels"
         )
+
+
+@runtime_checkable
+class PixelSource(Protocol):
+    """Measures on the images it holds (a series lookup that also has the files: the pipeline's index).
+
+    Raises :class:`DensityError` when it does not hold the image or cannot measure it.
+    """
+
+    def measure_density(self, where: Outline) -> Density: ...
 
 
 def image_hash(sop_instance_uid: str) -> str:

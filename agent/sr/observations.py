@@ -17,7 +17,7 @@ from decimal import Decimal
 from agent.response.model import STATUSES_BY_KIND, LesionKind, LesionStatus, Phase
 from agent.sr import codes, density
 from agent.sr.codes import Code, matches
-from agent.sr.context import DEFAULT_PHASE_RULES, ImageSource, PhaseRule, SeriesLookup, image_context
+from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesLookup, image_context
 from agent.sr.read import Measurement, MeasurementGroup, MeasurementKind, Region, SRReport, is_lesion_group
 
 
@@ -144,19 +144,13 @@ def _computed_density(
 ) -> density.Density | None:
     """The mean HU measured from the referenced CT image when the group gives none (and the lookup holds
     the image); the method, or why it could not be measured, goes in the notes."""
-    if not isinstance(lookup, ImageSource):
+    if not isinstance(lookup, density.PixelSource):
         return None
     where = density.outline(group)
     if where is None:
         return None
-    path = lookup.image_path(where.sop_instance_uid)
-    if path is None:
-        notes.append(
-            f"mean HU not measured: image {density.image_hash(where.sop_instance_uid)} is not held here"
-        )
-        return None
     try:
-        found = density.measure(path, where)
+        found = lookup.measure_density(where)
     except density.DensityError as exc:
         notes.append(
             f"mean HU not measured on image {density.image_hash(where.sop_instance_uid)}: {exc.reason}"
