@@ -452,6 +452,7 @@ def create_app(
                     "dates": views.timepoint_dates(result),
                     "labels": views.timepoint_labels(result),
                     "lesions": views.lesion_table(result),
+                    "context_notes": views.context_notes(result),
                     "criteria": views.criteria_table(result),
                     "thresholds": views.thresholds(result),
                     "alerts": rows,

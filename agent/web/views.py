@@ -77,6 +77,23 @@ def lesion_table(result: StoredResult) -> list[LesionRow]:
     return list(rows.values())
 
 
+_CONTEXT_NOTES = ("contrast phase unknown", "mean HU computed", "mean HU not measured", "the measured image")
+
+
+def context_notes(result: StoredResult) -> list[str]:
+    """What the acquisition context could not tell, and how each mean HU the SRs lacked was obtained:
+    "FU1 2024-03-20, L1: contrast phase unknown: ..." (one line per lesion and time point)."""
+    tl = result.timeline or {}
+    out: list[str] = []
+    for i, tp in enumerate(tl.get("timepoints", [])):
+        label = "BL" if i == 0 else f"FU{i}"
+        for les in tp.get("lesions", []):
+            for note in les.get("notes", []) or []:
+                if isinstance(note, str) and note.startswith(_CONTEXT_NOTES):
+                    out.append(f"{label} {tp.get('date', '')}, {les.get('id', '?')}: {note}")
+    return list(dict.fromkeys(out))
+
+
 def criteria_table(result: StoredResult) -> list[dict[str, Any]]:
     out = []
     for key in result.criteria():

@@ -57,6 +57,7 @@ class Visit:
     transfer_syntax: str = ExplicitVRLittleEndian
     study_description: str = "CT ABDOMEN GIST FOLLOW-UP"
     extra_slices: int = 2  # liver-only slices nobody measured on (a retrieval must not fetch them)
+    contrast_timing: bool = True  # Contrast/Bolus Start Time (70 s before the acquisition)
 
     @property
     def study_uid(self) -> str:
@@ -109,7 +110,8 @@ def ct_images(visit: Visit, extra: bool = False) -> list[Dataset]:
         ds.PatientSex = "F"
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = visit.day.strftime("%Y%m%d")
         ds.StudyTime = "093000"
-        ds.ContrastBolusStartTime = "093500"
+        if visit.contrast_timing:
+            ds.ContrastBolusStartTime = "093500"
         ds.AcquisitionTime = ds.ContentTime = "093610"  # 70 s after the contrast start
         ds.AccessionNumber = f"{visit.name.upper()}{visit.patient_id}"[:16]
         ds.ReferringPhysicianName = ""

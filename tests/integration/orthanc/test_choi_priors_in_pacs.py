@@ -50,18 +50,19 @@ VISITS = {
 NAMES = ("liver seg 7", "liver seg 4")
 
 
-def visits(patient_id: str) -> dict[str, Visit]:
+def visits(patient_id: str, phase_said: bool = True) -> dict[str, Visit]:
     out = {}
     for name, (day, description, lesions, syntax) in VISITS.items():
         out[name] = Visit(
             patient_id,
             name,
             day,
-            description,
+            description if phase_said else "CT ABDOMEN 2.5",
             tuple(
                 Lesion(NAMES[k], f"L{k + 1}", long_mm, short_mm, hu)
                 for k, (long_mm, short_mm, hu) in enumerate(lesions)
             ),
+            contrast_timing=phase_said,
             **({"transfer_syntax": syntax} if syntax else {}),
         )
     return out
@@ -82,10 +83,10 @@ def _final(orthanc: Orthanc, study_uid: str) -> pydicom.Dataset | None:
 
 
 def run_patient(
-    orthanc: Orthanc, make_agent: Any, tmp_path: Path, patient_id: str, with_hu: bool
+    orthanc: Orthanc, make_agent: Any, tmp_path: Path, patient_id: str, with_hu: bool, phase_said: bool = True
 ) -> tuple[Any, dict[str, Visit], pydicom.Dataset, str]:
     """Priors into the PACS, the follow-up routed to the agent; returns the agent, visits, final SR, PDF."""
-    vs = visits(patient_id)
+    vs = visits(patient_id, phase_said)
     files = {name: write_visit(tmp_path / name, v, with_hu) for name, v in vs.items()}
     for name in ("bl", "fu1"):
         images, sr = files[name]
@@ -207,4 +208,30 @@ def test_attenuation_in_the_srs_prior_images_only_in_the_pacs(
         )
     }
     assert sources and sources <= {"query", "retrieved"}, sources
+    agent.stop()
+
+
+def test_phase_nobody_can_tell_is_assumed_and_the_alert_says_so(
+    orthanc: Orthanc, make_agent: Any, tmp_path: Path
+) -> None:
+    """Contrast-enhanced CT whose description and timing say no phase: the query cannot tell, so the
+    measured prior instances are retrieved; their headers cannot tell either. Choi density is compared under
+    the stated assumption (the default), and the discordance alert repeats it."""
+    agent, vs, final, _ = run_patient(
+        orthanc, make_agent, tmp_path, "GISTUNK", with_hu=True, phase_said=False
+    )
+    assert_pseudoprogression_caught(final)
+    alert = next(t for t in text_values(final) if "DISC_RECIST_PD_CHOI_PR" in t)
+    assert "assumption" in alert and "contrast phase unknown for" in alert, alert
+    # The query could not tell the phase: only the measured prior instances were retrieved to read it.
+    for name in ("bl", "fu1"):
+        rows = agent.query(
+            "SELECT se.modality, i.origin FROM instances i JOIN series se ON se.id = i.series_pk"
+            " JOIN studies st ON st.id = se.study_pk WHERE st.study_uid = :u",
+            u=vs[name].study_uid,
+        )
+        assert sorted(rows) == [("CT", "retrieved"), ("CT", "retrieved"), ("SR", "retrieved")], rows
+    detail = json.loads(agent.scalar("SELECT detail FROM output_versions WHERE current = 1 ORDER BY id DESC"))
+    notes = json.dumps(detail["timeline"])
+    assert "contrast phase unknown: series description 'CT ABDOMEN 2.5'" in notes
     agent.stop()
