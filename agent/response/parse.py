@@ -185,6 +185,7 @@ def _opt(data: Mapping[str, Any], key: str, path: str, conv: Callable[[object, s
 
 def _context(data: Mapping[str, Any]) -> Context:
     path = "context"
+    _known_keys(data, CONTEXT_KEYS, path)  # a misspelt treatment_start would silently move the baseline
     start = _opt(data, "treatment_start", path, _date)
     primary = _opt(data, "primary", path, _str) or "unknown"
     therapy_raw = data.get("therapy") or []
@@ -249,6 +250,7 @@ PROVENANCE_KEYS = frozenset({"source", "notes", "study_instance_uid"})
 LESION_KEYS = frozenset(Lesion.__dataclass_fields__) | PROVENANCE_KEYS
 TIMEPOINT_KEYS = frozenset(TimePoint.__dataclass_fields__) | PROVENANCE_KEYS
 OPTION_KEYS = frozenset(Options.__dataclass_fields__)
+CONTEXT_KEYS = frozenset(Context.__dataclass_fields__)
 
 
 def _known_keys(data: Mapping[str, Any], allowed: frozenset[str], path: str) -> None:

@@ -255,6 +255,7 @@ def test_new_lesion_with_a_baseline_id_is_never_new_disease() -> None:
         ),
         (lambda d: d["timepoints"][0].update(thickness=5), "timepoints[0].thickness"),
         (lambda d: d["options"].update(confirm=True), "options.confirm"),
+        (lambda d: d["context"].update(treatment_start_date="2024-01-15"), "context.treatment_start_date"),
         (
             lambda d: d["timepoints"][1]["lesions"].append(dict(d["timepoints"][1]["lesions"][0])),
             "timepoints[1].lesions[1].id",
