@@ -44,11 +44,14 @@ class DicomSettings(Section):
     # Calling AE titles allowed to associate; empty accepts every caller.
     accepted_calling_aets: list[str] = Field(default_factory=list)
     max_associations: int = Field(16, ge=1, le=512)
-    # Maximum PDU length we advertise for receiving, in bytes (0 = unlimited).
-    max_pdu: int = Field(262_144, ge=0)
+    # Maximum PDU length we advertise for receiving, in bytes; a longer PDU is refused with A-ABORT.
+    max_pdu: int = Field(262_144, ge=4096, le=1 << 26)
     acse_timeout_s: float = Field(30, gt=0)
     dimse_timeout_s: float = Field(60, gt=0)
     network_timeout_s: float = Field(60, gt=0)
+    # Largest inflated prefix of a deflated dataset read to find its identifying attributes; an instance
+    # whose attributes lie further is refused (0xA700).
+    deflated_prefix_max_bytes: int = Field(4 << 20, ge=1 << 16, le=1 << 30)
     # Seconds ``serve`` waits for in-flight associations after SIGTERM.
     shutdown_grace_s: float = Field(30, ge=0)
     # Processes accepting associations on the one listening socket; 0 = one per CPU core, at most 4.

@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     spool = Spool(settings.storage.spool_dir, settings.storage.min_free_mb)
     try:
         clean = spool.prepare()
+        log.info("spool.durability", directory_fsync=spool.sync_new_entries, filesystem=spool.durability)
         if not clean:
             # The last stop was not clean: index every spooled instance whose commit may have been lost.
             reconcile(spool, engine)

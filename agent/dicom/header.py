@@ -5,8 +5,11 @@ received, in the negotiated transfer syntax), keeps the few top-level values the
 every element, sequence and item ends inside the buffer. A dataset cut short anywhere (pixel data included)
 raises ``HeaderError``. Only little-endian transfer syntaxes (implicit, explicit, deflated, encapsulated)
 are handled, which is everything the SCP accepts. A deflated dataset is never inflated whole: its elements are
-walked up to the last attribute wanted, and the rest of the stream is inflated piece by piece only to prove
-that it reaches its final block.
+walked up to the last attribute wanted, within a bounded inflated prefix (``PrefixTooLong`` beyond it), and
+the rest of the stream is inflated piece by piece only to prove that it reaches its final block.
+
+An identifying attribute encoded (explicit VR) with a VR other than the one the data dictionary gives raises
+``WrongVR``: a Patient ID sent as OB or a SOP Instance UID as OB is not the attribute the index expects.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
@@ -83,12 +87,23 @@ _TEXT = frozenset(
 )
 
 
+# The VR each identifying attribute must have when the VR is explicit (the data dictionary's).
+EXPECTED_VR = {tag: dictionary_VR(tag).encode("ascii") for tag in WANTED}
+
 # Person Name component and group delimiters ("^", "="), as the byte values pydicom expects.
 _PN_DELIMITERS = {0x5E, 0x3D}
 
 
 class HeaderError(ValueError):
     """The bytes are not a complete little-endian DICOM dataset."""
+
+
+class WrongVR(HeaderError):
+    """An identifying attribute is encoded with a VR other than the data dictionary's."""
+
+
+class PrefixTooLong(HeaderError):
+    """The identifying attributes of a deflated dataset are not within the bounded inflated prefix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +129,19 @@ class Identity:
     instance_number: str | None
 
 
-def read_identity(data: bytes | bytearray | memoryview, transfer_syntax: str) -> Identity:
-    """Walk ``data`` (a dataset without file meta, as sent) and return its identifying attributes."""
+# Default bound of the inflated prefix of a deflated dataset read for its identifying attributes.
+DEFLATED_PREFIX_MAX = 4 << 20
+
+
+def read_identity(
+    data: bytes | bytearray | memoryview, transfer_syntax: str, deflated_prefix_max: int = DEFLATED_PREFIX_MAX
+) -> Identity:
+    """Walk ``data`` (a dataset without file meta, as sent) and return its identifying attributes.
+
+    A deflated dataset is inflated no further than ``deflated_prefix_max`` bytes to find them.
+    """
     if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
-        return _deflated_identity(memoryview(data))
+        return _deflated_identity(memoryview(data), deflated_prefix_max)
     values: dict[int, bytes] = {}
     buf = memoryview(data)
     end = _walk(buf, 0, len(buf), transfer_syntax == IMPLICIT_VR_LE, values, 0, False)
@@ -210,7 +234,7 @@ def _inflate(data: memoryview) -> Iterator[bytes]:
         raise HeaderError("deflated dataset is truncated")
 
 
-def _deflated_identity(data: memoryview) -> Identity:
+def _deflated_identity(data: memoryview, prefix_max: int) -> Identity:
     """read_identity of a deflated dataset, inflating only the prefix that holds the wanted attributes.
 
     The prefix (every element up to the first one after ``LAST_WANTED``) is walked as any dataset; the rest
@@ -221,7 +245,9 @@ def _deflated_identity(data: memoryview) -> Identity:
     prefix = bytearray()
     done = False
     while True:
-        target = max(2 * len(prefix), DEFLATE_OUT)
+        if len(prefix) >= prefix_max:
+            raise PrefixTooLong(f"deflated dataset: identifying attributes not within {prefix_max} bytes")
+        target = min(max(2 * len(prefix), DEFLATE_OUT), prefix_max)
         while not done and len(prefix) < target:
             piece = next(pieces, None)
             if piece is None:
@@ -232,6 +258,8 @@ def _deflated_identity(data: memoryview) -> Identity:
         values: dict[int, bytes] = {}
         try:
             end = _walk(memoryview(snapshot), 0, len(snapshot), False, values, 0, False, LAST_WANTED)
+        except WrongVR:
+            raise
         except HeaderError:
             if done:
                 raise
@@ -291,6 +319,11 @@ def _walk(
                 raise HeaderError(f"invalid VR at offset {pos}")
             else:
                 pos += 8
+            if values is not None and tag in WANTED and vr != EXPECTED_VR[tag]:
+                raise WrongVR(
+                    f"{keyword_for_tag(tag)} has VR {vr.decode('ascii', 'replace')}, "
+                    f"not {EXPECTED_VR[tag].decode()}"
+                )
         if length == UNDEFINED:
             # A sequence, an encapsulated pixel data element, or UN holding an implicit-VR sequence.
             pos = _sequence(buf, pos, end, implicit or vr == b"UN", depth + 1)

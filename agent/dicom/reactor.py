@@ -23,6 +23,22 @@ to disk, never held whole), asks the target for the status once the last fragmen
 C-STORE response itself. No DIMSE message object, no event, no thread hop and no queue per instance; the
 state machine stays in Sta6 as it would for any P-DATA. Everything else (C-ECHO, release, abort, any message
 the short road does not recognise) goes through pynetdicom unchanged.
+
+Every peer is treated as hostile, before any AE-title or TLS check can help:
+
+- every read is bounded in time: the A-ASSOCIATE-RQ must be complete within the ACSE timeout of its first
+  byte (a connection that sends nothing is closed by the ARTIM timer, the same ACSE timeout), and every
+  later PDU within the network timeout of its first byte; a stalled peer is aborted and logged
+  (``scp.association.aborted`` with its reason);
+- a PDU longer than our maximum PDU (plus its header) is refused with A-ABORT before anything is allocated,
+  and the receive buffer of an association is never larger than that;
+- a connection that closes or is aborted before its association is established ends its threads at once
+  (pynetdicom would keep them waiting out the ACSE timeout);
+- connections are admitted within :class:`Admission`: at most ``dicom.max_associations`` per receiver
+  process, each holding two threads and one buffer; when every slot is taken, the oldest connection still
+  waiting for its association request is evicted to make room, and when every slot holds an association a
+  new connection gets the standard A-ASSOCIATE-RJ (transient, local limit exceeded) at once, without a
+  thread (:class:`Rejecter`).
 """
 
 from __future__ import annotations
@@ -43,13 +59,24 @@ from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import RequestHandler
 
+from agent.log import get_logger
+
+log = get_logger(__name__)
+
 # Longest a reactor thread sleeps without an event (timers and kill flags are checked at least this often).
 IDLE_WAKE_S = 0.05
-# Largest single recv_into when reading a PDU.
-RECV_CHUNK = 1 << 20
-# Receive buffer per association: a C-STORE command and its dataset usually come in one recv. Large enough
-# for a whole PDU at the default maximum PDU size (256 KiB) with its headers; a larger PDU is read past it.
+# Largest receive buffer of an association: a whole PDU at the default maximum PDU size (256 KiB) with its
+# header fits; a larger PDU (a larger ``dicom.max_pdu``) is read past it into a buffer of its exact length.
 RECV_BUFFER = (1 << 18) + (1 << 12)
+PDU_HEADER = 6
+# Association-control PDUs (A-ASSOCIATE-RQ above all) may be this long even when the maximum PDU is smaller:
+# the maximum PDU bounds P-DATA-TF, and a request with many presentation contexts can exceed a small one.
+CONTROL_PDU_MAX = 1 << 16
+# The standard rejection when every slot holds an association: A-ASSOCIATE-RJ, rejected-transient (2),
+# DICOM UL service-provider, presentation related function (3), local-limit-exceeded (2).
+REJECT_LIMIT_PDU = bytes((0x03, 0, 0, 0, 0, 4, 0, 0x02, 0x03, 0x02))
+# The A-ABORT PDU we send: source DICOM UL service-provider (2), reason not specified (0).
+ABORT_PDU = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x00))
 
 
 C_STORE_RQ = 0x0001
@@ -136,6 +163,69 @@ def store_response_pdu(context_id: int, command: StoreCommand, status: int) -> b
     return struct.pack(">BBIIBB", 0x04, 0, len(cmd) + 6, len(cmd) + 2, context_id, 0x03) + cmd
 
 
+def associate_rq_problem(body: bytes | bytearray) -> str | None:
+    """Why the body of an A-ASSOCIATE-RQ PDU is malformed (PS3.8 §9.3.2), or None when its structure holds.
+
+    Checked before pynetdicom decodes it, so a malformed request is refused with one clear reason instead of
+    errors deep in the decoder: fixed fields, printable AE titles, and every item and sub-item inside its
+    parent, with the application context, a presentation context and the user information present.
+    """
+    if len(body) < 68:
+        return f"A-ASSOCIATE-RQ of {len(body)} bytes, shorter than its fixed fields"
+    if not body[1] & 1:
+        return "protocol version without bit 0"
+    for name, raw in (("called", body[4:20]), ("calling", body[20:36])):
+        if any(c < 0x20 or c > 0x7E or c == 0x5C for c in raw) or not bytes(raw).strip(b" "):
+            return f"{name} AE title empty or not printable ASCII"
+    pos, end = 68, len(body)
+    seen: dict[int, int] = {}
+    while pos < end:
+        if pos + 4 > end:
+            return f"item header cut short at offset {pos}"
+        item, length = body[pos], struct.unpack_from(">H", body, pos + 2)[0]
+        if pos + 4 + length > end:
+            return f"item 0x{item:02X} runs past the PDU"
+        value = body[pos + 4 : pos + 4 + length]
+        seen[item] = seen.get(item, 0) + 1
+        if item == 0x20:
+            problem = _sub_items_problem(value[4:], "presentation context") if length >= 4 else "empty"
+            if problem:
+                return problem
+        elif item == 0x50:
+            problem = _sub_items_problem(value, "user information")
+            if problem:
+                return problem
+        elif item == 0x10 and not _is_uid_text(value):
+            return "application context name is not a UID"
+        pos += 4 + length
+    if seen.get(0x10) != 1:
+        return "no application context item, or more than one"
+    if not seen.get(0x20):
+        return "no presentation context item"
+    if seen.get(0x50) != 1:
+        return "no user information item, or more than one"
+    return None
+
+
+def _sub_items_problem(data: bytes | bytearray, parent: str) -> str | None:
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + 4 > end:
+            return f"{parent} sub-item header cut short"
+        item, length = data[pos], struct.unpack_from(">H", data, pos + 2)[0]
+        if pos + 4 + length > end:
+            return f"{parent} sub-item 0x{item:02X} runs past its item"
+        if item in (0x30, 0x40) and not _is_uid_text(data[pos + 4 : pos + 4 + length]):
+            return f"{parent} syntax name is not a UID"
+        pos += 4 + length
+    return None
+
+
+def _is_uid_text(raw: bytes | bytearray) -> bool:
+    text = bytes(raw).rstrip(b"\0 ")
+    return 0 < len(text) <= 64 and all(c == 0x2E or 0x30 <= c <= 0x39 for c in text)
+
+
 @dataclass(slots=True)
 class _Receiving:
     context_id: int
@@ -167,11 +257,23 @@ class EventDUL(DULServiceProvider):
         # The short road for C-STORE (None: everything through pynetdicom).
         self.store_target: StoreTarget | None = None
         self._receiving: _Receiving | None = None
-        # Bytes received and not yet consumed: self._rbuf[self._rpos:self._rend].
-        self._rbuf = bytearray(RECV_BUFFER)
+        # Bytes received and not yet consumed: self._rbuf[self._rpos:self._rend]. Sized by limit_pdu().
+        self._rbuf = bytearray(0)
         self._rpos = self._rend = 0
+        # Longest PDU body accepted (see limit_pdu()).
+        self._pdu_max = CONTROL_PDU_MAX
         # The last wait saw the socket readable (no need to ask select again before reading).
         self._readable = False
+        # Until a complete A-ASSOCIATE-RQ is read: the ACSE timeout runs from the first byte received.
+        self.awaiting_request = True
+        self._first_byte_at: float | None = None
+        # The connection's admission slot (None outside a listener with admission control).
+        self.slot: Slot | None = None
+
+    def limit_pdu(self, max_pdu: int) -> None:
+        """Bound every PDU read by ``max_pdu`` (our advertised maximum) plus its header."""
+        self._pdu_max = max(max_pdu or (1 << 18), 1)
+        self._rbuf = bytearray(min(PDU_HEADER + max(self._pdu_max, CONTROL_PDU_MAX), RECV_BUFFER))
 
     def _wake(self) -> None:
         # OSError: the buffer is full (already awake) or the pair is closed (the reactor has ended).
@@ -215,6 +317,12 @@ class EventDUL(DULServiceProvider):
                 if self._kill_thread:
                     break
                 if self.artim_timer.expired:
+                    if self.awaiting_request and self.state_machine.current_state == "Sta2":
+                        log.warning(
+                            "scp.association.aborted",
+                            reason="no association request within the ACSE timeout",
+                            peer=self._peer(),
+                        )
                     self.event_queue.put("Evt18")
                 try:
                     if self._process_recv_primitive():
@@ -224,13 +332,23 @@ class EventDUL(DULServiceProvider):
                 except Exception:
                     self._abort_on_exception()
                     return
+                if self._kill_thread:  # aborted while reading
+                    break
                 try:
                     event = self.event_queue.get(block=False)
                 except queue.Empty:
                     idle = True
                     continue
-                self.state_machine.do_action(event)
+                try:
+                    self.state_machine.do_action(event)
+                except Exception:
+                    self._abort_on_exception()
+                    return
                 idle = False
+                if self.awaiting_request and self.state_machine.current_state == "Sta1":
+                    # Closed (by the peer, the ARTIM timer or an abort) before a request: the association
+                    # thread stops waiting for one now rather than at the end of the ACSE timeout.
+                    self._no_request()
         finally:
             self._wake_r.close()
             self._wake_w.close()
@@ -238,20 +356,56 @@ class EventDUL(DULServiceProvider):
                 receiving, self._receiving = self._receiving, None
                 with contextlib.suppress(Exception):
                     receiving.sink.discard()
+            if self.awaiting_request:
+                self._no_request()
+
+    def _no_request(self) -> None:
+        self.awaiting_request = False
+        self.to_user_queue.put(None)  # type: ignore[arg-type]
+
+    def stop_dul(self) -> bool:
+        """pynetdicom's, waking the reactor instead of waiting out its idle wait."""
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self._kill_thread = True
+        self._wake()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join()
+        return True
+
+    def _peer(self) -> str:
+        with contextlib.suppress(Exception):
+            return str(self.assoc.requestor.address)
+        return ""
 
     def _abort_on_exception(self) -> None:
         # As pynetdicom does: bypass the state machine, send an A-ABORT and stop both reactors.
-        from pynetdicom.pdu import A_ABORT_RQ
+        log.warning("scp.association.aborted", reason="internal error in the upper layer", peer=self._peer())
+        log.debug("scp.association.aborted_detail", exc_info=True)
+        self._hard_abort()
 
-        abort_pdu = A_ABORT_RQ()
-        abort_pdu.source = 0x02
-        abort_pdu.reason_diagnostic = 0x00
+    def _abort(self, reason: str, event: str = "scp.association.aborted", **fields: Any) -> None:
+        """Refuse a hostile, broken or stalled peer: A-ABORT, close, stop both reactors, one log line."""
+        log.warning(event, reason=reason, peer=self._peer(), **fields)
+        self._hard_abort()
+
+    def _hard_abort(self) -> None:
+        sock = cast(Any, self.socket).socket if self.socket is not None else None
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                sock.setblocking(False)  # never wait on a peer that does not read
+                sock.send(ABORT_PDU)
+            with contextlib.suppress(Exception):
+                cast(Any, self.socket).close()
         with contextlib.suppress(Exception):
-            cast(Any, self.socket).send(abort_pdu.encode())
+            self.state_machine.transition("Sta1")
         self.assoc.is_aborted = True
         self.assoc.is_established = False
         self.assoc._kill = True
         self._kill_thread = True
+        wakeup = getattr(self.assoc, "_wakeup", None)
+        if wakeup is not None:
+            wakeup.set()
 
     def _store_pdvs(self, body: memoryview) -> memoryview | None:
         return _store_pdvs_impl(self, body)
@@ -264,61 +418,106 @@ class EventDUL(DULServiceProvider):
             return True
         return bool(super()._is_transport_event())
 
-    def _fill(self, sock: socket.socket, n: int) -> bool:
-        """Make at least ``n`` (<= RECV_BUFFER) unconsumed bytes available in the buffer; False at EOF."""
+    def _deadline(self) -> tuple[float, str]:
+        """When the PDU about to be read must be complete, and the reason given if it is not."""
+        now = time.monotonic()
+        if self.awaiting_request:
+            if self._first_byte_at is None:
+                self._first_byte_at = now
+            acse = self.assoc.acse_timeout
+            return self._first_byte_at + (
+                acse if acse else 1e9
+            ), "association request not complete within the ACSE timeout"
+        network = self.assoc.network_timeout
+        return now + (network if network else 1e9), "PDU not complete within the network timeout"
+
+    def _recv_into(self, sock: socket.socket, view: memoryview, deadline: float) -> int:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        sock.settimeout(remaining)
+        return sock.recv_into(view)
+
+    def _fill(self, sock: socket.socket, n: int, deadline: float) -> bool:
+        """Make at least ``n`` (<= the buffer) unconsumed bytes available in the buffer; False at EOF."""
         while self._rend - self._rpos < n:
             if len(self._rbuf) - self._rpos < n:  # move the unconsumed tail to the front
                 tail = self._rend - self._rpos
                 self._rbuf[:tail] = self._rbuf[self._rpos : self._rend]
                 self._rpos, self._rend = 0, tail
             with memoryview(self._rbuf) as view:
-                got = sock.recv_into(view[self._rend :])
+                got = self._recv_into(sock, view[self._rend :], deadline)
             if got == 0:
                 return False
             self._rend += got
         return True
 
-    def _take(self, sock: socket.socket, n: int) -> bytearray | None:
-        """The next ``n`` bytes (from the buffer, then the socket), or None at EOF."""
-        if n <= RECV_BUFFER:
-            if not self._fill(sock, n):
+    def _take(self, sock: socket.socket, n: int, deadline: float) -> bytearray | None:
+        """The next ``n`` bytes (from the buffer, then the socket), or None at EOF.
+
+        ``n`` is never more than the PDU bound, so no read allocates more than the peer may send.
+        """
+        if n <= len(self._rbuf):
+            if not self._fill(sock, n, deadline):
                 return None
             out = self._rbuf[self._rpos : self._rpos + n]
             self._rpos += n
             if self._rpos == self._rend:
                 self._rpos = self._rend = 0
             return out
-        buffered = self._rbuf[self._rpos : self._rend]
+        out = bytearray(n)
+        got = self._rend - self._rpos
+        out[:got] = self._rbuf[self._rpos : self._rend]
         self._rpos = self._rend = 0
-        rest = _recv_exact(sock, n - len(buffered))
-        if len(rest) != n - len(buffered):
-            return None
-        buffered += rest
-        return buffered
+        with memoryview(out) as view:
+            while got < n:
+                r = self._recv_into(sock, view[got:], deadline)
+                if r == 0:
+                    return None
+                got += r
+        return out
 
     def _read_pdu_data(self) -> None:
         """Read one PDU: its 6-byte header, then the body, through the association's receive buffer."""
         sock = cast(Any, self.socket).socket
+        deadline, late = self._deadline()
+        body: bytearray | None = None
         try:
-            header = self._take(sock, 6)
-        except (OSError, TimeoutError):
+            header = self._take(sock, PDU_HEADER, deadline)
+            if header is not None:
+                pdu_type, _, pdu_length = struct.unpack(">BBL", header)
+                if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
+                    if self.awaiting_request:
+                        self._abort(f"unknown PDU type 0x{pdu_type:02X}", "scp.association.malformed")
+                    else:
+                        self.event_queue.put("Evt19")
+                    return
+                bound = (
+                    self._pdu_max + PDU_HEADER if pdu_type == 0x04 else max(self._pdu_max, CONTROL_PDU_MAX)
+                )
+                if pdu_length > bound:
+                    self._abort(
+                        "PDU longer than the maximum PDU", pdu_type=pdu_type, length=pdu_length, limit=bound
+                    )
+                    return
+                body = self._take(sock, pdu_length, deadline)
+        except TimeoutError:
+            self._abort(late)
+            return
+        except OSError:
+            body = None
+        else:
+            with contextlib.suppress(OSError):
+                sock.settimeout(self.assoc.network_timeout)  # sends stay bounded too
+        if header is None or body is None:
             self.event_queue.put("Evt17")
             return
-        if header is None:
-            self.event_queue.put("Evt17")
-            return
-        pdu_type, _, pdu_length = struct.unpack(">BBL", header)
-        if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
-            self.event_queue.put("Evt19")
-            return
-        try:
-            body = self._take(sock, pdu_length)
-        except (OSError, TimeoutError):
-            self.event_queue.put("Evt17")
-            return
-        if body is None:
-            self.event_queue.put("Evt17")
-            return
+        if self.awaiting_request and pdu_type == 0x01:
+            problem = associate_rq_problem(body)
+            if problem is not None:
+                self._abort(problem, "scp.association.malformed")
+                return
+            self.awaiting_request = False  # no longer evictable: the association is being negotiated
         if pdu_type == 0x04 and self.store_target is not None and self.state_machine.current_state == "Sta6":
             rest = self._store_pdvs(memoryview(body))
             if rest is None:
@@ -329,8 +528,12 @@ class EventDUL(DULServiceProvider):
             del rest
         try:
             pdu, event = self._decode_pdu(header + body)
-        except Exception:
-            self.event_queue.put("Evt19")
+        except Exception as exc:
+            if pdu_type == 0x01:
+                log.debug("scp.association.malformed_detail", error=repr(exc))
+                self._abort("A-ASSOCIATE-RQ does not decode", "scp.association.malformed")
+            else:
+                self.event_queue.put("Evt19")
             return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
@@ -402,20 +605,6 @@ def _protocol_error(dul: EventDUL) -> None:
     dul.event_queue.put("Evt19")
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytearray:
-    """Read exactly ``n`` bytes, or fewer if the peer closes the connection."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        r = sock.recv_into(view[got:], min(n - got, RECV_CHUNK))
-        if r == 0:
-            del view
-            return buf[:got]
-        got += r
-    return buf
-
-
 class EventAssociation(Association):
     """Acceptor association whose reactor waits on an event instead of polling every millisecond."""
 
@@ -429,6 +618,26 @@ class EventAssociation(Association):
         self.network_timeout = self.network_timeout
         self.dul.to_user_queue = _SignalQueue(self._wakeup.set)
         self.dimse.msg_queue = _SignalQueue(self._wakeup.set)
+
+    def run(self) -> None:
+        """The association thread; whatever happens, its admission slot is given back when it ends."""
+        try:
+            super().run()
+        except Exception as exc:  # a request pynetdicom cannot negotiate: never a traceback above DEBUG
+            log.warning(
+                "scp.association.malformed",
+                reason=f"association request could not be negotiated ({type(exc).__name__})",
+                peer=cast(EventDUL, self.dul)._peer(),
+            )
+            log.debug("scp.association.malformed_detail", error=repr(exc))
+            with contextlib.suppress(Exception):
+                cast(EventDUL, self.dul)._hard_abort()
+            with contextlib.suppress(Exception):
+                self.kill()
+        finally:
+            slot = cast(EventDUL, self.dul).slot
+            if slot is not None:
+                slot.release()
 
     def kill(self) -> None:
         self._wakeup.set()
@@ -485,6 +694,181 @@ class EventAssociation(Association):
                 return
 
 
+class Slot:
+    """One admitted connection: its socket, and its DUL once the association exists."""
+
+    __slots__ = ("_admission", "dul", "peer", "released", "since", "sock")
+
+    def __init__(self, admission: Admission, sock: socket.socket, peer: str) -> None:
+        self._admission = admission
+        self.sock = sock
+        self.peer = peer
+        self.since = time.monotonic()
+        self.dul: EventDUL | None = None
+        self.released = False
+
+    @property
+    def awaiting_request(self) -> bool:
+        """No complete association request yet (a TLS handshake, or the request itself, still under way)."""
+        return self.dul is None or self.dul.awaiting_request
+
+    def release(self) -> None:
+        self._admission.release(self)
+
+    def evict(self) -> None:
+        """Make room: shut the connection, so its reads end at once (the DUL then ends both threads)."""
+        log.warning(
+            "scp.association.aborted",
+            reason="evicted: every slot taken, this connection the oldest without an association request",
+            peer=self.peer,
+            waited_s=round(time.monotonic() - self.since, 3),
+        )
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class Admission:
+    """The connection slots of one listener: at most ``limit`` connections hold threads and buffers.
+
+    A new connection takes a free slot; when there is none, it takes the slot of the oldest connection that
+    has not yet sent a complete association request (a silent or stalled peer), which is shut; when every
+    slot holds an association, the new connection is refused (``admit`` returns None).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._slots: dict[Slot, None] = {}  # in admission order
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def admit(self, sock: socket.socket, peer: str) -> Slot | None:
+        with self._lock:
+            if len(self._slots) >= self.limit:
+                victim = next((s for s in self._slots if s.awaiting_request), None)
+                if victim is None:
+                    return None
+                del self._slots[victim]
+                victim.released = True
+                victim.evict()
+            slot = Slot(self, sock, peer)
+            self._slots[slot] = None
+            return slot
+
+    def full(self) -> bool:
+        """Every slot holds an association (a new connection would be refused)."""
+        with self._lock:
+            return len(self._slots) >= self.limit and not any(s.awaiting_request for s in self._slots)
+
+    def release(self, slot: Slot) -> None:
+        with self._lock:
+            if not slot.released:
+                slot.released = True
+                self._slots.pop(slot, None)
+
+
+# Longest a refused connection is kept to let the peer read the rejection (then it is closed regardless),
+# and how many may wait at once (beyond that a refused connection is closed at once).
+REJECT_LINGER_S = 2.0
+REJECT_PENDING_MAX = 256
+
+
+class Rejecter:
+    """Sends the standard rejection to connections beyond the limit and closes them, on one thread.
+
+    The A-ASSOCIATE-RJ is written at once and the write side shut; the connection is closed when the peer
+    closes its side or after ``REJECT_LINGER_S`` (closing with the peer's request unread would reset the
+    connection, and the peer could lose the rejection).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[socket.socket, float] = {}
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stopped = False
+        self._refused = 0
+        self._logged_at = 0.0
+        self._thread = threading.Thread(target=self._run, name="scp-rejecter", daemon=True)
+        self._thread.start()
+
+    def reject(self, sock: socket.socket, peer: str) -> None:
+        self._log(peer)
+        try:
+            sock.setblocking(False)
+            sock.send(REJECT_LIMIT_PDU)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            _close(sock)
+            return
+        with self._lock:
+            if len(self._pending) >= REJECT_PENDING_MAX or self._stopped:
+                _close(sock)
+                return
+            self._pending[sock] = time.monotonic() + REJECT_LINGER_S
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _log(self, peer: str) -> None:
+        # One line per second at most during a flood, with the count since the last line.
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged_at >= 1.0:
+            log.warning(
+                "scp.association.rejected", reason="local limit exceeded", peer=peer, refused=self._refused
+            )
+            self._refused = 0
+            self._logged_at = now
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopped:
+                    for sock in self._pending:
+                        _close(sock)
+                    self._pending.clear()
+                    break
+                socks = list(self._pending)
+            try:
+                ready, _, _ = select.select([self._wake_r, *socks], [], [], 0.25)
+            except (OSError, ValueError):
+                ready = socks  # a socket went bad: drop it below
+            now = time.monotonic()
+            for sock in socks:
+                done = self._pending[sock] <= now
+                if sock in ready:
+                    try:
+                        done |= not sock.recv(65536)
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        done = True
+                if done:
+                    with self._lock:
+                        self._pending.pop(sock, None)
+                    _close(sock)
+            if self._wake_r in ready:
+                with contextlib.suppress(OSError):
+                    while self._wake_r.recv(4096):
+                        pass
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        self._thread.join(timeout=2)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
 class EventRequestHandler(RequestHandler):
     """Creates :class:`EventAssociation` acceptors (otherwise pynetdicom's request handler)."""
 
@@ -514,7 +898,14 @@ def _create_event_association(handler: RequestHandler) -> Association:
     assoc.acceptor.implementation_version_name = ae.implementation_version_name
     assoc.acceptor.supported_contexts = deepcopy(server.contexts)
     assoc.requestor.address_info = handler.remote
-    cast(EventDUL, assoc.dul).store_target = getattr(server, "store_target", None)
+    dul = cast(EventDUL, assoc.dul)
+    dul.store_target = getattr(server, "store_target", None)
+    dul.limit_pdu(ae.maximum_pdu_size)
+    connection = getattr(server, "connection", None)
+    slot = getattr(connection, "slot", None)
+    if slot is not None:
+        dul.slot = slot
+        slot.dul = dul
     for event in server._handlers:
         if event.is_intervention and server._handlers[event]:
             assoc.bind(event, *server._handlers[event])

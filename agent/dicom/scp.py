@@ -6,7 +6,9 @@ the instance in one short transaction, and only then answer success. It never pa
 PACS or computes anything; the pipeline picks the study up from the database.
 
 Statuses: 0x0000 success; 0xA700 out of resources (spool under its free-space floor, I/O or database error);
-0xA900 data set does not match SOP class (identifying attribute missing, or not matching the request);
+0xA900 data set does not match SOP class (identifying attribute missing, encoded with a VR other than the
+dictionary's, or not matching the request); 0xA700 also for a deflated dataset whose identifying attributes
+are not within ``dicom.deflated_prefix_max_bytes`` once inflated;
 0xC000 cannot understand (bytes that do not parse, or a UID that is not a valid DICOM UID).
 """
 
@@ -34,8 +36,8 @@ from agent.config import DicomSettings
 from agent.db.index import RETRIEVED, ROUTED, IndexWriter, InstanceRecord
 from agent.db.models import utcnow
 from agent.dicom.counters import ReceiveCounters
-from agent.dicom.header import HeaderError, Identity, read_identity
-from agent.dicom.reactor import EventRequestHandler, StoreCommand
+from agent.dicom.header import HeaderError, Identity, PrefixTooLong, WrongVR, read_identity
+from agent.dicom.reactor import Admission, EventRequestHandler, Rejecter, Slot, StoreCommand
 from agent.dicom.spool import PREAMBLE, Spool, SpoolError, is_valid_uid, write_all
 from agent.dicom.transfer import TRANSFER_SYNTAXES
 from agent.log import get_logger, uid_hash
@@ -82,17 +84,27 @@ def supported_contexts() -> list[PresentationContext]:
 
 
 class NoDelayAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket and TLS off the accept thread.
+    """pynetdicom's threaded server with bounded admission, TCP_NODELAY and TLS off the accept thread.
 
-    Without TCP_NODELAY, small PDUs (C-STORE responses, the last fragment of a dataset) wait for Nagle's
-    algorithm and delayed ACKs, capping a peer at a few dozen instances per second. The TLS handshake runs
-    in the connection's own thread (bounded by ``handshake_timeout_s``), so a slow or silent client never
-    holds up the accept loop.
+    Each accepted connection takes a slot of ``admission`` (see ``reactor.Admission``) before any thread is
+    started for it; one refused is answered by ``rejecter`` on its single thread. Without TCP_NODELAY, small
+    PDUs (C-STORE responses, the last fragment of a dataset) wait for Nagle's algorithm and delayed ACKs,
+    capping a peer at a few dozen instances per second. The TLS handshake runs in the connection's own
+    thread (bounded by ``handshake_timeout_s``), so a slow or silent client never holds up the accept loop.
     """
 
     handshake_timeout_s: float = 30.0
     # Receives C-STORE requests on the reactor's short road (None: through pynetdicom's events).
     store_target: Any = None
+    admission: Admission
+    rejecter: Rejecter
+    # The admission slot of the connection being set up, for the association created in the same thread.
+    connection: threading.local
+
+    def limit(self, max_associations: int) -> None:
+        self.admission = Admission(max_associations)
+        self.rejecter = Rejecter()
+        self.connection = threading.local()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
@@ -101,24 +113,58 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        if self.ssl_context:
-            raw = request
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """In the accept thread: a slot and a thread for the connection, or the standard rejection."""
+        peer = str(client_address[0])
+        slot = self.admission.admit(request, peer)
+        if slot is None:
+            self.rejecter.reject(request, peer)
+            return
+        thread = threading.Thread(
+            target=self._serve_connection, args=(request, client_address, slot), name="scp-connection"
+        )
+        thread.daemon = True
+        thread.start()
+
+    def _serve_connection(self, request: Any, client_address: Any, slot: Slot) -> None:
+        """The TLS handshake, then the association (whose thread gives the slot back when it ends)."""
+        started = False
+        try:
+            if self.ssl_context:
+                raw = request
+                try:
+                    raw.settimeout(self.handshake_timeout_s)
+                    request = self.ssl_context.wrap_socket(raw, server_side=True)
+                    request.settimeout(None)
+                except (ssl.SSLError, OSError) as exc:
+                    log.warning(
+                        "scp.association.rejected",
+                        reason="tls_handshake_failed",
+                        peer=client_address[0],
+                        detail=type(exc).__name__,
+                    )
+                    with contextlib.suppress(OSError):
+                        raw.close()
+                    return
+            self.connection.slot = slot
             try:
-                raw.settimeout(self.handshake_timeout_s)
-                request = self.ssl_context.wrap_socket(raw, server_side=True)
-                request.settimeout(None)
-            except (ssl.SSLError, OSError) as exc:
-                log.warning(
-                    "scp.association.rejected",
-                    reason="tls_handshake_failed",
-                    peer=client_address[0],
-                    detail=type(exc).__name__,
-                )
-                with contextlib.suppress(OSError):
-                    raw.close()
-                return
-        super().process_request_thread(request, client_address)
+                self.finish_request(request, client_address)
+                started = slot.dul is not None
+            finally:
+                self.connection.slot = None
+        except Exception as exc:
+            log.warning("scp.association.aborted", reason="could not be set up", error=type(exc).__name__)
+            with contextlib.suppress(OSError):
+                request.close()
+        finally:
+            if not started:
+                slot.release()
+
+    def server_close(self) -> None:
+        super().server_close()
+        rejecter = getattr(self, "rejecter", None)
+        if rejecter is not None:
+            rejecter.stop()
 
 
 # File meta Private Information (0002,0102) of an instance we retrieved, under our Private Information
@@ -194,6 +240,10 @@ class SharedSocketAssociationServer(NoDelayAssociationServer):
         pass  # listening since before the fork
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        if self.admission.full():
+            # Every slot holds an association: leave the connection to a process with room, if any is
+            # quick enough; else take it, and refuse it with the standard rejection.
+            time.sleep(FULL_PROCESS_DEFERS_S)
         client, address = super().get_request()  # BlockingIOError: another process took it
         client.setblocking(True)
         return client, address
@@ -202,6 +252,11 @@ class SharedSocketAssociationServer(NoDelayAssociationServer):
         # close, never shutdown(): the listening socket is the other receiver processes' as well
         assert self.socket is not None
         self.socket.close()
+        self.rejecter.stop()
+
+
+# How long a receiver process with every slot taken waits before accepting (another process may take it).
+FULL_PROCESS_DEFERS_S = 0.02
 
 
 def shared_listener(host: str, port: int) -> socket.socket:
@@ -244,7 +299,9 @@ class StoreSCP:
         ae = AE(ae_title=s.ae_title)
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-        ae.maximum_associations = s.max_associations
+        # The listener's admission control holds the limit (reactor.Admission); pynetdicom's own count of
+        # association threads may briefly include connections just evicted, so it only backs it up.
+        ae.maximum_associations = 2 * s.max_associations
         ae.maximum_pdu_size = s.max_pdu
         ae.acse_timeout = s.acse_timeout_s
         ae.dimse_timeout = s.dimse_timeout_s
@@ -303,6 +360,7 @@ class StoreSCP:
             ),
         )
         server.handshake_timeout_s = self.settings.acse_timeout_s
+        server.limit(self.settings.max_associations)
         server.store_target = self
         self.ae._servers.append(server)
         self._thread = threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True)
@@ -366,7 +424,11 @@ class StoreSCP:
         )
 
     def _on_aborted(self, event: Any) -> None:
-        log.warning("scp.association.aborted", calling_aet=event.assoc.requestor.ae_title)
+        log.warning(
+            "scp.association.aborted",
+            reason="aborted by the peer",
+            calling_aet=event.assoc.requestor.ae_title,
+        )
 
     def origin(self, command: StoreCommand) -> str:
         """``retrieved`` when the request answers a C-MOVE we issued (its Move Originator is our AE title)."""
@@ -438,9 +500,9 @@ class StoreSCP:
         else:
             assert data is not None
             try:
-                ident = read_identity(data, transfer_syntax)
+                ident = read_identity(data, transfer_syntax, self.settings.deflated_prefix_max_bytes)
             except HeaderError as exc:
-                raise Refusal(CANNOT_UNDERSTAND, f"unparseable: {exc}") from None
+                raise header_refusal(exc) from None
         uids = {
             "sop_instance_uid": ident.sop_instance_uid,
             "study_uid": ident.study_uid,
@@ -682,9 +744,11 @@ class IncomingInstance:
             )
         )
         with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as m:
-            result = _identity_of(m, offset, self.transfer_syntax)
-        if isinstance(result, str):
-            raise Refusal(CANNOT_UNDERSTAND, f"unparseable: {result}")
+            result = _identity_of(
+                m, offset, self.transfer_syntax, self.scp.settings.deflated_prefix_max_bytes
+            )
+        if isinstance(result, HeaderError):
+            raise header_refusal(result)
         return result
 
     def move_in(self, relative: Path, before_sync: Callable[[], None] | None = None) -> None:
@@ -704,9 +768,18 @@ class IncomingInstance:
                 path.unlink()
 
 
-def _identity_of(m: mmap.mmap, offset: int, transfer_syntax: str) -> Identity | str:
+def _identity_of(m: mmap.mmap, offset: int, transfer_syntax: str, prefix_max: int) -> Identity | HeaderError:
     # No view of the map may outlive this call (the caller closes it), hence no exception escapes with one.
     try:
-        return read_identity(memoryview(m)[offset:], transfer_syntax)
+        return read_identity(memoryview(m)[offset:], transfer_syntax, prefix_max)
     except HeaderError as exc:
-        return str(exc)
+        return type(exc)(str(exc))
+
+
+def header_refusal(exc: HeaderError) -> Refusal:
+    """The status of an instance whose identifying attributes cannot be read."""
+    if isinstance(exc, WrongVR):
+        return Refusal(DATASET_DOES_NOT_MATCH, f"identifying attribute with a non-standard VR: {exc}")
+    if isinstance(exc, PrefixTooLong):
+        return Refusal(OUT_OF_RESOURCES, str(exc))
+    return Refusal(CANNOT_UNDERSTAND, f"unparseable: {exc}")

@@ -1,10 +1,11 @@
 """The spool: received instances as DICOM files under ``<spool>/<study>/<series>/<sop>.dcm``.
 
 Every write is durable before it returns. A new instance is created directly under its final name
-(``O_CREAT|O_EXCL``), written and ``fsync``ed; its directory is ``fsync``ed too, except on ext4, XFS and
-btrfs, whose ``fsync`` of a newly created file also commits its directory entry (the create is journalled
-with the inode, or logged with it by btrfs), so the second fsync would only cost time (measured here at about
-half the cost of the file's own). Replacing an existing copy stays atomic: a
+(``O_CREAT|O_EXCL``), written and ``fsync``ed, and its directory is ``fsync``ed too, unless the filesystem
+is verified at start (:func:`entry_durability`) to commit a new file's directory entry with the file's own
+``fsync``: XFS (its log is mandatory), btrfs (the log tree records the new entry with the inode) and ext4
+with an active journal (seen in ``/proc/fs/jbd2``; ext4 without a journal, or any other filesystem, gets the
+directory ``fsync``). Replacing an existing copy stays atomic: a
 temporary file, ``fsync``, ``rename`` over the final name, ``fsync`` of the directory, so the earlier copy is
 never lost to a half-written one. Instances too large to buffer arrive in ``.incoming/`` and are renamed into
 place the same way.
@@ -39,16 +40,17 @@ INCOMING = ".incoming"
 FREE_CHECK_S = 0.5
 # Written at a clean stop, removed at start: its absence at start means the last stop was not clean.
 CLEAN_MARKER = ".clean-stop"
-# Filesystems on which fsync of a newly created file makes its directory entry durable as well.
-ENTRY_DURABLE_WITH_FILE = frozenset({"ext4", "xfs", "btrfs"})
+# Filesystems whose fsync of a newly created file makes its directory entry durable as well, whatever
+# their mount options (ext4 only with its journal: see entry_durability).
+ENTRY_DURABLE_WITH_FILE = frozenset({"xfs", "btrfs"})
 
 
-def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding ``path`` (from /proc/self/mountinfo; "" when unknown)."""
+def filesystem_of(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> tuple[str, str]:
+    """(type, device major:minor) of the filesystem holding ``path``; ("", "") when unknown."""
     target = str(Path(path).resolve())
-    best, kind = "", ""
+    best, kind, device = "", "", ""
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
             for line in f:
                 fields = line.split()
                 if " - " not in line or len(fields) < 5:
@@ -57,10 +59,33 @@ def filesystem_type(path: Path) -> str:
                 after = line.split(" - ", 1)[1].split()
                 inside = target == mount or target.startswith(mount.rstrip("/") + "/")
                 if inside and len(mount) >= len(best) and after:
-                    best, kind = mount, after[0]
+                    best, kind, device = mount, after[0], fields[2]
     except OSError:
-        return ""
-    return kind
+        return "", ""
+    return kind, device
+
+
+def entry_durability(
+    path: Path, mountinfo: Path = Path("/proc/self/mountinfo"), sys_root: Path = Path("/")
+) -> tuple[bool, str]:
+    """Whether ``fsync`` of a new file under ``path`` also makes its directory entry durable, and why.
+
+    Verified, never assumed from the type alone: ext4 counts only when its journal is active (a jbd2 journal
+    for the device under ``/proc/fs/jbd2``); ext4 without a journal, tmpfs, overlay, NFS and anything unknown
+    need the directory's own ``fsync``.
+    """
+    kind, device = filesystem_of(path, mountinfo)
+    if kind in ENTRY_DURABLE_WITH_FILE:
+        return True, f"{kind}: the new entry is logged with the file"
+    if kind == "ext4":
+        try:
+            name = (sys_root / "sys/dev/block" / device).resolve().name
+        except OSError:
+            name = ""
+        if name and (sys_root / "proc/fs/jbd2" / f"{name}-8").is_dir():
+            return True, f"ext4 with an active journal on {name}: the create is journalled with the inode"
+        return False, "ext4 without an active journal"
+    return False, f"{kind or 'unknown filesystem'}: not known to commit a new entry with the file"
 
 
 def is_valid_uid(value: object) -> bool:
@@ -84,8 +109,9 @@ class Spool:
         self._written = 0
         self._free_until = 0.0
         self._dirs_lock = threading.Lock()
-        # Whether a new file's directory needs its own fsync (decided by prepare() from the filesystem).
+        # Whether a new file's directory needs its own fsync, and why (decided by prepare()).
         self.sync_new_entries = True
+        self.durability = "not checked yet"
 
     def prepare(self) -> bool:
         """Create the spool directories (at start-up, so a permission problem shows before any association).
@@ -95,7 +121,8 @@ class Spool:
         """
         fresh = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.sync_new_entries = filesystem_type(self.root) not in ENTRY_DURABLE_WITH_FILE
+        durable, self.durability = entry_durability(self.root)
+        self.sync_new_entries = not durable
         incoming = self.root / INCOMING
         incoming.mkdir(exist_ok=True)
         for leftover in incoming.iterdir():  # never acknowledged: the sender was not answered

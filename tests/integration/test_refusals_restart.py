@@ -5,51 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pydicom
 import pytest
-from support.agentproc import REPO, wait_until
+from support.agentproc import wait_until
 from support.dicomgen import make_study, save
+from support.rawpeer import send_raw
 
 pytestmark = pytest.mark.integration
-
-SEND_RAW = """
-import sys
-from pynetdicom import AE, _config
-_config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes as they are, without decoding them
-ae = AE(ae_title="RAWSCU")
-ae.add_requested_context(sys.argv[3], sys.argv[4])
-assoc = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title="LIVERAGENT")
-assert assoc.is_established
-status = assoc.send_c_store(sys.argv[2])
-assoc.release()
-print(f"0x{status.Status:04X}")
-"""
-
-
-def send_raw(port: int, path: Path) -> str:
-    """Send a file's bytes unchanged with pynetdicom as the peer (DCMTK refuses to send a broken file)."""
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            SEND_RAW,
-            str(port),
-            str(path),
-            ds.SOPClassUID,
-            ds.file_meta.TransferSyntaxUID,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
 
 
 def variant(src: Path, out: Path, **changes) -> Path:
