@@ -517,7 +517,6 @@ class EventDUL(DULServiceProvider):
             if problem is not None:
                 self._abort(problem, "scp.association.malformed")
                 return
-            self.awaiting_request = False  # no longer evictable: the association is being negotiated
         if pdu_type == 0x04 and self.store_target is not None and self.state_machine.current_state == "Sta6":
             rest = self._store_pdvs(memoryview(body))
             if rest is None:
@@ -535,6 +534,8 @@ class EventDUL(DULServiceProvider):
             else:
                 self.event_queue.put("Evt19")
             return
+        if pdu_type == 0x01:
+            self.awaiting_request = False  # no longer evictable: the association is being negotiated
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
 

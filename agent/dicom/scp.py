@@ -134,7 +134,11 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
                 raw = request
                 try:
                     raw.settimeout(self.handshake_timeout_s)
-                    request = self.ssl_context.wrap_socket(raw, server_side=True)
+                    request = self.ssl_context.wrap_socket(
+                        raw, server_side=True, do_handshake_on_connect=False
+                    )
+                    slot.sock = request  # the wrapped socket owns the connection now (eviction shuts it)
+                    request.do_handshake()
                     request.settimeout(None)
                 except (ssl.SSLError, OSError) as exc:
                     log.warning(
@@ -143,8 +147,9 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
                         peer=client_address[0],
                         detail=type(exc).__name__,
                     )
-                    with contextlib.suppress(OSError):
-                        raw.close()
+                    for sock in (request, raw):  # the wrapped socket, or the raw one if wrapping failed
+                        with contextlib.suppress(OSError):
+                            sock.close()
                     return
             self.connection.slot = slot
             try:
