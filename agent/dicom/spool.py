@@ -5,7 +5,10 @@ Every write is durable before it returns. A new instance is created directly und
 is verified at start (:func:`entry_durability`) to commit a new file's directory entry with the file's own
 ``fsync``: XFS (its log is mandatory), btrfs (the log tree records the new entry with the inode) and ext4
 with an active journal (seen in ``/proc/fs/jbd2``; ext4 without a journal, or any other filesystem, gets the
-directory ``fsync``). Replacing an existing copy stays atomic: a
+directory ``fsync``). That directory ``fsync`` starts as soon as the file is created, in the spool's
+directory-sync thread, so it runs while the data is written and the file is ``fsync``ed (requests for one
+directory that arrive before its sync starts share it); the write returns once both are done. Replacing an
+existing copy stays atomic: a
 temporary file, ``fsync``, ``rename`` over the final name, ``fsync`` of the directory, so the earlier copy is
 never lost to a half-written one. Instances too large to buffer arrive in ``.incoming/`` and are renamed into
 place the same way.
@@ -28,7 +31,9 @@ import re
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 UID_MAX = 64
@@ -97,6 +102,46 @@ class SpoolError(Exception):
     """Writing to the spool failed (disk full, permissions, I/O error)."""
 
 
+class DirectorySyncer:
+    """``fsync`` of directories on one thread, started early and shared.
+
+    ``request(directory)`` returns a future done once an ``fsync`` of the directory that started after the
+    call has completed. Requests for a directory whose sync is queued but not started share it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._queued: dict[Path, Future[None]] = {}
+        self._order: deque[Path] = deque()
+        self._thread: threading.Thread | None = None
+
+    def request(self, directory: Path) -> Future[None]:
+        with self._lock:
+            future = self._queued.get(directory)
+            if future is None:
+                future = self._queued[directory] = Future()
+                self._order.append(directory)
+                if self._thread is None or not self._thread.is_alive():  # started lazily (and after a fork)
+                    self._thread = threading.Thread(target=self._run, name="spool-dirsync", daemon=True)
+                    self._thread.start()
+                self._lock.notify()
+            return future
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._order:
+                    self._lock.wait()
+                directory = self._order.popleft()
+                future = self._queued.pop(directory)
+            try:
+                _fsync_dir(directory)
+            except OSError as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+
 class Spool:
     """Atomic, durable file storage for received instances."""
 
@@ -112,6 +157,7 @@ class Spool:
         # Whether a new file's directory needs its own fsync, and why (decided by prepare()).
         self.sync_new_entries = True
         self.durability = "not checked yet"
+        self._dirsync = DirectorySyncer()
 
     def prepare(self) -> bool:
         """Create the spool directories (at start-up, so a permission problem shows before any association).
@@ -201,6 +247,8 @@ class Spool:
             return self._replace(target, chunks, before_sync)
         except OSError as exc:
             raise SpoolError(f"{exc.strerror or exc}") from exc
+        # The new entry's directory sync runs while the data is written and synced.
+        entry = self._dirsync.request(directory) if self.sync_new_entries else None
         try:
             try:
                 size = write_all(fd, chunks)
@@ -210,8 +258,8 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            if self.sync_new_entries:
-                _fsync_dir(directory)
+            if entry is not None:
+                entry.result()
         except OSError as exc:
             with contextlib.suppress(OSError):
                 target.unlink(missing_ok=True)
