@@ -328,6 +328,23 @@ class OutboxSettings(Section):
     batch: int = Field(50, ge=1)
 
 
+class NodeSettings(Section):
+    """This ``serve`` process among several sharing one PostgreSQL database (README, "Several nodes")."""
+
+    # The node's name, unique among the nodes; empty = the host name.
+    name: str = Field("", max_length=64)
+    # Seconds between heartbeats in the database.
+    heartbeat_s: float = Field(5, gt=0)
+    # A node silent this long is gone: its studies are processed by another node, which retrieves the
+    # files it needs from the PACS.
+    dead_after_s: float = Field(30, gt=0)
+
+    def resolved_name(self) -> str:
+        import socket
+
+        return self.name or socket.gethostname()[:64]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LIVER_AGENT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -345,6 +362,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    node: NodeSettings = Field(default_factory=NodeSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -37,7 +37,7 @@ from agent.dicom.scp import StoreSCP, accepted_storage_classes, shared_listener
 from agent.dicom.spool import Spool
 from agent.log import configure_logging, get_logger
 from agent.pipeline.stability import StabilityMonitor
-from agent.scheduling import new_scheduler
+from agent.scheduling import add_periodic, new_scheduler
 
 log = get_logger(__name__)
 
@@ -186,6 +186,18 @@ def run(args: argparse.Namespace) -> int:
     scheduler = new_scheduler()
     monitor = StabilityMonitor(sessions, settings.stability)
     monitor.schedule(scheduler)
+    # This node's heartbeat: while it beats, its studies run here (agent.pipeline.nodes).
+    from agent.pipeline.nodes import heartbeat
+
+    node_name = settings.node.resolved_name()
+    add_periodic(
+        scheduler,
+        lambda: heartbeat(sessions, node_name),
+        settings.node.heartbeat_s,
+        "node",
+        "node.heartbeat_failed",
+    )
+    log.info("node.started", node=node_name)
     try:
         scp.start()
     except (OSError, ValueError) as exc:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -134,6 +135,8 @@ class Study(Base):
     receiving_since: Mapped[datetime] = mapped_column(UTCDateTime())
     stable_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # The node whose spool holds the study's files (agent.pipeline.nodes); None until one adopts it.
+    node: Mapped[str | None] = mapped_column(String(64))
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
     series: Mapped[list[Series]] = relationship(back_populates="study")
@@ -308,6 +311,18 @@ class OutboxItem(Base):
     alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Held by a delivering process until then (agent/queue); None: free.
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The object's bytes, so that any node can deliver it when the file is not on its disk.
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+
+
+class Node(Base):
+    """One ``serve`` process sharing the database: its heartbeat says it is alive (agent.pipeline.nodes)."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class PeerHealth(Base):

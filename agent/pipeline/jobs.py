@@ -18,6 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from agent import queue
 from agent.db.models import ACTIVE_JOB_STATES, Job, JobState, Study, StudyState, utcnow
 from agent.log import get_logger, uid_hash
+from agent.pipeline.nodes import may_run
 from agent.queue import Lease, RetryPolicy
 
 log = get_logger(__name__)
@@ -69,19 +70,28 @@ def claimable(now: datetime) -> list[ColumnElement[bool]]:
 
 
 def claim_lease(
-    session: Session, kinds: tuple[str, ...], lease_s: float, now: datetime | None = None
+    session: Session,
+    kinds: tuple[str, ...],
+    lease_s: float,
+    now: datetime | None = None,
+    node: tuple[str, float] | None = None,
 ) -> tuple[Job, Lease] | None:
     """Claim the oldest claimable job of one of ``kinds`` (see :func:`claimable`) and its lease.
 
     A ``process_study`` job is claimable only while its study is not receiving again (an instance that
-    reopened the study postpones the work until the study is stable once more). The caller commits.
+    reopened the study postpones the work until the study is stable once more). With ``node`` (name, seconds
+    after which a silent node is gone), only the jobs that node may run (``agent.pipeline.nodes.may_run``).
+    The caller commits.
     """
     now = now or utcnow()
 
     def not_receiving(query: Select[Any]) -> Select[Any]:
-        return query.outerjoin(Study, Study.id == Job.study_pk).where(
+        query = query.outerjoin(Study, Study.id == Job.study_pk).where(
             or_(Job.study_pk.is_(None), Study.state != StudyState.RECEIVING.value)
         )
+        if node is not None:
+            query = query.where(or_(Job.study_pk.is_(None), may_run(node[0], node[1], now)))
+        return query
 
     leases = queue.claim(
         session,

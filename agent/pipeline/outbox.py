@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -94,6 +96,7 @@ def queue(
                 continue
             session.add(
                 OutboxItem(
+                    data=obj.path.read_bytes() if obj.path.is_file() else None,
                     destination=dest,
                     study_pk=study_pk,
                     output_pk=output_pk,
@@ -194,6 +197,37 @@ def _deliver_batch(
     summary: DeliveryRound,
 ) -> None:
     leases = {lease.id: lease for lease, _ in batch}
+    with contextlib.ExitStack() as stack:
+        batch = [(lease, _materialised(sessions, lease.id, it, stack)) for lease, it in batch]
+        _deliver_present(sessions, client, batch, leases, settings, policy, summary)
+
+
+def _materialised(
+    sessions: sessionmaker[Session], pk: int, item: StoreItem, stack: contextlib.ExitStack
+) -> StoreItem:
+    """``item``, or when its file is not on this node's disk (another node wrote it), a temporary copy of
+    the bytes kept in the row, removed after the round."""
+    if item.path.is_file():
+        return item
+    with sessions() as session:
+        data = session.execute(select(OutboxItem.data).where(OutboxItem.id == pk)).scalar()
+    if data is None:
+        return item
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="liver-agent-outbox-"))
+    path = Path(tmp) / item.path.name
+    path.write_bytes(data)
+    return StoreItem(path, item.sop_class_uid, item.sop_uid)
+
+
+def _deliver_present(
+    sessions: sessionmaker[Session],
+    client: Peer,
+    batch: list[tuple[Lease, StoreItem]],
+    leases: dict[int, Lease],
+    settings: OutboxSettings,
+    policy: AlertPolicy,
+    summary: DeliveryRound,
+) -> None:
     missing = [(lease.id, it) for lease, it in batch if not it.path.is_file()]
     present = [(lease.id, it) for lease, it in batch if it.path.is_file()]
     outcomes: dict[int, tuple[Outcome, int | None, str]] = {

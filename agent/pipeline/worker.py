@@ -55,7 +55,7 @@ from agent.log import get_logger, stack_frames, uid_hash
 from agent.metrics import PIPELINE_DURATION
 from agent.peers import Outcome as PeerOutcome
 from agent.peers import PeerError, Receiver
-from agent.pipeline import jobs, outbox
+from agent.pipeline import jobs, nodes, outbox
 from agent.pipeline.acquisition import AcquisitionIndex, resolve_reports
 from agent.pipeline.assemble import (
     Assembly,
@@ -192,6 +192,24 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
     with sessions() as session:
         study = session.get(Study, study_pk)
         assert study is not None
+        patient_pk, holder = study.patient_pk, study.node
+    # A study taken over from a node that is gone (the spool is per node): what the job reads comes from
+    # the PACS to this node's listener first.
+    me = settings.node.resolved_name()
+    org_root = settings.uids.org_root
+    try:
+        fetched = nodes.fetch_missing(
+            sessions, settings, patient_pk, deps.store_handler, lambda sop: sop.startswith(org_root)
+        )
+    except PeerError as exc:
+        raise RetryLater(str(exc), outage=peer_outage(exc)) from exc
+    if holder != me:
+        nodes.take_over(sessions, study_pk, me)
+        if holder is not None:
+            log.info("node.took_over", node=me, previous=holder, fetched=fetched)
+    with sessions() as session:
+        study = session.get(Study, study_pk)
+        assert study is not None
         patient = session.get(Patient, study.patient_pk)
         assert patient is not None
         rows = session.execute(
@@ -202,7 +220,6 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
         ).all()
         study_uid, study_date = study.study_uid, study.study_date
         patient_id, issuer = patient.patient_id, patient.issuer
-    org_root = settings.uids.org_root
     facts = [
         read_series_facts(spool_root / path, series_uid, modality or "")
         for series_uid, modality, path in rows
@@ -441,8 +458,13 @@ class Worker:
         """Claim and run one job; False when there was nothing to claim."""
         ps = self.deps.settings.pipeline
         sessions = self.deps.sessions
+        node = self.deps.settings.node
+        me = node.resolved_name()
+        nodes.adopt(sessions, me, Path(self.deps.settings.storage.spool_dir), node.dead_after_s)
         with sessions.begin() as session:
-            claimed = jobs.claim_lease(session, (jobs.PROCESS_STUDY,), ps.lease_s)
+            claimed = jobs.claim_lease(
+                session, (jobs.PROCESS_STUDY,), ps.lease_s, node=(me, node.dead_after_s)
+            )
             if claimed is None:
                 return False
             job, lease = claimed
