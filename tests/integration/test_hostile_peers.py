@@ -327,3 +327,30 @@ def test_a_malformed_association_request_is_one_warning_without_traceback(agent:
     assert all(w["level"] == "warning" and w["reason"] for w in warnings)
     assert not [e for e in agent.events() if e.get("level") in ("error", "critical")]
     assert "Traceback" not in log
+
+
+def test_connections_beyond_the_slots_get_the_standard_rejection_at_once(agent: Agent) -> None:
+    from pynetdicom import AE
+
+    ae = AE(ae_title="HOGGER")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    ae.network_timeout = (
+        30  # the hogger itself waits; the agent's network timeout (3 s) ends its associations
+    )
+    with attack(agent):
+        hogs = [ae.associate("127.0.0.1", agent.port, ae_title="LIVERAGENT") for _ in range(2 * SLOTS)]
+        assert all(a.is_established for a in hogs), "every slot of both receiver processes is taken"
+        start = time.monotonic()
+        refused = dcmtk(
+            "echoscu", "-aet", "GOODPEER", "-aec", "LIVERAGENT", "127.0.0.1", agent.port, timeout=10
+        )
+        took = time.monotonic() - start
+        assert refused.returncode != 0
+        assert "Association Rejected" in refused.stdout + refused.stderr
+        assert "Local Limit Exceeded" in refused.stdout + refused.stderr
+        assert took < 1.5, f"the rejection took {took:.2f} s"
+        # The idle associations end after the network timeout; the slots are free again.
+        assert wait_until(lambda: all(not a.is_established for a in hogs), NETWORK_S + SLACK_S)
+        echo_within(agent)
+    rejected = agent.events("scp.association.rejected")
+    assert rejected and rejected[0]["reason"] == "local limit exceeded"
