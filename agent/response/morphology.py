@@ -162,17 +162,21 @@ def _chun_assessment(
 
 
 def chun_timepoint(
-    timeline: Timeline, index: int, targets: Sequence[Lesion], records: Sequence[Lesion | None]
+    timeline: Timeline,
+    index: int,
+    targets: Sequence[Lesion],
+    records: Sequence[Lesion | None],
+    excluded: str | None = None,
 ) -> TimepointAssessment:
     """Chun response at follow-up ``index``: CT at both time points, all liver targets grouped, worst wins.
 
-    ``targets`` are the baseline liver targets and ``records`` their records at ``index`` (``None``: missing).
+    ``targets`` are the baseline liver targets and ``records`` their records at ``index`` (``None``: missing);
+    ``excluded`` says why the evidence checks set the time point aside.
     """
     baseline, current = timeline.baseline, timeline.timepoints[index]
     if not is_ct(baseline) or not is_ct(current):
         reason = f"Chun is validated on CT only (baseline {baseline.modality}, follow-up {current.modality})"
         return _chun_assessment(current, index, Category.NE, "chun_ct_only", reason)
-    excluded = build_registry(timeline).exclusion(index)
     if excluded is not None:
         return _chun_assessment(current, index, Category.NE, "chun_not_assessed", excluded)
     if not targets:
@@ -211,7 +215,9 @@ def assess(timeline: Timeline) -> CriterionResult:
     liver = [i for i, lesion in enumerate(registry.targets) if _is_liver(lesion)]
     targets = [registry.targets[i] for i in liver]
     followups = tuple(
-        chun_timepoint(timeline, t, targets, [registry.target_records[t][i] for i in liver])
+        chun_timepoint(
+            timeline, t, targets, [registry.target_records[t][i] for i in liver], registry.exclusion(t)
+        )
         for t in timeline.followups
     )
     bor = best_morphologic_response([tp.category for tp in followups])
