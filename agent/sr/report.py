@@ -30,6 +30,7 @@ from agent.response.model import (
     Timeline,
     TimepointAssessment,
 )
+from agent.response.morphology import morphology_group
 from agent.response.parse import explanation, explanation_lines
 from agent.response.recist import assess as recist_assess
 from agent.response.recist import percent_change, target_value
@@ -198,9 +199,13 @@ def cell(record: Lesion | None) -> tuple[str, str, Decimal | None]:
         note = status if record.status.value in ("too_small", "disappeared", "coalesced") else ""
         if record.fragments_mm:
             note = f"{len(record.fragments_mm)} fragments"
+        extras = []
         if record.mean_hu is not None:  # the density Choi compares, visit by visit
-            hu = f"{record.mean_hu.quantize(Decimal('1'))} HU"
-            note = f"{note}, {hu}" if note else hu
+            extras.append(f"{record.mean_hu.quantize(Decimal('1'))} HU")
+        group = morphology_group(record)
+        if group is not None:  # the Chun morphology group, visit by visit
+            extras.append(f"G{group}")
+        note = ", ".join([note, *extras] if note else extras)
         return _mm(value), note, value
     value = record.diameter_mm
     if value is not None:

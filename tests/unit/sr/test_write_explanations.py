@@ -107,3 +107,25 @@ def test_a_99999999_mm_diameter_gives_no_response_and_no_target_sum(tmp_path: Pa
         if codes.matches(_concept(m), codes.MEASUREMENT_OF_RESPONSE)
     ]
     assert sums and max(sums) < 1000  # the earlier sums only, no 100 km sum
+
+
+def test_lesion_cells_carry_the_density_and_the_chun_group_of_each_visit() -> None:
+    """Choi 2007 and Chun 2009 are checked visit by visit from the lesion table, not from diameters only."""
+    from decimal import Decimal
+
+    from agent.response.model import Lesion, LesionKind, LesionStatus
+    from agent.sr.report import cell
+
+    record = Lesion(
+        "T1",
+        "liver",
+        LesionKind.TARGET,
+        LesionStatus.MEASURED,
+        long_axis_mm=Decimal(36),
+        mean_hu=Decimal("61.6"),
+    )
+    assert cell(record)[:2] == ("36 mm", "62 HU")
+    grouped = Lesion(
+        "T1", "liver", LesionKind.TARGET, LesionStatus.MEASURED, long_axis_mm=Decimal(36), chun_group=2
+    )
+    assert cell(grouped)[:2] == ("36 mm", "G2")
