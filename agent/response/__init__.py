@@ -4,11 +4,15 @@ Never imports pydicom, the database, the network or any other ``agent`` package 
 
 Interface (shared by every criterion module):
 
-* ``model``: frozen dataclasses and enums. Input ``Timeline(context, timepoints, options)``; ``timepoints[0]``
-  is the baseline; each ``TimePoint`` holds ``Lesion`` records (``status`` already resolved to the kind's
+* ``model``: frozen dataclasses and enums. Input ``Timeline(context, timepoints, options)``; the baseline is
+  ``timeline.baseline_index`` (the latest scan on or before treatment start, docs/criteria.md §1.6), earlier
+  scans are history; each ``TimePoint`` holds ``Lesion`` records (``status`` already resolved to the kind's
   default; measurements are ``Decimal``). Output ``CriterionResult`` per criterion, holding one
-  ``TimepointAssessment`` per time point (``None`` at the baseline), the BOR and the PD date; ``Alert``;
-  ``Assessment`` (all results + alerts).
+  ``TimepointAssessment`` per time point (``None`` at the baseline and before it) with the rule, citation,
+  reference and figures behind it, the BOR and the PD date; ``Alert``; ``Assessment`` (all results +
+  alerts, visit labels and dates).
+* ``registry``'s evidence checks (docs/criteria.md §1.8) set aside implausible time points and
+  self-contradictory records before any criterion reads them.
 * ``parse.timeline_from_dict(data) -> Timeline`` reads the JSON shape of the cases of
   ``tests/data/criteria/vectors.json`` (``ValidationError`` names the field:
   ``timepoints[2].lesions[0].long_axis_mm: must be >= 0``);
