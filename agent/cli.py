@@ -22,7 +22,7 @@ from agent import __version__
 # Command -> (module, the one-line help its parser registers). Order is the order of ``liver-agent --help``.
 COMMANDS = {
     "serve": ("agent.commands.serve", "run the agent (DICOM listener and pipeline)"),
-    "echo": ("agent.commands.echo", "send a C-ECHO to AE@HOST:PORT or a configured peer"),
+    "echo": ("agent.commands.echo", "check a peer answers: C-ECHO to AE@HOST:PORT, or a configured peer"),
     "assess": ("agent.commands.assess", "compute the tumour response of a measurement timeline (JSON)"),
     "sr": ("agent.commands.sr", "read DICOM SR measurement reports"),
     "check-config": (

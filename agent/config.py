@@ -7,10 +7,20 @@ Precedence, highest first: environment, YAML file, defaults.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.response.model import Severity
@@ -91,10 +101,21 @@ class LogSettings(Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class PeerSettings(Section):
-    """A remote DICOM node (the PACS) used for query/retrieve and as a store destination."""
+class PeerCommon(Section):
+    """What every kind of peer has: its ``type`` and what the agent uses it for."""
 
-    # How the peer is reached (agent/peers lists the kinds): dimse (C-FIND, C-MOVE/C-GET, C-STORE).
+    # How the peer is reached (agent/peers lists the kinds): dimse (C-FIND, C-MOVE/C-GET, C-STORE) or
+    # dicomweb (QIDO-RS, WADO-RS, STOW-RS).
+    type: str = "dimse"
+    # Use this peer to find and retrieve priors.
+    query_retrieve: bool = True
+    # Send our results to this peer.
+    store: bool = True
+
+
+class PeerSettings(PeerCommon):
+    """A remote DICOM node (the PACS) reached over DIMSE: C-FIND, C-MOVE / C-GET, C-STORE."""
+
     type: Literal["dimse"] = "dimse"
     ae_title: str
     host: str
@@ -103,15 +124,87 @@ class PeerSettings(Section):
     acse_timeout_s: float = Field(30, gt=0)
     dimse_timeout_s: float = Field(120, gt=0)
     network_timeout_s: float = Field(60, gt=0)
-    # Use this peer for C-FIND / retrieval of priors.
-    query_retrieve: bool = True
-    # Send our results to this peer.
-    store: bool = True
     retrieve_method: Literal["move", "get"] = "move"
     # C-MOVE destination AE title the peer sends priors to (it must know it); null = our dicom.ae_title.
     move_destination: str | None = None
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+
+def _check_http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ValueError("a DICOMweb URL starts with http:// or https://")
+    if "@" in value.split("//", 1)[1].split("/", 1)[0]:
+        raise ValueError("put credentials in username/password or token, not in the URL")
+    return value
+
+
+class DicomwebPeerSettings(PeerCommon):
+    """A PACS or imaging store reached over DICOMweb: QIDO-RS, WADO-RS, STOW-RS."""
+
+    type: Literal["dicomweb"]
+    # Base URL of the DICOMweb service (e.g. https://pacs.example.org/dicom-web); each of qido_url,
+    # wado_url and stow_url, when set, replaces it for that service.
+    url: str | None = None
+    qido_url: str | None = None
+    wado_url: str | None = None
+    stow_url: str | None = None
+    # none, basic (username + password) or bearer (token). A secret comes from the file, or from the
+    # environment variable named by password_env / token_env.
+    auth: Literal["none", "basic", "bearer"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = None
+    token: SecretStr | None = None
+    token_env: str | None = None
+    # Verify the server's TLS certificate (against ca_file when set, else the system's CAs).
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    connect_timeout_s: float = Field(10, gt=0)
+    # Longest wait for the server's answer to one request.
+    read_timeout_s: float = Field(120, gt=0)
+    # Objects sent in one STOW-RS request at most (bytes, summed over the files).
+    stow_batch_mb: float = Field(64, gt=0)
+    # A WADO-RS answer larger than this is refused (bounded memory).
+    max_instance_mb: float = Field(512, gt=0)
+
+    _urls = field_validator("url", "qido_url", "wado_url", "stow_url")(
+        classmethod(lambda cls, v: _check_http_url(v))
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DicomwebPeerSettings:
+        if self.query_retrieve and not (self.url or (self.qido_url and self.wado_url)):
+            raise ValueError("a dicomweb peer used for query/retrieve needs url (or qido_url and wado_url)")
+        if self.store and not (self.url or self.stow_url):
+            raise ValueError("a dicomweb peer used as a store destination needs url (or stow_url)")
+        if self.auth == "basic" and not self.username:
+            raise ValueError("auth basic needs username (and password or password_env)")
+        if self.auth == "bearer" and self.token is None and not self.token_env:
+            raise ValueError("auth bearer needs token or token_env")
+        return self
+
+    def service_url(self, service: Literal["qido", "wado", "stow"]) -> str:
+        root = {"qido": self.qido_url, "wado": self.wado_url, "stow": self.stow_url}[service] or self.url
+        if root is None:
+            raise ValueError(f"no URL for {service.upper()}-RS")
+        return root
+
+
+def _peer_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("type") or "dimse")
+    return str(getattr(value, "type", "dimse"))
+
+
+# A configured peer, of the kind its ``type`` names (dimse when absent).
+AnyPeerSettings = Annotated[
+    Annotated[PeerSettings, Tag("dimse")] | Annotated[DicomwebPeerSettings, Tag("dicomweb")],
+    Discriminator(_peer_type),
+]
 
 
 class UIDSettings(Section):
@@ -128,7 +221,7 @@ class UIDSettings(Section):
         return body + "."
 
 
-Scope = Literal["read", "acknowledge"]
+Scope = Literal["read", "acknowledge", "store"]
 
 
 def _read_scope() -> list[Scope]:
@@ -145,7 +238,7 @@ class APITokenSettings(Section):
     name: str = Field(min_length=1, max_length=64)
     # "sha256$<hex>" or "pbkdf2_sha256$<iterations>$<salt>$<hex>".
     hash: SecretStr
-    # read: GET endpoints; acknowledge: also POST acknowledgements.
+    # read: GET endpoints; acknowledge: also POST acknowledgements; store: STOW-RS (POST /dicomweb/studies).
     scopes: list[Scope] = Field(default_factory=_read_scope)
 
 
@@ -172,6 +265,9 @@ class WebSettings(Section):
     session_minutes: int = Field(480, ge=1)
     # Send the session cookie only over HTTPS (set when a TLS proxy fronts the agent).
     secure_cookies: bool = False
+    # STOW-RS (POST /dicomweb/studies, tokens with the store scope): the largest request accepted, in MiB.
+    # The request goes to the spool as it arrives (memory stays bounded), then is filed instance by instance.
+    stow_max_request_mb: int = Field(2048, ge=1)
 
 
 class AlertSinkSettings(BaseModel):
@@ -355,7 +451,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     stability: StabilitySettings = Field(default_factory=StabilitySettings)
     log: LogSettings = Field(default_factory=LogSettings)
-    peers: dict[str, PeerSettings] = Field(default_factory=dict)
+    peers: dict[str, AnyPeerSettings] = Field(default_factory=dict)
     uids: UIDSettings = Field(default_factory=UIDSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     sr: SRSettings = Field(default_factory=SRSettings)

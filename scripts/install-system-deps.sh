@@ -7,7 +7,7 @@
 # removed afterwards (an administrator's own policy-rc.d, if any, is put back). Services already running are
 # left alone. The tests start their own Orthanc and PostgreSQL on free ports.
 set -euo pipefail
-packages=(dcmtk orthanc dicom3tools poppler-utils iproute2 util-linux postgresql chromium)
+packages=(dcmtk orthanc orthanc-dicomweb dicom3tools poppler-utils iproute2 util-linux postgresql chromium)
 # POLICY_RC_D moves the policy file elsewhere; only the installer's test sets it (with a fake apt on PATH).
 policy="${POLICY_RC_D:-/usr/sbin/policy-rc.d}"
 need=()

@@ -1,4 +1,5 @@
-"""``liver-agent echo AE@HOST:PORT`` (or a configured peer name): one C-ECHO, exit 0 on success."""
+"""``liver-agent echo AE@HOST:PORT`` (or a configured peer name): one C-ECHO, or for a DICOMweb peer one
+QIDO-RS study search (limit 1); exit 0 on success."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import ssl
 from typing import Any
 
 from agent.commands import settings_or_exit
-from agent.config import PeerSettings
+from agent.config import DicomwebPeerSettings, PeerCommon, PeerSettings
 from agent.peers import PeerError, PeerUnreachable, build_peer
 
 _TARGET = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
@@ -16,12 +17,14 @@ _TARGET = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "echo", parents=parents, help="send a C-ECHO to AE@HOST:PORT or a configured peer"
+        "echo", parents=parents, help="check a peer answers: C-ECHO to AE@HOST:PORT, or a configured peer"
     )
     p.add_argument("target", help="AE@HOST:PORT, or the name of a peer in the configuration")
     p.add_argument("--calling-aet", help="our AE title (default: dicom.ae_title)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each step (default 10)")
-    p.add_argument("--tls", action="store_true", help="use TLS (with dicom.tls certificate, key and CA)")
+    p.add_argument(
+        "--tls", action="store_true", help="DIMSE: use TLS (with dicom.tls certificate, key and CA)"
+    )
     p.set_defaults(func=run)
 
 
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"liver-agent echo: port {port} out of range")
             return 2
         name = "echo"
+        peer: PeerCommon
         try:
             peer = PeerSettings(
                 ae_title=m["ae"].strip(),
@@ -48,9 +52,15 @@ def run(args: argparse.Namespace) -> int:
             return 2
     elif args.target in settings.peers:
         name = args.target
-        peer = settings.peers[args.target].model_copy(
-            update={"acse_timeout_s": args.timeout, "dimse_timeout_s": args.timeout}
-        )
+        configured = settings.peers[args.target]
+        if isinstance(configured, DicomwebPeerSettings):
+            peer = configured.model_copy(
+                update={"connect_timeout_s": args.timeout, "read_timeout_s": args.timeout}
+            )
+        else:
+            peer = configured.model_copy(
+                update={"acse_timeout_s": args.timeout, "dimse_timeout_s": args.timeout}
+            )
     else:
         print(f"liver-agent echo: {args.target!r} is neither AE@HOST:PORT nor a configured peer", flush=True)
         return 2
@@ -61,14 +71,21 @@ def run(args: argparse.Namespace) -> int:
         tls_context.check_hostname = False
         if tls.certificate and tls.private_key:
             tls_context.load_cert_chain(str(tls.certificate), str(tls.private_key))
-    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
+    if isinstance(peer, DicomwebPeerSettings):
+        what, where = "QIDO-RS", peer.service_url("qido")
+    else:
+        assert isinstance(peer, PeerSettings)
+        what, where = "C-ECHO", f"{peer.ae_title}@{peer.host}:{peer.port}"
     try:
         build_peer(name, peer, args.calling_aet or settings.dicom.ae_title, tls_context).echo()
     except PeerUnreachable:
-        print(f"C-ECHO {where}: association failed")
+        print(f"{what} {where}: " + ("no answer" if what == "QIDO-RS" else "association failed"))
         return 1
     except PeerError as exc:
-        print(f"C-ECHO {where}: failed" + (f" (status 0x{exc.status:04X})" if exc.status is not None else ""))
+        status = ""
+        if exc.status is not None:
+            status = f" (HTTP {exc.status})" if what == "QIDO-RS" else f" (status 0x{exc.status:04X})"
+        print(f"{what} {where}: failed{status}")
         return 1
-    print(f"C-ECHO {where}: success")
+    print(f"{what} {where}: success")
     return 0

@@ -82,7 +82,8 @@ def add_pipeline(
         # Imported only when enabled: the worker's libraries (highdicom) weigh ~23 MB of resident memory.
         from agent.pipeline.worker import Deps, Worker
 
-        worker = Worker(Deps(settings, sessions, store_handler=scp.handle_store), on_output=deliver.wake)
+        deps = Deps(settings, sessions, store_handler=scp.handle_store, store_file=scp.store_retrieved)
+        worker = Worker(deps, on_output=deliver.wake)
         work = WakeableTick(worker.tick)
         scheduler.add_job(
             work,
@@ -118,8 +119,11 @@ def start_alerts_and_web(
         "scheduler": lambda: bool(scheduler.running),
         "dicom": lambda: scp.listening,
     }
+    from agent.web.stow import StowService
+
+    stow = StowService(scp.spool, scp.store_file, settings.web.stow_max_request_mb * 1024 * 1024)
     web = WebServer(
-        create_app(settings.web, sessions, Readiness(checks)), settings.web.host, settings.web.port
+        create_app(settings.web, sessions, Readiness(checks), stow), settings.web.host, settings.web.port
     )
     web.start()
     return web

@@ -160,6 +160,9 @@ class FileMeta:
     # Private Information Creator UID (0002,0100) and Private Information (0002,0102), when present.
     private_creator: str | None = None
     private_information: bytes | None = None
+    # Media Storage SOP Class / Instance UID (0002,0002), (0002,0003), when present.
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
 
 
 def read_file_meta(buf: bytes | memoryview | mmap.mmap) -> FileMeta:
@@ -197,7 +200,9 @@ def read_file_meta(buf: bytes | memoryview | mmap.mmap) -> FileMeta:
         raise HeaderError("file meta without a transfer syntax")
     aet = values.get(0x0016, b"").decode("ascii", "replace").strip(" \x00") or None
     creator = values.get(0x0100, b"").decode("ascii", "replace").strip(" \x00") or None
-    return FileMeta(syntax, aet, end, creator, values.get(0x0102))
+    sop_class = values.get(0x0002, b"").decode("ascii", "replace").strip(" \x00") or None
+    sop_instance = values.get(0x0003, b"").decode("ascii", "replace").strip(" \x00") or None
+    return FileMeta(syntax, aet, end, creator, values.get(0x0102), sop_class, sop_instance)
 
 
 # Highest tag read_identity keeps: a deflated dataset is inflated only as far as the first element after it.

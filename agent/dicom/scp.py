@@ -10,6 +10,11 @@ Statuses: 0x0000 success; 0xA700 out of resources (spool under its free-space fl
 dictionary's, or not matching the request); 0xA700 also for a deflated dataset whose identifying attributes
 are not within ``dicom.deflated_prefix_max_bytes`` once inflated;
 0xC000 cannot understand (bytes that do not parse, or a UID that is not a valid DICOM UID).
+
+:meth:`StoreSCP.store_file` files a whole Part 10 file (a STOW-RS part, a WADO-RS answer) through the same
+path: its File Meta Information stands in for the C-STORE request (transfer syntax, SOP Class and Instance
+UIDs), a storage class or transfer syntax the listener would not negotiate is refused (0x0122, 0xC122), and
+the dataset bytes are stored as received under our own File Meta Information.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from agent.config import DicomSettings
 from agent.db.index import RETRIEVED, ROUTED, IndexWriter, InstanceRecord
 from agent.db.models import utcnow
 from agent.dicom.counters import ReceiveCounters
-from agent.dicom.header import HeaderError, Identity, PrefixTooLong, WrongVR, read_identity
+from agent.dicom.header import HeaderError, Identity, PrefixTooLong, WrongVR, read_file_meta, read_identity
 from agent.dicom.reactor import Admission, EventRequestHandler, Rejecter, Slot, StoreCommand
 from agent.dicom.spool import PREAMBLE, Spool, SpoolError, is_valid_uid, write_all
 from agent.dicom.transfer import TRANSFER_SYNTAXES
@@ -51,6 +56,9 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+# Failure reasons of a Part 10 file the listener would have refused at association negotiation.
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 
 # Storage SOP classes accepted, by family. SR takes every class under the SR root (.88), so new SR
 # storage classes known to pynetdicom are accepted without a code change.
@@ -459,6 +467,42 @@ class StoreSCP:
             calling, command, lambda: self._file(data, None, syntax, calling, command, origin)
         )
 
+    def store_file(self, data: bytes | memoryview, source: str = "", origin: str = ROUTED) -> int:
+        """File one Part 10 file (preamble, File Meta Information, dataset); return the DICOM status.
+
+        ``source`` names the sender in the log and the index (``calling_aet``): a token name for STOW-RS, a
+        peer name for WADO-RS. Success means the dataset is on disk (fsync) and indexed.
+        """
+        view = memoryview(data)
+        source = "".join(c for c in source if c.isprintable() and c != "\\")[:16].strip()
+        try:
+            meta = read_file_meta(view)
+        except HeaderError as exc:
+            reason = f"unparseable file meta: {exc}"
+            unknown = StoreCommand(0, "", "", "")
+            return self._answer(source, unknown, lambda: _refuse(CANNOT_UNDERSTAND, reason))
+        command = StoreCommand(0, meta.sop_class_uid or "", meta.sop_instance_uid or "", "")
+        if command.sop_class_uid not in _ACCEPTED:
+            return self._answer(
+                source, command, lambda: _refuse(SOP_CLASS_NOT_SUPPORTED, "storage class not accepted")
+            )
+        if meta.transfer_syntax not in TRANSFER_SYNTAXES:
+            return self._answer(
+                source,
+                command,
+                lambda: _refuse(TRANSFER_SYNTAX_NOT_SUPPORTED, "transfer syntax not accepted"),
+            )
+        dataset = view[meta.dataset_offset :]
+        return self._answer(
+            source,
+            command,
+            lambda: self._file(dataset, None, meta.transfer_syntax, source, command, origin),
+        )
+
+    def store_retrieved(self, data: bytes | memoryview, source: str) -> int:
+        """File a Part 10 file we retrieved ourselves (WADO-RS): origin ``retrieved``, like C-MOVE/C-GET."""
+        return self.store_file(data, source, RETRIEVED)
+
     def begin(self, assoc: Any, transfer_syntax: str, command: StoreCommand) -> IncomingInstance:
         """Start receiving one instance on the reactor's short road (``reactor.StoreTarget``)."""
         return IncomingInstance(
@@ -486,7 +530,7 @@ class StoreSCP:
 
     def _file(
         self,
-        data: bytes | bytearray | None,
+        data: bytes | bytearray | memoryview | None,
         spilled: IncomingInstance | None,
         transfer_syntax: str,
         calling: str,
@@ -621,6 +665,12 @@ class StoreSCP:
 
 
 _STORAGE_CLASSES_BY_UID = {uid: name for name, uid in _STORAGE_CLASSES.items()}
+_ACCEPTED = frozenset(accepted_storage_classes())
+
+
+def _refuse(status: int, reason: str) -> int:
+    raise Refusal(status, reason)
+
 
 # An instance larger than this is streamed to a file in the spool as it arrives instead of being buffered.
 SPILL_BYTES = 1 << 20

@@ -5,7 +5,7 @@ agent, stores our results, answers an echo, and says of any failure whether it i
 (:meth:`Peer.classify_failure`). Adding a kind of peer is one new class: subclass ``Peer``, set ``kind``
 (the ``peers.<name>.type`` value) and implement the abstract methods; the registry (:func:`build_peer`)
 finds it by ``type``. ``agent.peers.dimse`` is the DIMSE implementation (C-ECHO, C-FIND, C-MOVE/C-GET,
-C-STORE).
+C-STORE); ``agent.peers.dicomweb`` the DICOMweb one (QIDO-RS, WADO-RS, STOW-RS).
 
 Peers never touch the database: the callers (``agent.pipeline.priors``, ``agent.pipeline.outbox``, the
 ``echo`` command) record what happened. Nothing here logs patient data.
@@ -14,16 +14,17 @@ Peers never touch the database: the callers (``agent.pipeline.priors``, ``agent.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import ssl
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agent.config import PeerSettings
+from agent.config import PeerCommon
 
 
 class Outcome(StrEnum):
@@ -37,13 +38,21 @@ class Outcome(StrEnum):
 class PeerError(Exception):
     """An operation with a peer did not complete; ``outcome`` says whether retrying may help.
 
-    The message names the peer and the operation, never patient data.
+    The message names the peer and the operation, never patient data. ``status`` is the peer's answer (a
+    DICOM status, or an HTTP status for DICOMweb); ``retry_after_s`` the wait the peer asked for, if any.
     """
 
-    def __init__(self, message: str, outcome: Outcome = Outcome.TRANSIENT, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        outcome: Outcome = Outcome.TRANSIENT,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.outcome = outcome
         self.status = status
+        self.retry_after_s = retry_after_s
 
     @property
     def transient(self) -> bool:
@@ -109,15 +118,21 @@ class StoreResult:
     outcome: Outcome
     status: int | None
     detail: str
+    # The peer asked us to wait this long before trying again (HTTP Retry-After).
+    retry_after_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Receiver:
-    """Where retrieved instances go: our own AE title (a C-MOVE destination), and the handler that files an
-    instance arriving on the peer's own connection (C-GET: the listener's C-STORE handler)."""
+    """Where retrieved instances go: our own AE title (a C-MOVE destination), the handler that files an
+    instance arriving on the peer's own connection (C-GET: the listener's C-STORE handler), and the function
+    that files one retrieved Part 10 file (WADO-RS: the listener's ``store_file``, origin ``retrieved``);
+    each returns the DICOM status of the filing."""
 
     ae_title: str
     handle_store: Callable[[Any], int] | None = None
+    # (Part 10 bytes, the peer's name) -> DICOM status
+    store_file: Callable[[bytes | memoryview, str], int] | None = None
 
 
 class PeerConfigError(ValueError):
@@ -137,7 +152,7 @@ class Peer(ABC):
             Peer.registry[kind] = cls
 
     def __init__(
-        self, name: str, settings: PeerSettings, calling_aet: str, tls: ssl.SSLContext | None = None
+        self, name: str, settings: PeerCommon, calling_aet: str, tls: ssl.SSLContext | None = None
     ) -> None:
         self.name = name
         self.settings = settings
@@ -206,13 +221,15 @@ class Peer(ABC):
         return out
 
 
-def build_peer(
-    name: str, settings: PeerSettings, calling_aet: str, tls: ssl.SSLContext | None = None
-) -> Peer:
+# The module of each kind of peer, imported only when a peer of that kind is built.
+IMPLEMENTATIONS = {"dimse": "agent.peers.dimse", "dicomweb": "agent.peers.dicomweb"}
+
+
+def build_peer(name: str, settings: PeerCommon, calling_aet: str, tls: ssl.SSLContext | None = None) -> Peer:
     """The peer for ``peers.<name>`` (its ``type`` picks the class); ``tls`` secures its connections."""
     # The implementations register themselves on import.
-    from agent.peers import dimse  # noqa: F401
-
+    if settings.type in IMPLEMENTATIONS:
+        importlib.import_module(IMPLEMENTATIONS[settings.type])
     cls = Peer.registry.get(settings.type)
     if cls is None:
         known = ", ".join(sorted(Peer.registry))
@@ -221,7 +238,7 @@ def build_peer(
 
 
 def peers_for(
-    peers: dict[str, PeerSettings], calling_aet: str, *, query_retrieve: bool = False, store: bool = False
+    peers: Mapping[str, PeerCommon], calling_aet: str, *, query_retrieve: bool = False, store: bool = False
 ) -> list[Peer]:
     """The configured peers used for query/retrieve and/or as store destinations, in configuration order."""
     return [

@@ -61,6 +61,7 @@ def _value(ds: Dataset, keyword: str) -> str:
 
 class DimsePeer(Peer):
     kind = "dimse"
+    settings: PeerSettings
 
     def __init__(
         self, name: str, settings: PeerSettings, calling_aet: str, tls: ssl.SSLContext | None = None

@@ -5,7 +5,8 @@
 * :func:`deliver_due` sends what is due, one association per destination. Success (and warning statuses)
   marks the row delivered. A transient failure (no association, timeout, abort, out of resources) schedules
   the next attempt with exponential back-off: ``backoff_initial_s`` doubling, capped at ``backoff_max_s``
-  (dcm4chee's 30 s .. 10 min by default). A permanent failure status quarantines the row and raises the
+  (dcm4chee's 30 s .. 10 min by default), or later when the peer asked for a longer wait (HTTP
+  ``Retry-After``). A permanent failure status quarantines the row and raises the
   operational alert ``DELIVERY_REFUSED`` (subject ``outbox:<row id>``, resolved once the row is delivered);
   ``liver-agent outbox retry`` sends it again. Rows still pending ``give_up_after_s`` after they were queued
   raise ``DELIVERY_GAVE_UP`` (one alert per destination, subject ``dicom:<destination>``, resolved when they
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,7 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from agent import queue as durable
 from agent.alerts.store import DELIVERY_GAVE_UP, DELIVERY_REFUSED, raise_operational, resolve_operational
-from agent.config import OutboxSettings, PeerSettings
+from agent.config import OutboxSettings, PeerCommon
 from agent.db.models import OutboxItem, OutboxState, utcnow
 from agent.log import get_logger, uid_hash
 from agent.peers import Outcome, Peer, PeerConfigError, PeerError, StoreItem, build_peer
@@ -72,7 +73,7 @@ def _lease_s(settings: OutboxSettings) -> float:
     return max(300.0, settings.batch * 60.0)
 
 
-def store_destinations(peers: dict[str, PeerSettings]) -> list[str]:
+def store_destinations(peers: Mapping[str, PeerCommon]) -> list[str]:
     return [name for name, peer in peers.items() if peer.store]
 
 
@@ -131,7 +132,7 @@ class DeliveryRound:
 
 def deliver_due(
     sessions: sessionmaker[Session],
-    peers: dict[str, PeerSettings],
+    peers: Mapping[str, PeerCommon],
     calling_aet: str,
     settings: OutboxSettings,
     now: datetime | None = None,
@@ -230,8 +231,9 @@ def _deliver_present(
 ) -> None:
     missing = [(lease.id, it) for lease, it in batch if not it.path.is_file()]
     present = [(lease.id, it) for lease, it in batch if it.path.is_file()]
-    outcomes: dict[int, tuple[Outcome, int | None, str]] = {
-        pk: (Outcome.PERMANENT, None, "file missing from the results directory") for pk, _ in missing
+    # row id -> (outcome, peer status, detail, wait the peer asked for)
+    outcomes: dict[int, tuple[Outcome, int | None, str, float | None]] = {
+        pk: (Outcome.PERMANENT, None, "file missing from the results directory", None) for pk, _ in missing
     }
     started = utcnow()
     # Did the peer answer? Any DICOM status (even a refusal) says yes; no association or only lost ones, no.
@@ -241,7 +243,7 @@ def _deliver_present(
         try:
             results = client.store([it for _, it in present])
             for (pk, _), res in zip(present, results, strict=True):
-                outcomes[pk] = (res.outcome, res.status, res.detail)
+                outcomes[pk] = (res.outcome, res.status, res.detail, res.retry_after_s)
             answered = any(res.status is not None for res in results) or not all(
                 res.outcome is Outcome.TRANSIENT for res in results
             )
@@ -249,7 +251,7 @@ def _deliver_present(
         except PeerError as exc:
             outcome = client.classify_failure(exc)
             for pk, _ in present:
-                outcomes[pk] = (outcome, exc.status, str(exc))
+                outcomes[pk] = (outcome, exc.status, str(exc), exc.retry_after_s)
             answered, unreachable_reason = exc.status is not None, str(exc)
     end = utcnow()
     gave_up_cleared = False
@@ -258,7 +260,7 @@ def _deliver_present(
             peer_answered(session, client.name, end)
         elif answered is False:
             peer_unreachable(session, client.name, unreachable_reason, policy, end)
-        for pk, (outcome, status, detail) in outcomes.items():
+        for pk, (outcome, status, detail, retry_after) in outcomes.items():
             item = session.get(OutboxItem, pk)
             if item is None or item.state != OutboxState.PENDING.value:
                 continue
@@ -288,6 +290,8 @@ def _deliver_present(
                 )
             elif outcome is Outcome.TRANSIENT:
                 wait = backoff_s(item.attempts, settings)
+                if retry_after is not None:  # the peer said when to come back (HTTP Retry-After)
+                    wait = max(wait, min(retry_after, settings.give_up_after_s))
                 item.next_attempt_at = end + timedelta(seconds=wait)
                 item.last_error = detail[:500]
                 summary.retried += 1
@@ -432,7 +436,7 @@ class OutboxRunner:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        peers: dict[str, PeerSettings],
+        peers: Mapping[str, PeerCommon],
         calling_aet: str,
         settings: OutboxSettings,
         policy: AlertPolicy | None = None,

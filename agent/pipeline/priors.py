@@ -6,8 +6,8 @@
    the patient's studies (Patient ID, plus Issuer of Patient ID when known) in the window
    ``pipeline.prior_years`` before the current study, modalities ``pipeline.prior_modalities``; then their
    SR series and instances; the SR instances not held locally are retrieved into the agent (a DIMSE peer:
-   C-MOVE to our own AE, or C-GET handed to the listener's C-STORE handler) and indexed like any other
-   instance.
+   C-MOVE to our own AE, or C-GET handed to the listener's C-STORE handler; a DICOMweb peer: WADO-RS, each
+   file handed to the listener's ``store_retrieved``) and indexed like any other retrieved instance.
 
 Our own output (SOP Instance UIDs under ``uids.org_root``) is never an input. Each peer's answer, or its
 silence (no association, timeout, abort), is reported to ``agent.pipeline.health`` (``PACS_UNREACHABLE``).
@@ -38,6 +38,10 @@ SR_ROOT = "1.2.840.10008.5.1.4.1.1.88."
 
 class StoreHandler(Protocol):
     def __call__(self, event: Any) -> int: ...
+
+
+class StoreFile(Protocol):
+    def __call__(self, data: bytes | memoryview, source: str) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,7 @@ def gather(
     study_date: str | None,
     store_handler: StoreHandler | None,
     policy: AlertPolicy | None = None,
+    store_file: StoreFile | None = None,
 ) -> PriorSearch:
     """All usable SRs of the patient after looking in the index and on every query/retrieve peer.
 
@@ -117,7 +122,7 @@ def gather(
                 issuer=issuer,
                 study_uid=study_uid,
                 window=(since, until),
-                receiver=Receiver(settings.dicom.ae_title, store_handler),
+                receiver=Receiver(settings.dicom.ae_title, store_handler, store_file),
             )
         except PeerUnreachable as exc:
             with sessions.begin() as session:

@@ -71,7 +71,7 @@ from agent.pipeline.assemble import (
 )
 from agent.pipeline.classify import choose_context, classify, read_series_facts
 from agent.pipeline.health import AlertPolicy
-from agent.pipeline.priors import LocalSR, StoreHandler, gather
+from agent.pipeline.priors import LocalSR, StoreFile, StoreHandler, gather
 from agent.pipeline.tracking import ReportInput, timeline_to_dict
 from agent.queue import LeaseKeeper, record_outcome
 from agent.response.model import Context
@@ -156,6 +156,8 @@ class Deps:
     settings: Settings
     sessions: sessionmaker[Session]
     store_handler: StoreHandler | None = None
+    # Files a retrieved Part 10 file (WADO-RS): the listener's ``store_retrieved``.
+    store_file: StoreFile | None = None
     # Sink routing and the PACS_UNREACHABLE delay, from ``settings.alerts``.
     policy: AlertPolicy = field(init=False)
     # SR files already read, for the worker's lifetime (agent.sr.read.ReportCache).
@@ -240,6 +242,7 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
             study_uid=study_uid,
             study_date=study_date,
             store_handler=deps.store_handler,
+            store_file=deps.store_file,
         )
     except PeerError as exc:
         raise RetryLater(str(exc), outage=peer_outage(exc)) from exc

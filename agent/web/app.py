@@ -4,6 +4,7 @@
   ``/metrics`` (Prometheus text): no authentication, no patient data.
 * ``/api/...``: bearer token from ``web.tokens`` (hashed at rest); scope ``read`` for GET, ``acknowledge`` to
   acknowledge an alert. OpenAPI description at ``/openapi.json`` (``/docs`` renders it).
+* ``POST /dicomweb/studies``: STOW-RS into the agent (``agent.web.stow``), bearer token with scope ``store``.
 * ``/worklist``, ``/studies/{uid}``: server-rendered pages for logged-in users (``web.users``); patient name
   and ID appear only there. Acknowledging from a page needs the session's CSRF token.
 """
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -37,6 +38,9 @@ from agent.web import users as web_users
 from agent.web import views
 from agent.web.auth import SESSION_COOKIE, Principal, SessionSigner, TokenVerifier
 from agent.web.metrics import render_metrics
+
+if TYPE_CHECKING:
+    from agent.web.stow import StowService
 
 log = get_logger(__name__)
 
@@ -150,6 +154,7 @@ def create_app(
     settings: WebSettings,
     sessions: sessionmaker[Session],
     readiness: Readiness | None = None,
+    stow: "StowService | None" = None,
 ) -> FastAPI:
     readiness = readiness or Readiness()
     tokens = TokenVerifier(settings.tokens)
@@ -192,6 +197,11 @@ def create_app(
     def acknowledger(p: Annotated[Principal, Depends(principal)]) -> Principal:
         if "acknowledge" not in p.scopes:
             raise HTTPException(403, "token lacks the acknowledge scope")
+        return p
+
+    def storer(p: Annotated[Principal, Depends(principal)]) -> Principal:
+        if "store" not in p.scopes:
+            raise HTTPException(403, "token lacks the store scope")
         return p
 
     DB = Annotated[Session, Depends(db)]
@@ -328,6 +338,28 @@ def create_app(
             timeline=result.timeline,
             alerts=[alert_out(r) for r in rows],
         )
+
+    # -- DICOMweb ----------------------------------------------------------------------------------------
+
+    if stow is not None:
+        receiver = stow
+
+        @app.post(
+            "/dicomweb/studies",
+            tags=["dicomweb"],
+            summary="STOW-RS: store instances (multipart/related; type=\"application/dicom\")",
+            responses={
+                **auth_errors,
+                200: {"content": {"application/dicom+json": {}}, "description": "every instance stored"},
+                202: {"description": "some instances stored; FailedSOPSequence says which failed and why"},
+                409: {"description": "no instance stored; FailedSOPSequence says why"},
+                400: {"model": Problem, "description": "malformed multipart body"},
+                413: {"model": Problem, "description": "larger than web.stow_max_request_mb"},
+                415: {"model": Problem, "description": "not multipart/related application/dicom"},
+            },
+        )
+        async def stow_rs(request: Request, p: Annotated[Principal, Depends(storer)]) -> Response:
+            return await receiver.receive(request, p.name)
 
     # -- pages -------------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Orthanc as the PACS in tests: its own JSON configuration, storage and free ports; REST helpers.
 
 The configuration registers our agent in ``DicomModalities`` (re-pointed at each test's agent over REST),
-accepts C-ECHO/C-FIND/C-MOVE/C-GET/C-STORE from it, and uses a short ``StableAge``. Orthanc runs with
+accepts C-ECHO/C-FIND/C-MOVE/C-GET/C-STORE from it, and uses a short ``StableAge``. The DICOMweb plugin
+(Debian package ``orthanc-dicomweb``) is loaded: QIDO-RS, WADO-RS and STOW-RS at ``dicomweb_url``. Orthanc runs with
 ``TCP_NODELAY=1`` in its environment and is always stopped by the fixture.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 from support.agentproc import wait_until
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 AGENT_AET = "LIVERAGENT"
 
 
@@ -36,6 +38,10 @@ class Orthanc:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"{self.url}/dicom-web"
 
     def config(self) -> dict[str, Any]:
         return {
@@ -53,7 +59,8 @@ class Orthanc:
             "DicomAlwaysAllowStore": True,
             "UnknownSopClassAccepted": False,
             "StableAge": 1,
-            "Plugins": [],
+            "Plugins": [str(DICOMWEB_PLUGIN)],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Ssl": False},
             "ConcurrentJobs": 2,
             "SynchronousCMove": True,
             "DicomScuTimeout": 10,
@@ -67,6 +74,8 @@ class Orthanc:
 
     def start(self) -> Orthanc:
         assert self.proc is None
+        if not DICOMWEB_PLUGIN.exists():  # a missing fixture is a failure, not a skip
+            raise RuntimeError(f"{DICOMWEB_PLUGIN} missing: run scripts/install-system-deps.sh")
         self.runs += 1
         (self.workdir / "storage").mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / "orthanc.json"

@@ -91,10 +91,17 @@ def test_status_table_is_every_status_the_store_handler_returns() -> None:
         scp_module.CANNOT_UNDERSTAND,
     }
     assert documented == returned
+    # STOW-RS FailureReasons: the C-STORE refusals, plus the two a Part 10 file gets instead of a rejected
+    # presentation context.
+    stow = {int(row[0], 16) for row in _rows("stow-failure-reasons")}
+    assert stow == (returned - {scp_module.SUCCESS}) | {
+        scp_module.SOP_CLASS_NOT_SUPPORTED,
+        scp_module.TRANSFER_SYNTAX_NOT_SUPPORTED,
+    }
     # Every status constant the handler module defines (0xNNNN integers) is documented.
     source = Path(scp_module.__file__).read_text()
     constants = {int(v, 16) for v in re.findall(r"^[A-Z_]+ = (0x[0-9A-F]{4})$", source, re.M)}
-    assert constants == documented
+    assert constants == documented | stow
 
 
 def test_identity_and_association_defaults_match_the_settings() -> None:
