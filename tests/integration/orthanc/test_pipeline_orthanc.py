@@ -3,13 +3,16 @@
 Orthanc holds the patient's earlier studies (CT + measurement SR written with highdicom); the test makes
 Orthanc send the follow-up CT to the agent (``POST /modalities/agent/store``, as an auto-routing rule would)
 and later the radiologist's follow-up SR. The agent (a real ``liver-agent serve`` subprocess) finds the
-priors by C-FIND, retrieves them by C-MOVE or C-GET, assesses and stores its SR and PDF summary in Orthanc.
+priors, retrieves them, assesses and stores its SR and PDF summary in Orthanc, over either kind of peer:
+DIMSE (C-FIND, C-MOVE or C-GET, C-STORE) or DICOMweb (QIDO-RS, WADO-RS, STOW-RS through Orthanc's DICOMweb
+plugin). The scenarios that involve the peer run once per transport (``TRANSPORTS``) and print their timings.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -31,18 +34,32 @@ PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 OUR_MANUFACTURER = "liver-agent"
 
 
-def agent_env(orthanc: Orthanc, workdir: Path, method: str = "move", **extra: str) -> dict[str, str]:
-    peers = {
-        "pacs": {
-            "ae_title": orthanc.aet,
-            "host": "127.0.0.1",
-            "port": orthanc.dicom_port,
-            "retrieve_method": method,
-            "acse_timeout_s": 5,
-            "dimse_timeout_s": 20,
-            "network_timeout_s": 20,
-        }
+# How the agent reaches the PACS: DIMSE with C-MOVE or C-GET retrieval, or DICOMweb.
+TRANSPORTS = ["move", "get", "dicomweb"]
+
+
+def peer_settings(orthanc: Orthanc, method: str) -> dict[str, Any]:
+    """The agent's ``peers.<name>`` entry for ``orthanc``, reached over ``method`` (one of TRANSPORTS)."""
+    if method == "dicomweb":
+        return {"type": "dicomweb", "url": orthanc.dicomweb_url, "connect_timeout_s": 5, "read_timeout_s": 20}
+    return {
+        "ae_title": orthanc.aet,
+        "host": "127.0.0.1",
+        "port": orthanc.dicom_port,
+        "retrieve_method": method,
+        "acse_timeout_s": 5,
+        "dimse_timeout_s": 20,
+        "network_timeout_s": 20,
     }
+
+
+def report_timing(scenario: str, method: str, **seconds: float) -> None:
+    figures = " ".join(f"{k}={v:.2f}s" for k, v in seconds.items())
+    print(f"\n[timing] {scenario} over {method}: {figures}", file=sys.stderr)
+
+
+def agent_env(orthanc: Orthanc, workdir: Path, method: str = "move", **extra: str) -> dict[str, str]:
+    peers = {"pacs": peer_settings(orthanc, method)}
     env = {
         "LIVER_AGENT_PEERS": json.dumps(peers),
         "LIVER_AGENT_PIPELINE__ENABLED": "true",
@@ -157,7 +174,7 @@ def is_pre_read(ds: Dataset) -> bool:
 # --------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["move", "get"])
+@pytest.mark.parametrize("method", TRANSPORTS)
 def test_follow_up_pre_read_then_final_response(
     orthanc: Orthanc, make_agent: Any, tmp_path: Path, method: str
 ):
@@ -169,11 +186,13 @@ def test_follow_up_pre_read_then_final_response(
     orthanc.upload(base_sr)
     agent = start_agent(make_agent, orthanc, method)
 
+    t0 = time.perf_counter()
     route(orthanc, fu_ct)
-    assert wait_until(lambda: len(our_srs(orthanc, fu_uid)) >= 1, 30), agent.all_logs()[-3000:]
+    assert wait_until(lambda: len(our_srs(orthanc, fu_uid)) >= 1, 30, 0.05), agent.all_logs()[-3000:]
+    pre_read_s = time.perf_counter() - t0
     pre = our_srs(orthanc, fu_uid)
     assert len(pre) == 1 and is_pre_read(pre[0])
-    # The prior SR was retrieved (C-MOVE to our AE, or C-GET) and is now in our index.
+    # The prior SR was retrieved (C-MOVE to our AE, C-GET or WADO-RS) and is now in our index.
     assert (
         agent.scalar(
             "SELECT count(*) FROM instances WHERE sop_uid = :u",
@@ -184,8 +203,10 @@ def test_follow_up_pre_read_then_final_response(
     pre_texts = " | ".join(text_values(pre[0]))
     assert "70" in pre_texts  # the baseline target sum (40 + 30 mm) and its thresholds
 
+    t0 = time.perf_counter()
     route(orthanc, fu_sr)
-    assert wait_until(lambda: len(our_srs(orthanc, fu_uid)) >= 2, 30), agent.all_logs()[-3000:]
+    assert wait_until(lambda: len(our_srs(orthanc, fu_uid)) >= 2, 30, 0.05), agent.all_logs()[-3000:]
+    final_s = time.perf_counter() - t0
     srs = our_srs(orthanc, fu_uid)
     final = next(ds for ds in srs if not is_pre_read(ds))
     pre_uid = str(pre[0].SOPInstanceUID)
@@ -229,6 +250,15 @@ def test_follow_up_pre_read_then_final_response(
         ), table
     assert ours(orthanc, base_uid) == []
     assert {e.get("study") for e in agent.events("study.stable")} == {uid_hash(fu_uid)}
+    runs = [e for e in agent.events("pipeline.finished") if e.get("state") == "done"]
+    report_timing(
+        "pre-read then final",
+        method,
+        routed_to_pre_read_in_pacs=pre_read_s,
+        routed_to_final_in_pacs=final_s,
+        find=sum(e.get("find_ms", 0) for e in runs) / 1000,
+        retrieve=sum(e.get("retrieve_ms", 0) for e in runs) / 1000,
+    )
     agent.stop()
 
 
@@ -290,8 +320,9 @@ def test_non_liver_study_is_ignored(orthanc: Orthanc, make_agent: Any, tmp_path:
     agent.stop()
 
 
+@pytest.mark.parametrize("method", ["move", "dicomweb"])
 def test_pacs_outage_results_wait_and_arrive_once(
-    orthanc: Orthanc, own_orthanc: Orthanc, make_agent: Any, tmp_path: Path
+    orthanc: Orthanc, own_orthanc: Orthanc, make_agent: Any, tmp_path: Path, method: str
 ):
     """The archive our results go to is down while we deliver; they wait, then arrive exactly once.
 
@@ -299,17 +330,17 @@ def test_pacs_outage_results_wait_and_arrive_once(
     the alerts store (what the sinks and /api/alerts see) and resolved when the archive answers again.
     """
     archive = own_orthanc
-    pid = "E2EOUT"
+    pid = f"E2EOUT{method.upper()}"
     base_ct, base_sr, _ = patient_study(tmp_path, pid, "bl", date(2024, 1, 10), lesions((40, 30)))
     fu_ct, fu_sr, fu_uid = patient_study(tmp_path, pid, "fu", date(2024, 3, 20), lesions((25, 20)))
     assert base_sr is not None and fu_sr is not None
     for p in (base_ct, base_sr):
         orthanc.upload(p)
     agent = make_agent()
-    env = agent_env(orthanc, agent.workdir)
+    env = agent_env(orthanc, agent.workdir, method)
     peers = json.loads(env["LIVER_AGENT_PEERS"])
     peers["pacs"]["store"] = False
-    peers["archive"] = {**peers["pacs"], "port": archive.dicom_port, "query_retrieve": False, "store": True}
+    peers["archive"] = {**peer_settings(archive, method), "query_retrieve": False, "store": True}
     env["LIVER_AGENT_PEERS"] = json.dumps(peers)
     env["LIVER_AGENT_ALERTS__PACS_UNREACHABLE_AFTER_S"] = "1"
     agent.env_overrides.update(env)
@@ -328,7 +359,9 @@ def test_pacs_outage_results_wait_and_arrive_once(
         lambda: operational_alerts(agent) == [("PACS_UNREACHABLE", "peer:archive", "open")], 20
     ), operational_alerts(agent)
     archive.start()
+    t0 = time.perf_counter()
     assert wait_until(lambda: agent.scalar("SELECT count(*) FROM outbox WHERE state != 'delivered'") == 0, 30)
+    report_timing("outage", method, archive_back_to_delivered=time.perf_counter() - t0)
     assert operational_alerts(agent) == [("PACS_UNREACHABLE", "peer:archive", "resolved")]
     time.sleep(1.5)  # further delivery rounds must not send anything again
     instances = ours(archive, fu_uid)
