@@ -275,14 +275,17 @@ class DicomwebPeer(Peer):
         return out
 
     def find_instances(
-        self, study_uid: str, series_uid: str, keys: Sequence[str] = ()
+        self, study_uid: str, series_uid: str, keys: Sequence[str] = (), sop_uids: Sequence[str] = ()
     ) -> list[InstanceMatch]:
         client = self._client("qido")
         fields = ["SOPClassUID", *keys]
+        # One UID is matched by the server; a list is matched here (list matching varies between servers).
+        filters = {"SOPInstanceUID": sop_uids[0]} if len(sop_uids) == 1 else None
         found = self._call(
             "QIDO-RS instance search",
-            lambda: client.search_for_instances(study_uid, series_uid, fields=fields),
+            lambda: client.search_for_instances(study_uid, series_uid, fields=fields, search_filters=filters),
         )
+        wanted = set(sop_uids)
         return [
             InstanceMatch(
                 study_uid,
@@ -292,7 +295,7 @@ class DicomwebPeer(Peer):
                 {k: _json_value(item, k) for k in keys},
             )
             for item in found
-            if (sop := _json_value(item, "SOPInstanceUID"))
+            if (sop := _json_value(item, "SOPInstanceUID")) and (not wanted or sop in wanted)
         ]
 
     def retrieve(self, instances: Sequence[InstanceMatch], receiver: Receiver) -> RetrieveResult:

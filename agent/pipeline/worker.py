@@ -254,9 +254,8 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
     wanted = [r.path for r in search.reports if not (study_date and (r.study_date or "") > study_date)]
     t0 = time.perf_counter()
     try:
-        acquired = resolve_reports(
-            lookup, wanted, settings, Receiver(settings.dicom.ae_title, deps.store_handler), deps.reports
-        )
+        receiver = Receiver(settings.dicom.ae_title, deps.store_handler, deps.store_file)
+        acquired = resolve_reports(lookup, wanted, settings, receiver, deps.reports)
     except PeerError as exc:
         raise RetryLater(str(exc), outage=peer_outage(exc)) from exc
     timings["context"] = time.perf_counter() - t0

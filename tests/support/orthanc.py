@@ -2,8 +2,8 @@
 
 The configuration registers our agent in ``DicomModalities`` (re-pointed at each test's agent over REST),
 accepts C-ECHO/C-FIND/C-MOVE/C-GET/C-STORE from it, and uses a short ``StableAge``. The DICOMweb plugin
-(Debian package ``orthanc-dicomweb``) is loaded: QIDO-RS, WADO-RS and STOW-RS at ``dicomweb_url``. Orthanc runs with
-``TCP_NODELAY=1`` in its environment and is always stopped by the fixture.
+(Debian package ``orthanc-dicomweb``) is loaded: QIDO-RS, WADO-RS and STOW-RS at ``dicomweb_url``. Orthanc
+runs with ``TCP_NODELAY=1`` in its environment and is always stopped by the fixture.
 """
 
 from __future__ import annotations
