@@ -34,6 +34,8 @@ class Orthanc:
     aet: str = "ORTHANC"
     proc: subprocess.Popen[bytes] | None = None
     runs: int = 0
+    # HTTP basic users (name -> password); none: no authentication. The REST helpers log in as the first.
+    users: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -52,7 +54,8 @@ class Orthanc:
             "DicomPort": self.dicom_port,
             "DicomAet": self.aet,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": dict(self.users or {}),
             "DicomCheckCalledAet": False,
             "DicomCheckModalityHost": False,
             "DicomAlwaysAllowEcho": True,
@@ -126,6 +129,11 @@ class Orthanc:
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if raw is not None:
             req.add_header("Content-Type", "application/dicom")
+        if self.users:
+            import base64
+
+            credentials = "{}:{}".format(*next(iter(self.users.items())))
+            req.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
         with urllib.request.urlopen(req, timeout=60) as rsp:
             payload = rsp.read()
         ctype = rsp.headers.get("Content-Type", "")
