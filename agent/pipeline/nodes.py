@@ -140,6 +140,7 @@ def fetch_missing(
     patient_pk: int,
     store_handler: Callable[[Any], int] | None,
     is_ours: Callable[[str], bool],
+    store_file: Callable[[bytes | memoryview, str], int] | None = None,
 ) -> int:
     """Retrieve from the PACS what a job of the patient reads and this node's spool lacks.
 
@@ -156,7 +157,7 @@ def fetch_missing(
     ]
     if not missing:
         return 0
-    receiver = Receiver(settings.dicom.ae_title, store_handler)
+    receiver = Receiver(settings.dicom.ae_title, store_handler, store_file)
     error: PeerError | None = None
     peers = peers_for(settings.peers, settings.dicom.ae_title, query_retrieve=True)
     if not peers:  # nowhere to fetch from: the job reads what there is

@@ -201,7 +201,12 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
     org_root = settings.uids.org_root
     try:
         fetched = nodes.fetch_missing(
-            sessions, settings, patient_pk, deps.store_handler, lambda sop: sop.startswith(org_root)
+            sessions,
+            settings,
+            patient_pk,
+            deps.store_handler,
+            lambda sop: sop.startswith(org_root),
+            store_file=deps.store_file,
         )
     except PeerError as exc:
         raise RetryLater(str(exc), outage=peer_outage(exc)) from exc
