@@ -30,6 +30,7 @@ from agent.response.model import (
     TimepointAssessment,
 )
 from agent.response.registry import Problem, Registry, build_registry
+from agent.response.sites import EXTRAHEPATIC, LIVER, SiteStatus, SiteTimepoint, split
 
 # --------------------------------------------------------------------------------------------------------
 # Catalogue: code -> (default severity, citation)
@@ -41,6 +42,10 @@ _CHUN = "Chun YS et al. JAMA 2009;302:2338-2344"
 _ESGAR = "Dioguardi Burgio M, Ronot M, Vilgrain V. Eur Radiol 2025 (ESGAR ESR Essentials)"
 _IRECIST = "Seymour L et al. Lancet Oncol 2017;18:e143-e152 (iRECIST); EORTC iRECIST FAQ"
 _MRECIST = "Lencioni R, Llovet JM. Semin Liver Dis 2010;30:52-60 (mRECIST)"
+_DISSOCIATED = (
+    "Tazdait M et al. Eur J Cancer 2018;88:38-47 (dissociated response); "
+    "Humbert O, Chardin D. Front Oncol 2020;10:566297"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,8 @@ CATALOGUE: dict[str, AlertDefinition] = _defs(
     ("DISC_IRECIST_IUPD_RECIST_PD", Severity.WARNING, _IRECIST),
     ("DISC_PSEUDOPROGRESSION", Severity.INFO, _IRECIST),
     ("DISC_MRECIST_RECIST", Severity.INFO, _MRECIST),
+    ("SITE_DISCORDANT_PROGRESSION", Severity.WARNING, f"{_DISSOCIATED}; {_ESGAR}"),
+    ("SITE_LIVER_RESPONSE_EXTRAHEPATIC_PD", Severity.INFO, f"{_RECIST} §4.3.4 and Table 1"),
     ("ANC_ATTENUATION_DROP_SIZE_STABLE", Severity.WARNING, f"{_ESGAR}; {_CHOI}"),
     ("ANC_SIZE_UP_ATTENUATION_DOWN", Severity.WARNING, f"{_ESGAR}; {_CHOI}"),
     ("ANC_MORPHOLOGIC_RESPONSE_SIGNS", Severity.INFO, _ESGAR),
@@ -131,6 +138,7 @@ class Facts:
     density_criterion: Criterion | None
     followups: range
     compared_criteria: frozenset[Criterion]  # requested in the context and computed
+    sites: tuple[SiteTimepoint | None, ...] = ()  # the response split by site (§13)
 
     def compared(self, *criteria: Criterion) -> bool:
         """Discordance rules need every criterion requested in the context and computed."""
@@ -158,15 +166,17 @@ def facts(timeline: Timeline, results: tuple[CriterionResult, ...]) -> Facts:
         if criterion in requested and criterion in by_criterion:
             density = criterion
             break
+    registry = build_registry(timeline)
     return Facts(
         timeline=timeline,
         results=by_criterion,
         requested=requested,
-        registry=build_registry(timeline),
+        registry=registry,
         categories={c: result.categories() for c, result in by_criterion.items()},
         density_criterion=density,
         followups=timeline.followups,
         compared_criteria=requested.intersection(by_criterion),
+        sites=split(timeline, registry),
     )
 
 
@@ -954,6 +964,85 @@ def criterion_applicability(f: Facts) -> Iterator[Alert]:
 # --------------------------------------------------------------------------------------------------------
 # Entry point
 
+# --------------------------------------------------------------------------------------------------------
+# Disease at other sites (docs/criteria.md §13)
+
+
+def _site_text(f: Facts, status: SiteStatus) -> str:
+    """``liver targets 62 mm (+34.8 % vs nadir 46 mm at FU1; +10.7 % vs baseline 56 mm)``, then the
+    non-targets and new lesions of the site."""
+    name = "liver" if status.site == LIVER else "extrahepatic"
+    parts: list[str] = []
+    targets = status.targets
+    if targets is not None and targets.sum_mm is not None:
+        where = f.timeline.label(targets.nadir_index) if targets.nadir_index is not None else "baseline"
+        low = _mm(targets.nadir_sum_mm or Decimal(0))
+        parts.append(
+            f"{name} targets {_mm(targets.sum_mm)} ({_pct(targets.change_vs_nadir_pct)} vs nadir {low} at "
+            f"{where}; {_pct(targets.change_vs_baseline_pct)} vs baseline {_mm(targets.baseline_sum_mm)}, "
+            f"{targets.category.value})"
+        )
+    if status.non_target not in (Category.NONE,):
+        parts.append(f"{name} non-targets {status.non_target.value}")
+    if status.new_lesions:
+        parts.append(f"new {name} lesion(s) {_ids(status.new_lesions)}")
+    return "; ".join(parts) if parts else f"{name} {status.category.value}"
+
+
+_NOT_PROGRESSING = (Category.CR, Category.PR, Category.SD, Category.NON_CR_NON_PD)
+
+
+def _site_pair(f: Facts, t: int) -> tuple[SiteStatus, SiteStatus] | None:
+    split_t = f.sites[t] if t < len(f.sites) else None
+    if split_t is None or split_t.not_assessed is not None:
+        return None
+    liver, other = split_t.site(LIVER), split_t.site(EXTRAHEPATIC)
+    if liver is None or other is None or not liver.has_baseline_disease or not other.has_baseline_disease:
+        return None
+    return liver, other
+
+
+def site_discordant_progression(f: Facts) -> Iterator[Alert]:
+    """SITE_DISCORDANT_PROGRESSION: RECIST PD at a follow-up where the liver progresses by its own rules and
+    the extrahepatic disease present at baseline is stable or responding (no new extrahepatic lesion)."""
+    for t in f.followups:
+        if f.category(Criterion.RECIST, t) is not Category.PD:
+            continue
+        pair = _site_pair(f, t)
+        if pair is None:
+            continue
+        liver, other = pair
+        if liver.category is Category.PD and other.category in _NOT_PROGRESSING:
+            yield make_alert(
+                "SITE_DISCORDANT_PROGRESSION",
+                t,
+                f"Site-discordant progression: the liver progresses ({_site_text(f, liver)}) while the "
+                f"extrahepatic disease is {other.category.value} ({_site_text(f, other)}); consider "
+                "pseudoprogression and correlate with tumour markers or PET before stopping an effective "
+                "treatment.",
+            )
+
+
+def liver_response_extrahepatic_pd(f: Facts) -> Iterator[Alert]:
+    """SITE_LIVER_RESPONSE_EXTRAHEPATIC_PD: RECIST PD driven by extrahepatic disease while the liver disease,
+    by its own rules, responds (CR or PR)."""
+    for t in f.followups:
+        if f.category(Criterion.RECIST, t) is not Category.PD:
+            continue
+        pair = _site_pair(f, t)
+        if pair is None:
+            continue
+        liver, other = pair
+        if liver.category in (Category.CR, Category.PR) and other.category is Category.PD:
+            yield make_alert(
+                "SITE_LIVER_RESPONSE_EXTRAHEPATIC_PD",
+                t,
+                f"The liver responds ({_site_text(f, liver)}) but extrahepatic disease progresses "
+                f"({_site_text(f, other)}): RECIST 1.1 assesses the patient as a whole, so the overall PD "
+                "correctly overrides the liver response.",
+            )
+
+
 RULES: tuple[Rule, ...] = (
     baseline_timing,
     evidence,
@@ -984,8 +1073,9 @@ RULES: tuple[Rule, ...] = (
     chun_modality,
     chun_discordance,
     mrecist_discordance,
+    site_discordant_progression,
+    liver_response_extrahepatic_pd,
 )
-
 
 
 def merge(alerts: Iterable[Alert]) -> tuple[Alert, ...]:

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.response.sites import SiteTimepoint
 
 Day = date  # ``date`` is also a field name of the time point records
 
@@ -444,6 +448,8 @@ class Assessment:
     labels: tuple[str, ...] = ()
     dates: tuple[Day, ...] = ()
     baseline_index: int = 0
+    # the response split by site (docs/criteria.md §13), aligned with the time points (None before baseline)
+    sites: tuple[SiteTimepoint | None, ...] = ()
 
     def get(self, criterion: Criterion) -> CriterionResult | None:
         for result in self.results:

@@ -43,6 +43,7 @@ from agent.response.model import (
     TimepointAssessment,
     is_node_organ,
 )
+from agent.response.sites import SiteTargets
 
 E = TypeVar("E", bound=StrEnum)
 T = TypeVar("T")
@@ -518,9 +519,90 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
     }
 
 
+def _site_targets(entry: SiteTargets, labels: Sequence[str]) -> dict[str, Any]:
+    return {
+        "lesions": list(entry.lesion_ids),
+        "sum_mm": number(entry.sum_mm),
+        "partial_sum_mm": number(entry.partial_sum_mm),
+        "baseline_sum_mm": number(entry.baseline_sum_mm),
+        "nadir_sum_mm": number(entry.nadir_sum_mm),
+        "nadir_label": labels[entry.nadir_index]
+        if entry.nadir_index is not None and entry.nadir_index < len(labels)
+        else None,
+        "change_vs_baseline_pct": _pct1(entry.change_vs_baseline_pct),
+        "change_vs_nadir_pct": _pct1(entry.change_vs_nadir_pct),
+        "category": None if entry.category is Category.NONE else entry.category.value,
+        "rule": entry.rule or None,
+    }
+
+
+def sites_to_dict(assessment: Assessment) -> list[dict[str, Any] | None]:
+    """The response split by site (docs/criteria.md §13.1), one entry per time point (``None`` before the
+    baseline): each site's target figures, each site's status at a follow-up and non-targets by organ."""
+    labels = assessment.labels
+    out: list[dict[str, Any] | None] = []
+    for split_t in assessment.sites:
+        if split_t is None:
+            out.append(None)
+            continue
+        out.append(
+            {
+                "targets": {e.site: _site_targets(e, labels) for e in split_t.targets},
+                "sites": {
+                    s.site: {
+                        "category": s.category.value,
+                        "rule": s.rule,
+                        "non_target": None if s.non_target is Category.NONE else s.non_target.value,
+                        "new_lesions": list(s.new_lesions),
+                    }
+                    for s in split_t.sites
+                },
+                "non_targets_by_organ": {
+                    nt.organ: {
+                        "lesions": list(nt.lesion_ids),
+                        "category": None if nt.category is Category.NONE else nt.category.value,
+                    }
+                    for nt in split_t.non_targets
+                },
+                "not_assessed": split_t.not_assessed,
+            }
+        )
+    return out
+
+
+def site_lines(split: Mapping[str, Any] | None) -> list[str]:
+    """One time point of ``sites_to_dict`` as sentences (the SR, the PDF and the worklist say the same)."""
+    if not split:
+        return []
+    lines: list[str] = []
+    names = {"liver": "Liver", "extrahepatic": "Extrahepatic"}
+    statuses = split.get("sites") or {}
+    for site, entry in (split.get("targets") or {}).items():
+        text = f"{names.get(site, site)} targets {_num_text(entry.get('sum_mm'), ' mm')}"
+        if entry.get("category"):
+            nadir = entry.get("nadir_label") or "baseline"
+            base = _num_text(entry.get("baseline_sum_mm"), " mm")
+            low = _num_text(entry.get("nadir_sum_mm"), " mm")
+            text += (
+                f": {_pct_text(entry.get('change_vs_baseline_pct'))} vs baseline {base}, "
+                f"{_pct_text(entry.get('change_vs_nadir_pct'))} vs nadir {low} ({nadir}); {entry['category']}"
+            )
+        lines.append(text + ".")
+    for site, status in statuses.items():
+        extra = f", new {', '.join(status['new_lesions'])}" if status.get("new_lesions") else ""
+        lines.append(f"{names.get(site, site)} disease overall {status['category']}{extra}.")
+    organs = split.get("non_targets_by_organ") or {}
+    parts = [f"{organ} {entry['category']}" for organ, entry in organs.items() if entry.get("category")]
+    if parts:
+        lines.append("Non-targets by organ: " + "; ".join(parts) + ".")
+    return lines
+
+
 def assessment_to_dict(assessment: Assessment) -> dict[str, Any]:
-    """The Assessment JSON of DESIGN.md (a key per criterion computed, then ``alerts``)."""
+    """The Assessment JSON of DESIGN.md (a key per criterion computed, ``sites``, then ``alerts``)."""
     out: dict[str, Any] = {r.criterion.key: criterion_to_dict(r, assessment) for r in assessment.results}
+    if assessment.sites:
+        out["sites"] = sites_to_dict(assessment)
     out["alerts"] = [alert_to_dict(a) for a in assessment.alerts]
     return out
 

@@ -13,6 +13,7 @@ from functools import cache
 from typing import cast
 
 from agent.response.model import Alert, Assessment, Criterion, CriterionResult, Timeline
+from agent.response.sites import split as split_by_site
 
 Assess = Callable[[Timeline], CriterionResult]
 Evaluate = Callable[[Timeline, tuple[CriterionResult, ...]], Iterable[Alert]]
@@ -56,6 +57,7 @@ def assess_timeline(timeline: Timeline, criteria: Iterable[Criterion] | None = N
     results = tuple(assessor(c)(timeline) for c in CRITERIA if c in wanted)
     alerts = tuple(_alert_rules()(timeline, results))
     return Assessment(
+        sites=split_by_site(timeline),
         results=results,
         alerts=alerts,
         labels=tuple(timeline.label(i) for i in range(len(timeline.timepoints))),

@@ -31,7 +31,7 @@ from agent.response.model import (
     TimepointAssessment,
 )
 from agent.response.morphology import morphology_group
-from agent.response.parse import explanation, explanation_lines
+from agent.response.parse import explanation, explanation_lines, site_lines, sites_to_dict
 from agent.response.recist import assess as recist_assess
 from agent.response.recist import percent_change, target_value
 from agent.response.registry import build_registry
@@ -373,6 +373,16 @@ def criterion_explanation(report: ResponseReport, result: CriterionResult) -> li
     if tp is None:
         return []
     return explanation_lines(explanation(tp, report.assessment, result.baseline_sum_mm))
+
+
+def site_split_lines(report: ResponseReport) -> list[str]:
+    """The current time point split by site (docs/criteria.md §13.1): each site's target sum and % change
+    against its own baseline and nadir, each site's status, non-targets by organ."""
+    current = report.current_index
+    if current is None or current <= report.timeline.baseline_index:
+        return []
+    entries = sites_to_dict(report.assessment)
+    return site_lines(entries[current]) if current < len(entries) else []
 
 
 def criterion_summary(report: ResponseReport, result: CriterionResult) -> str:

@@ -45,6 +45,7 @@ from agent.sr.report import (
     criterion_summary,
     fmt_mm,
     fmt_pct,
+    site_split_lines,
     sorted_alerts,
     table,
     threshold_text,
@@ -461,6 +462,16 @@ def _rules(report: ResponseReport) -> list[Flowable]:
         for line in criterion_explanation(report, r):
             if line.startswith("Rule: "):
                 continue  # the sentence above already names the rule
+            out.append(Paragraph(_esc(line), _style(6.4, colour=MUTED, leading=8.0), bulletText="\u2013"))
+    split = site_split_lines(report)
+    if split:
+        out.append(
+            Paragraph(
+                "By site (each against its own baseline and nadir; the overall response stands)",
+                _style(6.8, colour=MUTED, leading=8.6),
+            )
+        )
+        for line in split:
             out.append(Paragraph(_esc(line), _style(6.4, colour=MUTED, leading=8.0), bulletText="\u2013"))
     return out
 

@@ -73,6 +73,7 @@ from agent.sr.report import (
     criterion_summary,
     fmt_mm,
     fmt_pct,
+    site_split_lines,
     sorted_alerts,
     table,
     threshold_text,
@@ -631,6 +632,8 @@ def _qualitative_evaluations(report: ResponseReport, tab: Table) -> Any:
                 f"{fmt_pct(tab.change_vs_nadir_pct)} vs nadir"
             )
         items.append(_item(codes.COMMENT, f"Sum of target lesion diameters: {sums}{change}"))
+    for line in site_split_lines(report):
+        items.append(_item(codes.COMMENT, f"By site: {line}"))
     for criterion, t in _thresholds(report):
         items.append(
             _item(

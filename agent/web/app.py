@@ -486,6 +486,7 @@ def create_app(
                     "lesions": views.lesion_table(result),
                     "context_notes": views.context_notes(result),
                     "criteria": views.criteria_table(result),
+                    "site_split": views.site_split(result),
                     "thresholds": views.thresholds(result),
                     "alerts": rows,
                     "spider": views.spider_svg(result),
@@ -530,6 +531,7 @@ class WorklistItem:
     info: int
     top_alert: AlertRecord | None
     recist: str | None
+    sites: str | None = None  # the response split by site, one line
 
 
 def _parse_day(value: str) -> date | None:
@@ -587,6 +589,7 @@ def _worklist_items(
                 info=c.get("info", 0),
                 top_alert=top[0] if top else None,
                 recist=result.category("recist") if result else None,
+                sites=views.site_summary(result) if result else None,
             )
         )
     items.sort(key=lambda i: (i.study.study_date or "", i.output.created_at), reverse=True)

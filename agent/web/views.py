@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from agent.alerts.results import CRITERION_LABELS, StoredResult
-from agent.response.parse import explanation_lines
+from agent.response.parse import explanation_lines, site_lines
 
 CATEGORY_TONE = {
     "CR": "good", "PR": "good", "iCR": "good", "iPR": "good", "optimal": "good",
@@ -128,6 +128,38 @@ def _why(block: dict[str, Any], timepoint: int | None) -> dict[str, Any]:
         "why_label": f"{last.get('label') or ''} {last.get('date') or ''}".strip(),
         "why": explanation_lines(last),
     }
+
+
+def _split_at(result: StoredResult) -> dict[str, Any] | None:
+    entries = result.assessment.get("sites")
+    tp = result.timepoint
+    if not isinstance(entries, list) or tp is None or not 0 <= tp < len(entries):
+        return None
+    entry = entries[tp]
+    return entry if isinstance(entry, dict) else None
+
+
+def site_split(result: StoredResult) -> list[str]:
+    """The study's time point split by site (docs/criteria.md §13.1) as sentences."""
+    return site_lines(_split_at(result))
+
+
+def site_summary(result: StoredResult) -> str | None:
+    """Worklist cell: ``Liver +34.8 % PD · Extrahepatic -32.0 % PR`` (% vs each site's own nadir when it
+    progresses, else vs its baseline)."""
+    split = _split_at(result)
+    if not split:
+        return None
+    parts = []
+    names = {"liver": "Liver", "extrahepatic": "Extrahepatic"}
+    for site, entry in (split.get("targets") or {}).items():
+        category = entry.get("category")
+        if not category:
+            continue
+        pct = entry.get("change_vs_nadir_pct") if category == "PD" else entry.get("change_vs_baseline_pct")
+        shown = "n/a" if pct is None else f"{pct:+.1f} %"
+        parts.append(f"{names.get(site, site)} {shown} {category}")
+    return " · ".join(parts) or None
 
 
 def thresholds(result: StoredResult) -> list[dict[str, Any]]:
