@@ -160,7 +160,7 @@ class DicomwebPeerSettings(PeerCommon):
     password_env: str | None = None
     token: SecretStr | None = None
     token_env: str | None = None
-    # Verify the server's TLS certificate (against ca_file when set, else the system's CAs).
+    # Verify the server's TLS certificate (against ca_file when set, else REQUESTS_CA_BUNDLE or certifi).
     tls_verify: bool = True
     ca_file: Path | None = None
     connect_timeout_s: float = Field(10, gt=0)

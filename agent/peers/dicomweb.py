@@ -125,7 +125,6 @@ class DicomwebPeer(Peer):
     ) -> None:
         assert isinstance(settings, DicomwebPeerSettings)
         super().__init__(name, settings, calling_aet, tls)
-        self._session: requests.Session | None = None
         self._clients: dict[Service, DICOMwebClient] = {}
 
     # -- connection --------------------------------------------------------------------------------------
@@ -137,30 +136,34 @@ class DicomwebPeer(Peer):
             return os.environ[env]
         raise PeerError(f"{self.name}: {what} not configured (nor in ${env})", Outcome.PERMANENT)
 
-    def _http(self) -> requests.Session:
-        if self._session is None:
-            s = self.settings
-            session = requests.Session()
-            session.verify = str(s.ca_file) if (s.tls_verify and s.ca_file) else s.tls_verify
-            if s.auth == "basic":
-                session.auth = (s.username or "", self._secret(s.password, s.password_env, "password"))
-            elif s.auth == "bearer":
-                session.headers["Authorization"] = "Bearer " + self._secret(s.token, s.token_env, "token")
-            limit = int(s.max_instance_mb * 1024 * 1024)
+    def _http(self, url: str) -> requests.Session:
+        """An HTTP session for one service root: authentication, TLS verification, bounded answers."""
+        s = self.settings
+        session = requests.Session()
+        session.verify = str(s.ca_file) if (s.tls_verify and s.ca_file) else s.tls_verify
+        if s.ca_file or not s.tls_verify:
+            # The configured verification wins over REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, which requests
+            # would otherwise prefer; proxies still come from the environment.
+            session.trust_env = False
+            session.proxies = requests.utils.get_environ_proxies(url)
+        if s.auth == "basic":
+            session.auth = (s.username or "", self._secret(s.password, s.password_env, "password"))
+        elif s.auth == "bearer":
+            session.headers["Authorization"] = "Bearer " + self._secret(s.token, s.token_env, "token")
+        limit = int(s.max_instance_mb * 1024 * 1024)
 
-            def bounded(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
-                length = response.headers.get("Content-Length", "")
-                if length.isdigit() and int(length) > limit:
-                    response.close()
-                    raise PeerError(
-                        f"{self.name}: answer of {int(length)} bytes exceeds max_instance_mb",
-                        Outcome.PERMANENT,
-                    )
-                return response
+        def bounded(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > limit:
+                response.close()
+                raise PeerError(
+                    f"{self.name}: answer of {int(length)} bytes exceeds max_instance_mb",
+                    Outcome.PERMANENT,
+                )
+            return response
 
-            session.hooks["response"].append(bounded)
-            self._session = session
-        return self._session
+        session.hooks["response"].append(bounded)
+        return session
 
     def _client(self, service: Service) -> DICOMwebClient:
         client = self._clients.get(service)
@@ -171,7 +174,7 @@ class DicomwebPeer(Peer):
             except ValueError as exc:
                 raise PeerError(f"{self.name}: {exc}", Outcome.PERMANENT) from None
             client = DICOMwebClient(
-                url, session=self._http(), timeout=(s.connect_timeout_s, s.read_timeout_s)
+                url, session=self._http(url), timeout=(s.connect_timeout_s, s.read_timeout_s)
             )
             client.set_http_retry_params(retry=False)
             self._clients[service] = client

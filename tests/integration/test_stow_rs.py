@@ -199,3 +199,31 @@ def test_refusals_bad_token_malformed_part_media_type_and_size(make_agent, tmp_p
     assert wait_until(lambda: not list((agent.spool / ".incoming").iterdir()), 5)
     assert agent.scalar("SELECT count(*) FROM instances") == 1
     assert agent.stop() == 0
+
+
+def test_one_agent_delivers_to_another_over_stow_rs_with_a_bearer_token(
+    make_agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our DICOMweb peer (the outbox's STOW-RS client) against our STOW-RS origin server: bearer auth."""
+    from agent.config import DicomwebPeerSettings
+    from agent.peers import Outcome, StoreItem, build_peer
+
+    agent, url = start(make_agent)
+    ct = ct_image("AGENT2AGENT", "a2a", date(2024, 5, 1))
+    path = tmp_path / "ct.dcm"
+    ct.save_as(path, enforce_file_format=True)
+    item = StoreItem(path, str(ct.SOPClassUID), str(ct.SOPInstanceUID))
+    monkeypatch.setenv("DOWNSTREAM_TOKEN", STORE_TOKEN)
+
+    def peer(**auth: str) -> Any:
+        settings = DicomwebPeerSettings(type="dicomweb", stow_url=url, query_retrieve=False, **auth)
+        return build_peer("downstream", settings, "LIVERAGENT")
+
+    (result,) = peer(auth="bearer", token_env="DOWNSTREAM_TOKEN").store([item])
+    assert (result.outcome, result.status) == (Outcome.OK, 0)
+    assert agent.query("SELECT sop_uid, calling_aet FROM instances") == [(item.sop_uid, "router")]
+    (refused,) = peer(auth="bearer", token="wrong").store([item])
+    assert (refused.outcome, refused.status) == (Outcome.PERMANENT, 401)
+    (reader,) = peer(auth="bearer", token=READ_TOKEN).store([item])
+    assert (reader.outcome, reader.status) == (Outcome.PERMANENT, 403)
+    assert agent.stop() == 0

@@ -1,6 +1,7 @@
 """The DICOMweb peer against Orthanc's DICOMweb plugin: the same answers as the DIMSE peer at study, series
 and image level, WADO-RS retrieval filed by a real listener as ``retrieved``, STOW-RS delivery, HTTP basic
-authentication with the password from the environment, ``liver-agent echo`` and ``check-config``."""
+authentication with the password from the environment, ``liver-agent echo`` and ``check-config``, and TLS
+(verified by default, a private CA through ``ca_file``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import yaml
 from support.agentproc import REPO, free_port
 from support.dicomgen import dataset_bytes
 from support.orthanc import Orthanc
+from support.pki import make_pki
+from support.tls_proxy import TLSProxy
 from support.worklist import migrated_sessions
 
 from agent.config import DicomSettings, DicomwebPeerSettings, PeerSettings
@@ -187,3 +190,26 @@ def test_basic_auth_password_from_the_environment(
     assert done.returncode == 1
     assert done.stdout.strip() == f"QIDO-RS {own_orthanc.dicomweb_url}: failed (HTTP 401)"
     assert json.dumps(done.stdout).count("nope") == 0
+
+
+def test_tls_is_verified_by_default_and_a_ca_file_is_trusted(orthanc: Orthanc, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    proxy = TLSProxy(orthanc.http_port, pki["server.crt"], pki["server.key"]).start()
+    try:
+        url = f"https://127.0.0.1:{proxy.port}/dicom-web"
+        # A server certificate from a CA the system does not know: refused, and reported as no answer.
+        with pytest.raises(PeerUnreachable) as info:
+            web_peer(url).echo()
+        assert "SSLError" in str(info.value)
+        web_peer(url, ca_file=pki["ca.crt"]).echo()
+        web_peer(url, tls_verify=False).echo()
+        ct = ct_image("WEBTLS", "web-tls", date(2024, 2, 2))
+        path = tmp_path / "ct.dcm"
+        ct.save_as(path, enforce_file_format=True)
+        (result,) = web_peer(url, ca_file=pki["ca.crt"]).store(
+            [StoreItem(path, str(ct.SOPClassUID), str(ct.SOPInstanceUID))]
+        )
+        assert result.outcome is Outcome.OK
+        assert orthanc.study_id(str(ct.StudyInstanceUID)) is not None
+    finally:
+        proxy.stop()

@@ -258,6 +258,7 @@ def test_follow_up_pre_read_then_final_response(
         routed_to_final_in_pacs=final_s,
         find=sum(e.get("find_ms", 0) for e in runs) / 1000,
         retrieve=sum(e.get("retrieve_ms", 0) for e in runs) / 1000,
+        deliver_sr_and_pdf=max(e.get("ms", 0) for e in agent.events("outbox.delivered")) / 1000,
     )
     agent.stop()
 
