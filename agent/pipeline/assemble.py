@@ -200,6 +200,10 @@ def sr_date(header: Dataset) -> date | None:
         return None
 
 
+# Lesion notes (agent.sr.context.image_context) saying the measured image's contrast phase stays unknown.
+PHASE_UNKNOWN_NOTES = ("contrast phase unknown", "the measured image's series is neither")
+
+
 def _lesion_facts(tracked: TrackedTimeline, upto: int) -> dict[str, LesionDicom]:
     """Per lesion id: the first Tracking UID and identifier it had (the baseline's), and where it was
     measured last: finding sites, images and regions."""
@@ -207,6 +211,7 @@ def _lesion_facts(tracked: TrackedTimeline, upto: int) -> dict[str, LesionDicom]
     first_identifier: dict[str, str] = {}
     facts: dict[str, LesionDicom] = {}
     computed: dict[str, list[tuple[int, str]]] = {}
+    unknown: dict[str, list[tuple[int, str]]] = {}
     for t, tp in enumerate(tracked.timepoints[: upto + 1]):
         report = tp.report.report
         for tl in tp.lesions:
@@ -215,6 +220,9 @@ def _lesion_facts(tracked: TrackedTimeline, upto: int) -> dict[str, LesionDicom]
             method = src.get("mean_hu_method")
             if isinstance(method, str):
                 computed.setdefault(lesion_id, []).append((t, method))
+            for note in dict.fromkeys(tl.notes):
+                if note.startswith(PHASE_UNKNOWN_NOTES):
+                    unknown.setdefault(lesion_id, []).append((t, note))
             uid = src.get("tracking_uid")
             if isinstance(uid, str) and lesion_id not in first_uid:
                 first_uid[lesion_id] = uid
@@ -245,6 +253,7 @@ def _lesion_facts(tracked: TrackedTimeline, upto: int) -> dict[str, LesionDicom]
             tracking_uid=first_uid.get(k),
             tracking_identifier=first_identifier.get(k),
             hu_computed=tuple(computed.get(k, ())),
+            phase_unknown=tuple(unknown.get(k, ())),
         )
         for k, v in facts.items()
     }

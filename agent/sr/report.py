@@ -83,6 +83,8 @@ class LesionDicom:
     regions: tuple[Region, ...] = ()
     # (time point index, how) for each mean HU the agent measured from the image (the SR gave none).
     hu_computed: tuple[tuple[int, str], ...] = ()
+    # (time point index, why) where the contrast phase of the image it was measured on stays unknown.
+    phase_unknown: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -342,6 +342,13 @@ def _attenuation(report: ResponseReport, width: float) -> list[Flowable]:
         )
     )
     out: list[Flowable] = [_section("Mean attenuation per visit"), Spacer(0, 1.5 * mm), t]
+    unknown = []
+    for row in tab.rows:
+        dicom = report.lesions.get(row.lesion_id)
+        unknown += [f"{row.label} {report.label(i)}" for i, _ in (dicom.phase_unknown if dicom else ())]
+    if unknown:
+        text = f"Contrast phase unknown (not in the images' descriptions or timing): {', '.join(unknown)}."
+        out += [Spacer(0, 1 * mm), Paragraph(_esc(text), _style(6.5))]
     if starred:
         note = (
             "* mean HU computed by liver-agent from the referenced CT image (inside the drawn region, else "

@@ -642,10 +642,12 @@ def _qualitative_evaluations(report: ResponseReport, tab: Table) -> Any:
         )
     for k in range(len(tab.rows)):
         items.append(_item(codes.LESION_SUMMARY, lesion_sentence(report, tab, k)))
-    for row in tab.rows:  # how each mean HU the SRs did not give was obtained
+    for row in tab.rows:  # how each mean HU the SRs did not give was obtained; phases nobody could tell
         dicom = report.lesions.get(row.lesion_id)
         for index, how in dicom.hu_computed if dicom is not None else ():
             items.append(_item(codes.COMMENT, f"{row.label} {row.name} {report.label(index)}: {how}"))
+        for index, why in dicom.phase_unknown if dicom is not None else ():
+            items.append(_item(codes.COMMENT, f"{row.label} {row.name} {report.label(index)}: {why}"))
     for alert in sorted_alerts(report):
         where = "" if alert.timepoint is None else f" [{report.label(alert.timepoint)}]"
         items.append(

@@ -217,10 +217,16 @@ def test_phase_nobody_can_tell_is_assumed_and_the_alert_says_so(
     """Contrast-enhanced CT whose description and timing say no phase: the query cannot tell, so the
     measured prior instances are retrieved; their headers cannot tell either. Choi density is compared under
     the stated assumption (the default), and the discordance alert repeats it."""
-    agent, vs, final, _ = run_patient(
+    agent, vs, final, pdf = run_patient(
         orthanc, make_agent, tmp_path, "GISTUNK", with_hu=True, phase_said=False
     )
     assert_pseudoprogression_caught(final)
+    assert_valid_outputs(orthanc, vs["fu2"].study_uid, tmp_path)
+    # Said per lesion and visit, in the SR and in the PDF.
+    texts = text_values(final)
+    for label in ("T1 liver seg 7 BL", "T2 liver seg 4 FU1", "T1 liver seg 7 FU2"):
+        assert any(t.startswith(f"{label}: contrast phase unknown") for t in texts), (label, texts)
+    assert "Contrast phase unknown" in pdf and "T2 FU1" in " ".join(pdf.split())
     alert = next(t for t in text_values(final) if "DISC_RECIST_PD_CHOI_PR" in t)
     assert "assumption" in alert and "contrast phase unknown for" in alert, alert
     # The query could not tell the phase: only the measured prior instances were retrieved to read it.
