@@ -10,8 +10,8 @@ what the image headers say about a measured series.
   ``detect_from_study``, words in the study's own text (Study Description, Admitting Diagnoses, Reason for
   the Requested Procedure); else the defaults. The criteria then follow ``agent.response.selection`` (the
   clinical choice), unless the rule lists its criteria explicitly.
-* :func:`series_info` / :func:`files_lookup`: slice thickness, contrast and description of a series from one
-  of its headers (the SR reader's ``SeriesLookup``).
+* :func:`files_lookup`: what the given image files say about the measured images (the SR reader's
+  ``SeriesLookup``), and their pixels for the mean HU a measurement lacks.
 
 Reads DICOM headers only; no database, no network.
 """
@@ -22,7 +22,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,9 @@ import pydicom
 from agent.config import AssessSettings, ClassifySettings
 from agent.response.model import Context, Criterion
 from agent.response.selection import default_criteria, primary_in_text, therapy_in_text
-from agent.sr.context import SeriesInfo, SeriesLookup
-from agent.sr.values import parse_da
+from agent.sr.context import SeriesInfo
+from agent.sr.context import series_info as context_series_info
+from agent.sr.density import Density, DensityError, Outline, measure
 
 __all__ = [
     "SeriesFacts",
@@ -41,7 +41,6 @@ __all__ = [
     "default_criteria",
     "files_lookup",
     "read_series_facts",
-    "series_info",
 ]
 
 _HEADER_TAGS = [
@@ -174,64 +173,40 @@ def choose_context(attrs: dict[str, str], settings: AssessSettings) -> Context:
     return Context(treatment_start=start, primary=primary, therapy=tuple(therapy), criteria=criteria)
 
 
-def _decimal(value: str | None) -> Decimal | None:
-    try:
-        return Decimal(value) if value else None
-    except ArithmeticError:
-        return None
+class FilesLookup:
+    """The SR reader's series lookup over image files (``liver-agent sr assess --images``): each image's own
+    header (``agent.sr.context.series_info``), its series' first header for images not given, and the
+    pixels of the given CT images for the mean HU a measurement lacks (``agent.sr.density.PixelSource``)."""
 
+    def __init__(self, paths: Iterable[str | Path]) -> None:
+        self.by_sop: dict[str, tuple[Path, SeriesInfo]] = {}
+        self.by_series: dict[str, SeriesInfo] = {}
+        for given in paths:
+            path = Path(given)
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception as exc:
+                raise ValueError(f"{path}: not a readable DICOM file") from exc
+            info = context_series_info(ds, "index")
+            if not info.series_uid:
+                raise ValueError(f"{path}: no Series Instance UID")
+            self.by_sop[str(ds.get("SOPInstanceUID", "") or "")] = (path, info)
+            self.by_series.setdefault(info.series_uid, info)
 
-def series_info(
-    header: Path | None,
-    *,
-    study_uid: str | None,
-    series_uid: str | None,
-    study_date: str | None,
-    modality: str | None,
-    description: str | None,
-) -> SeriesInfo:
-    """A series as the SR reader sees it; slice thickness and contrast come from one of its headers."""
-    facts = read_series_facts(header, series_uid or "", modality or "") if header is not None else None
-    return SeriesInfo(
-        slice_thickness_mm=_decimal(facts.slice_thickness_mm) if facts else None,
-        contrast_agent=facts.contrast_agent if facts else None,
-        contrast_route=facts.contrast_route if facts else None,
-        study_uid=study_uid,
-        series_uid=series_uid,
-        study_date=parse_da(study_date),
-        modality=modality,
-        series_description=description,
-    )
-
-
-def files_lookup(paths: Iterable[str | Path]) -> SeriesLookup:
-    """A series lookup over image files (``liver-agent sr assess --images``): one header per series."""
-    by_series: dict[str, SeriesInfo] = {}
-    by_sop: dict[str, str] = {}
-    for given in paths:
-        path = Path(given)
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable DICOM file") from exc
-        series = str(ds.get("SeriesInstanceUID", "") or "")
-        if not series:
-            raise ValueError(f"{path}: no Series Instance UID")
-        by_sop[str(ds.get("SOPInstanceUID", "") or "")] = series
-        if series not in by_series:
-            by_series[series] = series_info(
-                path,
-                study_uid=str(ds.get("StudyInstanceUID", "") or "") or None,
-                series_uid=series,
-                study_date=str(ds.get("StudyDate", "") or "") or None,
-                modality=str(ds.get("Modality", "") or "") or None,
-                description=str(ds.get("SeriesDescription", "") or "") or None,
-            )
-
-    def lookup(
-        study_uid: str | None, series_uid: str | None, sop_instance_uid: str | None
+    def __call__(
+        self, study_uid: str | None, series_uid: str | None, sop_instance_uid: str | None
     ) -> SeriesInfo | None:
-        key = series_uid or by_sop.get(sop_instance_uid or "")
-        return by_series.get(key) if key else None
+        if sop_instance_uid and sop_instance_uid in self.by_sop:
+            return self.by_sop[sop_instance_uid][1]
+        return self.by_series.get(series_uid) if series_uid else None
 
-    return lookup
+    def measure_density(self, where: Outline) -> Density:
+        found = self.by_sop.get(where.sop_instance_uid)
+        if found is None:
+            raise DensityError("the image is not among the given images")
+        return measure(found[0], where)
+
+
+def files_lookup(paths: Iterable[str | Path]) -> FilesLookup:
+    """A series lookup over image files (see :class:`FilesLookup`)."""
+    return FilesLookup(paths)

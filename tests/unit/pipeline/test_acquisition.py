@@ -141,3 +141,31 @@ def test_all_held_asks_nobody_and_no_peer_is_said(sessions, tmp_path: Path) -> N
         AcquisitionIndex(sessions, spool), [report], settings, Receiver("LIVERAGENT"), DEFAULT_PHASE_RULES
     )
     assert (out.images, out.local, out.warnings) == (2, 2, [])
+
+
+def test_sr_assess_measures_hu_on_the_given_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``liver-agent sr assess --images``: the same density from the pixels as the service."""
+    import json
+
+    from agent import cli
+
+    days = {"bl": date(2024, 1, 10), "fu": date(2024, 3, 20)}
+    hu = {"bl": (62, 58), "fu": (40, 38)}
+    srs, cts = [], []
+    for name, day in days.items():
+        lesions = tuple(replace(les, hu=h) for les, h in zip(LESIONS, hu[name], strict=True))
+        images, sr = write_visit(tmp_path / name, Visit("ACQCLI", name, day, "ABD PV", lesions), False)
+        srs.append(sr)
+        cts += images
+    out = tmp_path / "out.dcm"
+    argv = ["sr", "assess", *map(str, srs), "--out", str(out), "--json", "--images", *map(str, cts)]
+    assert (
+        cli.main([*argv, "--primary", "GIST", "--therapy", "imatinib", "--criteria", "RECIST1.1,Choi"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    choi = result["choi"]
+    assert choi["timepoint_responses"][-1] == "PR", choi
+    assert result["recist"]["timepoint_responses"][-1] == "SD"  # no size change: Choi PR by density alone
+    assert "mean HU computed by liver-agent" in out.read_bytes().decode("utf-8", "replace")
