@@ -1,10 +1,12 @@
-"""STOW-RS into a real ``liver-agent serve``, posted with ``dicomweb-client``.
+"""STOW-RS into a real ``liver-agent serve``, posted with ``dicomweb-client`` (and raw HTTP for bad bodies).
 
 A study (uncompressed CT, RLE CT, SR) arrives byte-identical (the dataset part of each spooled file equals
 the dataset part of the file posted, as for C-STORE), is indexed once even when posted twice, and turns
 stable with one job; a CT and a measurement SR are processed into a result. A bad token gets 401, a token
 without the ``store`` scope 403; in a request with a malformed part only that part fails, with its
-FailureReason; another media type gets 415, a body over ``web.stow_max_request_mb`` 413.
+FailureReason; another media type gets 415, a body over ``web.stow_max_request_mb`` 413. A 120 MB instance
+streams through with the agent's anonymous memory growing by a few MB; one agent delivers to another with
+its STOW-RS client and a bearer token.
 """
 
 from __future__ import annotations
@@ -226,4 +228,62 @@ def test_one_agent_delivers_to_another_over_stow_rs_with_a_bearer_token(
     assert (refused.outcome, refused.status) == (Outcome.PERMANENT, 401)
     (reader,) = peer(auth="bearer", token=READ_TOKEN).store([item])
     assert (reader.outcome, reader.status) == (Outcome.PERMANENT, 403)
+    assert agent.stop() == 0
+
+
+def test_a_large_instance_streams_through_bounded_memory(make_agent, tmp_path: Path) -> None:
+    """A 120 MB CT posted in chunks: the agent's anonymous memory stays far below the instance size, and the
+    instance is stored byte-identical."""
+    import threading
+    import time
+
+    import numpy as np
+
+    agent, url = start(make_agent)
+    ct = ct_image("STOWBIG", "stow-big", date(2024, 6, 1))
+    ct.Rows, ct.Columns = 6000, 10000
+    ct.PixelData = np.full((6000, 10000), 7, dtype=np.uint16).tobytes()
+    path = tmp_path / "big.dcm"
+    ct.save_as(path, enforce_file_format=True)
+    del ct
+    size = path.stat().st_size
+    assert size > 120_000_000
+
+    def rss_anon() -> int:
+        status = Path(f"/proc/{agent.proc.pid}/status").read_text()
+        return (
+            int(next(line.split()[1] for line in status.splitlines() if line.startswith("RssAnon:"))) * 1024
+        )
+
+    baseline = rss_anon()
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_anon())
+            time.sleep(0.01)
+
+    def body():
+        yield f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        _, headers = multipart([])
+        rsp = requests.post(f"{url}/studies", data=body(), headers=headers, timeout=120)
+    finally:
+        done.set()
+        sampler.join()
+    assert rsp.status_code == 200, rsp.text
+    assert dataset_bytes(spooled(agent, path)) == dataset_bytes(path)
+    growth = peak[0] - baseline
+    assert growth < 48 * 1024 * 1024, (
+        f"anonymous memory grew by {growth / 1e6:.0f} MB for a {size / 1e6:.0f} MB post"
+    )
+    print(f"\n[memory] STOW-RS of {size / 1e6:.0f} MB: agent anonymous memory +{growth / 1e6:.1f} MB")
     assert agent.stop() == 0
