@@ -213,3 +213,47 @@ def test_tls_is_verified_by_default_and_a_ca_file_is_trusted(orthanc: Orthanc, t
         assert orthanc.study_id(str(ct.StudyInstanceUID)) is not None
     finally:
         proxy.stop()
+
+
+def test_acquisition_context_queries_answer_as_over_dimse(orthanc: Orthanc, tmp_path: Path) -> None:
+    """The SERIES and IMAGE level keys the acquisition context asks for (agent.pipeline.acquisition) come
+    back the same over QIDO-RS as over C-FIND."""
+    from agent.pipeline.acquisition import IMAGE_KEYS, SERIES_KEYS
+
+    ct = ct_image("WEBCTX", "web-ctx", date(2024, 3, 3))
+    ct.KVP = 120
+    ct.ContrastBolusRoute = "IV"
+    ct.ContrastBolusStartTime = "101500"
+    ct.AcquisitionTime = "101610"
+    ct.ContentTime = "101611"
+    ct.BodyPartExamined = "ABDOMEN"
+    path = tmp_path / "ct.dcm"
+    ct.save_as(path, enforce_file_format=True)
+    orthanc.upload(path)
+    orthanc.register_agent(free_port())
+    dimse = build_peer(
+        "pacs", PeerSettings(ae_title=orthanc.aet, host="127.0.0.1", port=orthanc.dicom_port), "LIVERAGENT"
+    )
+    web = web_peer(orthanc.dicomweb_url)
+    study_uid, series_uid, sop = str(ct.StudyInstanceUID), str(ct.SeriesInstanceUID), str(ct.SOPInstanceUID)
+    (series,) = web.find_series(study_uid, None, SERIES_KEYS)
+    assert [series] == dimse.find_series(study_uid, None, SERIES_KEYS)
+    assert series.attributes["ContrastBolusAgent"] == "Iomeprol"
+    assert series.attributes["BodyPartExamined"] == "ABDOMEN"
+    (image,) = web.find_instances(study_uid, series_uid, IMAGE_KEYS, [sop])
+    assert [image] == dimse.find_instances(study_uid, series_uid, IMAGE_KEYS, [sop])
+    # Numbers travel as JSON numbers in QIDO-RS ("120" for a DS sent as "120.0"): equal as numbers.
+    assert numeric(image.attributes) == numeric(
+        dimse.find_instances(study_uid, series_uid, IMAGE_KEYS, [sop])[0].attributes
+    )
+    assert (float(image.attributes["KVP"]), image.attributes["ContrastBolusStartTime"]) == (120.0, "101500")
+
+
+def numeric(attributes: dict[str, str]) -> dict[str, tuple[Any, ...]]:
+    def value(v: str) -> Any:
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    return {k: tuple(value(v) for v in text.split("\\")) for k, text in attributes.items()}
