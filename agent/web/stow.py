@@ -36,6 +36,7 @@ MEDIA_TYPE = "application/dicom+json"
 CANNOT_UNDERSTAND = 0xC000
 # A part's headers longer than this make the body malformed.
 MAX_PART_HEADERS = 8192
+MAX_BOUNDARY = 200
 
 # (Part 10 bytes, source) -> DICOM status
 StoreFile = Callable[[memoryview, str], int]
@@ -64,8 +65,9 @@ def boundary_of(content_type: str) -> bytes:
     if values.get("type", "application/dicom").lower() != "application/dicom":
         raise ValueError("type is not application/dicom")
     boundary = values.get("boundary", "")
-    if not 1 <= len(boundary) <= 70:
-        raise ValueError("no boundary")
+    # RFC 2046 says at most 70 characters; some senders use more (Orthanc: two UUIDs, 73).
+    if not 1 <= len(boundary) <= MAX_BOUNDARY:
+        raise ValueError("no boundary" if not boundary else "boundary too long")
     return boundary.encode("ascii", "replace")
 
 

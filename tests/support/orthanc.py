@@ -169,6 +169,16 @@ class Orthanc:
             },
         )
 
+    def register_agent_dicomweb(self, url: str, token: str, name: str = "agent") -> None:
+        """Make the agent's STOW-RS endpoint a DICOMweb server Orthanc can send to (with a bearer token)."""
+        self.put(
+            f"/dicom-web/servers/{name}", {"Url": url, "HttpHeaders": {"Authorization": f"Bearer {token}"}}
+        )
+
+    def stow_to(self, server: str, resources: list[str]) -> Any:
+        """Orthanc sends the resources to a DICOMweb server with STOW-RS, as a cloud router would."""
+        return self.post(f"/dicom-web/servers/{server}/stow", {"Resources": resources, "Synchronous": True})
+
     def send_to(self, modality: str, resources: list[str]) -> Any:
         """Orthanc C-STOREs the resources (Orthanc ids) to a modality, as an auto-routing rule would."""
         return self.post(f"/modalities/{modality}/store", {"Resources": resources, "Synchronous": True})

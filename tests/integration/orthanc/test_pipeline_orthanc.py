@@ -5,11 +5,13 @@ Orthanc send the follow-up CT to the agent (``POST /modalities/agent/store``, as
 and later the radiologist's follow-up SR. The agent (a real ``liver-agent serve`` subprocess) finds the
 priors, retrieves them, assesses and stores its SR and PDF summary in Orthanc, over either kind of peer:
 DIMSE (C-FIND, C-MOVE or C-GET, C-STORE) or DICOMweb (QIDO-RS, WADO-RS, STOW-RS through Orthanc's DICOMweb
-plugin). The scenarios that involve the peer run once per transport (``TRANSPORTS``) and print their timings.
+plugin; Orthanc then also routes the studies to the agent by STOW-RS, with a bearer token). The scenarios that
+involve the peer run once per transport (``TRANSPORTS``) and print their timings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import sys
@@ -21,6 +23,7 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from support.agentproc import free_port
 from support.orthanc import AGENT_AET, Orthanc, wait_until
 
 from agent.log import uid_hash
@@ -58,6 +61,10 @@ def report_timing(scenario: str, method: str, **seconds: float) -> None:
     print(f"\n[timing] {scenario} over {method}: {figures}", file=sys.stderr)
 
 
+# The bearer token with the store scope Orthanc uses to send studies to the agent by STOW-RS.
+STOW_TOKEN = "orthanc-router-token-0123456789"
+
+
 def agent_env(orthanc: Orthanc, workdir: Path, method: str = "move", **extra: str) -> dict[str, str]:
     peers = {"pacs": peer_settings(orthanc, method)}
     env = {
@@ -73,15 +80,30 @@ def agent_env(orthanc: Orthanc, workdir: Path, method: str = "move", **extra: st
         "LIVER_AGENT_OUTBOX__BACKOFF_INITIAL_S": "0.5",
         "LIVER_AGENT_OUTBOX__BACKOFF_MAX_S": "1",
     }
+    if method == "dicomweb":  # the PACS routes to the agent by STOW-RS too
+        digest = hashlib.sha256(STOW_TOKEN.encode()).hexdigest()
+        env["LIVER_AGENT_WEB__ENABLED"] = "true"
+        env["LIVER_AGENT_WEB__PORT"] = str(free_port())
+        env["LIVER_AGENT_WEB__TOKENS"] = json.dumps(
+            [{"name": "orthanc", "hash": f"sha256${digest}", "scopes": ["store"]}]
+        )
     env.update(extra)
     return env
+
+
+def connect(orthanc: Orthanc, agent: Any) -> None:
+    """Orthanc learns where the agent is: its DICOM listener, and its STOW-RS endpoint when it has one."""
+    orthanc.register_agent(agent.port)
+    if agent.env_overrides.get("LIVER_AGENT_WEB__ENABLED") == "true":
+        url = f"http://127.0.0.1:{agent.env_overrides['LIVER_AGENT_WEB__PORT']}/dicomweb"
+        orthanc.register_agent_dicomweb(url, STOW_TOKEN)
 
 
 def start_agent(make_agent: Any, orthanc: Orthanc, method: str = "move", **extra: str) -> Any:
     agent = make_agent()
     agent.env_overrides.update(agent_env(orthanc, agent.workdir, method, **extra))
     agent.start()
-    orthanc.register_agent(agent.port)
+    connect(orthanc, agent)
     return agent
 
 
@@ -153,10 +175,14 @@ def text_values(ds: Dataset) -> list[str]:
     return found
 
 
-def route(orthanc: Orthanc, *paths: Path) -> None:
-    """Upload to Orthanc, then make Orthanc C-STORE them to the agent (an auto-routing rule)."""
+def route(orthanc: Orthanc, *paths: Path, via: str = "move") -> None:
+    """Upload to Orthanc, then make Orthanc send them to the agent (an auto-routing rule): by C-STORE, or by
+    STOW-RS when ``via`` is dicomweb."""
     ids = [orthanc.upload(p)["ID"] for p in paths]
-    orthanc.send_to("agent", ids)
+    if via == "dicomweb":
+        orthanc.stow_to("agent", ids)
+    else:
+        orthanc.send_to("agent", ids)
 
 
 def operational_alerts(agent: Any) -> list[tuple[str, str, str]]:
@@ -187,7 +213,7 @@ def test_follow_up_pre_read_then_final_response(
     agent = start_agent(make_agent, orthanc, method)
 
     t0 = time.perf_counter()
-    route(orthanc, fu_ct)
+    route(orthanc, fu_ct, via=method)
     assert wait_until(lambda: len(our_srs(orthanc, fu_uid)) >= 1, 30, 0.05), agent.all_logs()[-3000:]
     pre_read_s = time.perf_counter() - t0
     pre = our_srs(orthanc, fu_uid)
@@ -204,7 +230,7 @@ def test_follow_up_pre_read_then_final_response(
     assert "70" in pre_texts  # the baseline target sum (40 + 30 mm) and its thresholds
 
     t0 = time.perf_counter()
-    route(orthanc, fu_sr)
+    route(orthanc, fu_sr, via=method)
     assert wait_until(lambda: len(our_srs(orthanc, fu_uid)) >= 2, 30, 0.05), agent.all_logs()[-3000:]
     final_s = time.perf_counter() - t0
     srs = our_srs(orthanc, fu_uid)
@@ -250,6 +276,8 @@ def test_follow_up_pre_read_then_final_response(
         ), table
     assert ours(orthanc, base_uid) == []
     assert {e.get("study") for e in agent.events("study.stable")} == {uid_hash(fu_uid)}
+    if method == "dicomweb":  # Orthanc routed the CT, then the SR, to the agent by STOW-RS
+        assert [e["stored"] for e in agent.events("stow.received")] == [1, 1]
     runs = [e for e in agent.events("pipeline.finished") if e.get("state") == "done"]
     report_timing(
         "pre-read then final",
@@ -346,9 +374,9 @@ def test_pacs_outage_results_wait_and_arrive_once(
     env["LIVER_AGENT_ALERTS__PACS_UNREACHABLE_AFTER_S"] = "1"
     agent.env_overrides.update(env)
     agent.start()
-    orthanc.register_agent(agent.port)
+    connect(orthanc, agent)
     archive.stop()
-    route(orthanc, fu_ct, fu_sr)
+    route(orthanc, fu_ct, fu_sr, via=method)
     assert wait_until(
         lambda: (
             (agent.scalar("SELECT count(*) FROM outbox WHERE state = 'pending' AND attempts >= 2") or 0) == 2
