@@ -375,11 +375,19 @@ class PeerClient:
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         classes = sorted({i.sop_class_uid for i in instances if i.sop_class_uid} | set(SR_STORAGE_CLASSES))
         roles = []
+        images = [uid for uid in classes if uid not in SR_STORAGE_CLASSES]
         for uid in classes:
-            # Images (e.g. the CT a prior measurement was made on) as the PACS holds them, compressed or not.
-            syntaxes = UNCOMPRESSED if uid in SR_STORAGE_CLASSES else TRANSFER_SYNTAXES
-            ae.add_requested_context(uid, list(syntaxes))
+            ae.add_requested_context(uid, list(UNCOMPRESSED))
             roles.append(build_role(uid, scp_role=True))
+        # Images (e.g. the CT a prior measurement was made on) also as the PACS holds them: one context per
+        # compressed transfer syntax, so the PACS can send each instance without transcoding it (a PACS may
+        # not be able to decode a JPEG-LS or JPEG 2000 image it stores). At most 128 contexts in all.
+        room = 127 - len(classes)
+        for uid in images:
+            for syntax in TRANSFER_SYNTAXES:
+                if syntax not in UNCOMPRESSED and room > 0:
+                    ae.add_requested_context(uid, [syntax])
+                    room -= 1
         total = RetrieveResult(0, 0, 0)
         with self._association(ae, ext_neg=roles, handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
             for q in self._retrieve_identifiers(instances):

@@ -30,6 +30,7 @@ from support.orthanc import Orthanc, wait_until
 from tests.integration.orthanc.test_pipeline_orthanc import (
     COMPREHENSIVE_SR,
     PDF,
+    TRANSPORTS,
     is_pre_read,
     our_srs,
     ours,
@@ -83,7 +84,13 @@ def _final(orthanc: Orthanc, study_uid: str) -> pydicom.Dataset | None:
 
 
 def run_patient(
-    orthanc: Orthanc, make_agent: Any, tmp_path: Path, patient_id: str, with_hu: bool, phase_said: bool = True
+    orthanc: Orthanc,
+    make_agent: Any,
+    tmp_path: Path,
+    patient_id: str,
+    with_hu: bool,
+    phase_said: bool = True,
+    method: str = "move",
 ) -> tuple[Any, dict[str, Visit], pydicom.Dataset, str]:
     """Priors into the PACS, the follow-up routed to the agent; returns the agent, visits, final SR, PDF."""
     vs = visits(patient_id, phase_said)
@@ -92,7 +99,7 @@ def run_patient(
         images, sr = files[name]
         for path in [*images, sr]:
             orthanc.upload(path)
-    agent = start_agent(make_agent, orthanc)
+    agent = start_agent(make_agent, orthanc, method)
     images, sr = files["fu2"]
     started = time.monotonic()
     route(orthanc, *images)
@@ -154,10 +161,13 @@ def hu_row(pdf: str, name: str) -> list[str]:
     raise AssertionError(f"no attenuation row for {name!r} in the summary:\n{pdf}")
 
 
+@pytest.mark.parametrize("method", TRANSPORTS)
 def test_diameters_only_prior_images_in_the_pacs_density_measured_from_pixels(
-    orthanc: Orthanc, make_agent: Any, tmp_path: Path
+    orthanc: Orthanc, make_agent: Any, tmp_path: Path, method: str
 ) -> None:
-    agent, vs, final, pdf = run_patient(orthanc, make_agent, tmp_path, "GISTPX", with_hu=False)
+    agent, vs, final, pdf = run_patient(
+        orthanc, make_agent, tmp_path, f"GISTPX{method.upper()}", with_hu=False, method=method
+    )
     assert_pseudoprogression_caught(final)
     assert_valid_outputs(orthanc, vs["fu2"].study_uid, tmp_path)
     # Each lesion's HU at each visit, measured by the agent from the pixels (within 1 HU).
