@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from agent.response import choi, morphology, recist
+from agent.response.markers import MarkerCategory, MarkerSeries, MarkerStatus
+from agent.response.markers import assess as assess_markers
 from agent.response.model import (
     SEVERITY_RANK,
     Alert,
@@ -47,6 +49,11 @@ _DISSOCIATED = (
     "Humbert O, Chardin D. Front Oncol 2020;10:566297"
 )
 
+_MARKER_RESPONSE = "Rustin GJS et al. J Natl Cancer Inst 2004;96:487-488 (GCIG CA-125 response)"
+_MARKER_PROGRESSION = (
+    "Scher HI et al. J Clin Oncol 2008;26:1148-1159 (PCWG2); Locker GY et al. J Clin Oncol 2006;24:5313-5327"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class AlertDefinition:
@@ -72,6 +79,8 @@ CATALOGUE: dict[str, AlertDefinition] = _defs(
     ("DISC_MRECIST_RECIST", Severity.INFO, _MRECIST),
     ("SITE_DISCORDANT_PROGRESSION", Severity.WARNING, f"{_DISSOCIATED}; {_ESGAR}"),
     ("SITE_LIVER_RESPONSE_EXTRAHEPATIC_PD", Severity.INFO, f"{_RECIST} §4.3.4 and Table 1"),
+    ("MARKER_FALLING_RECIST_PD", Severity.WARNING, f"{_MARKER_RESPONSE}; {_DISSOCIATED}"),
+    ("MARKER_RISING_RECIST_NOT_PD", Severity.WARNING, f"{_MARKER_PROGRESSION}; {_RECIST} §4.3.3"),
     ("ANC_ATTENUATION_DROP_SIZE_STABLE", Severity.WARNING, f"{_ESGAR}; {_CHOI}"),
     ("ANC_SIZE_UP_ATTENUATION_DOWN", Severity.WARNING, f"{_ESGAR}; {_CHOI}"),
     ("ANC_MORPHOLOGIC_RESPONSE_SIGNS", Severity.INFO, _ESGAR),
@@ -139,6 +148,7 @@ class Facts:
     followups: range
     compared_criteria: frozenset[Criterion]  # requested in the context and computed
     sites: tuple[SiteTimepoint | None, ...] = ()  # the response split by site (§13)
+    markers: tuple[MarkerSeries, ...] = ()  # tumour markers and their status per follow-up (§13.2)
 
     def compared(self, *criteria: Criterion) -> bool:
         """Discordance rules need every criterion requested in the context and computed."""
@@ -177,6 +187,7 @@ def facts(timeline: Timeline, results: tuple[CriterionResult, ...]) -> Facts:
         followups=timeline.followups,
         compared_criteria=requested.intersection(by_criterion),
         sites=split(timeline, registry),
+        markers=assess_markers(timeline),
     )
 
 
@@ -1043,6 +1054,60 @@ def liver_response_extrahepatic_pd(f: Facts) -> Iterator[Alert]:
             )
 
 
+# --------------------------------------------------------------------------------------------------------
+# Tumour markers (docs/criteria.md §13.2)
+
+
+def _marker_text(status: MarkerStatus) -> str:
+    unit = f" {status.unit}" if status.unit else ""
+    parts = [f"{status.marker.value} {_num(status.value)}{unit} on {status.date}"]
+    if status.pretreatment is not None:
+        parts.append(
+            f"{_pct(status.change_vs_pretreatment_pct)} vs pre-treatment {_num(status.pretreatment)}{unit} "
+            f"({status.pretreatment_date})"
+        )
+    if status.nadir is not None:
+        parts.append(
+            f"{_pct(status.change_vs_nadir_pct)} vs nadir {_num(status.nadir)}{unit} ({status.nadir_date})"
+        )
+    if status.upper_limit is not None:
+        parts.append(f"ULN {_num(status.upper_limit)}{unit}")
+    return ", ".join(parts)
+
+
+def _num(value: Decimal | None) -> str:
+    return "n/a" if value is None else f"{value.normalize():f}"
+
+
+def marker_discordance(f: Facts) -> Iterator[Alert]:
+    """MARKER_FALLING_RECIST_PD: RECIST PD while a marker responds (>= 50 % fall from pre-treatment);
+    MARKER_RISING_RECIST_NOT_PD: RECIST CR, PR, SD or non-CR/non-PD while a marker progresses (>= 25 % over
+    the nadir and above the ULN)."""
+    for t in f.followups:
+        category = f.category(Criterion.RECIST, t)
+        for series in f.markers:
+            status = series.at(t)
+            if status is None:
+                continue
+            figures = _marker_text(status)
+            if category is Category.PD and status.category is MarkerCategory.RESPONSE:
+                yield make_alert(
+                    "MARKER_FALLING_RECIST_PD",
+                    t,
+                    f"Marker-discordant progression: RECIST 1.1 PD while {figures} has fallen by >= 50 % "
+                    "from its pre-treatment value (marker response); consider pseudoprogression and "
+                    "correlate with the other sites or PET before stopping treatment.",
+                )
+            if category in _NOT_PROGRESSING and status.category is MarkerCategory.PROGRESSION:
+                yield make_alert(
+                    "MARKER_RISING_RECIST_NOT_PD",
+                    t,
+                    f"Rising marker with RECIST 1.1 {category.value}: {figures} is >= 25 % over its nadir "
+                    "and above the upper limit of normal (marker progression); look for disease the "
+                    "measurements do not capture (non-measurable, extrahepatic or new lesions).",
+                )
+
+
 RULES: tuple[Rule, ...] = (
     baseline_timing,
     evidence,
@@ -1075,6 +1140,7 @@ RULES: tuple[Rule, ...] = (
     mrecist_discordance,
     site_discordant_progression,
     liver_response_extrahepatic_pd,
+    marker_discordance,
 )
 
 

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from agent.response.markers import MarkerSeries
     from agent.response.sites import SiteTimepoint
 
 Day = date  # ``date`` is also a field name of the time point records
@@ -238,6 +239,10 @@ class Options:
     baseline_window_days: int = 28
     plausible_min_mm: Decimal = Decimal(1)
     plausible_max_mm: Decimal = Decimal(400)
+    # Tumour markers (docs/criteria.md §13.2): a result counts for a scan when taken at most this many days
+    # before it (or after it, up to marker_after_days).
+    marker_window_days: int = 30
+    marker_after_days: int = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +303,30 @@ class TimePoint:
         return lesion.phase if lesion.phase is not None else self.phase
 
 
+class Marker(StrEnum):
+    """Serum tumour markers the core reads (docs/criteria.md §13.2)."""
+
+    CEA = "CEA"
+    CA19_9 = "CA 19-9"
+    CA15_3 = "CA 15-3"
+    CA125 = "CA 125"
+    AFP = "AFP"
+    CHROMOGRANIN_A = "chromogranin A"
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerResult:
+    """One laboratory result of a tumour marker: value and unit, the date the sample was taken, and the
+    laboratory's reference range (``upper_limit`` is the upper limit of normal, ULN)."""
+
+    marker: Marker
+    date: date
+    value: Decimal
+    unit: str
+    lower_limit: Decimal | None = None
+    upper_limit: Decimal | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Timeline:
     """A patient series in date order.
@@ -310,6 +339,7 @@ class Timeline:
     context: Context
     timepoints: tuple[TimePoint, ...]
     options: Options = field(default_factory=Options)
+    markers: tuple[MarkerResult, ...] = ()  # tumour marker results of the patient, in date order
 
     @property
     def baseline_index(self) -> int:
@@ -450,6 +480,8 @@ class Assessment:
     baseline_index: int = 0
     # the response split by site (docs/criteria.md §13), aligned with the time points (None before baseline)
     sites: tuple[SiteTimepoint | None, ...] = ()
+    # tumour markers (docs/criteria.md §13.2): every series and its status at each follow-up
+    markers: tuple[MarkerSeries, ...] = ()
 
     def get(self, criterion: Criterion) -> CriterionResult | None:
         for result in self.results:

@@ -33,6 +33,8 @@ from agent.response.model import (
     Lesion,
     LesionKind,
     LesionStatus,
+    Marker,
+    MarkerResult,
     NewCategory,
     Options,
     Phase,
@@ -238,6 +240,10 @@ def _options(data: Mapping[str, Any]) -> Options:
         kw["plausible_min_mm"] = _decimal(v, f"{path}.plausible_min_mm")
     if (v := data.get("plausible_max_mm")) is not None:
         kw["plausible_max_mm"] = _decimal(v, f"{path}.plausible_max_mm")
+    if (v := data.get("marker_window_days")) is not None:
+        kw["marker_window_days"] = _int(v, f"{path}.marker_window_days")
+    if (v := data.get("marker_after_days")) is not None:
+        kw["marker_after_days"] = _int(v, f"{path}.marker_after_days")
     defaults = Options()
     low = kw.get("plausible_min_mm", defaults.plausible_min_mm)
     if kw.get("plausible_max_mm", defaults.plausible_max_mm) <= low:
@@ -352,6 +358,54 @@ def _timepoint(data: Mapping[str, Any], path: str) -> TimePoint:
     )
 
 
+MARKER_KEYS = frozenset(MarkerResult.__dataclass_fields__) | frozenset({"source"})
+
+#: Spellings of the tumour markers (lower case, without spaces, dashes or dots).
+_MARKER_NAMES: dict[str, Marker] = {
+    "cea": Marker.CEA,
+    "carcinoembryonicantigen": Marker.CEA,
+    "ca199": Marker.CA19_9,
+    "ca153": Marker.CA15_3,
+    "ca125": Marker.CA125,
+    "afp": Marker.AFP,
+    "alphafetoprotein": Marker.AFP,
+    "chromogranina": Marker.CHROMOGRANIN_A,
+    "cga": Marker.CHROMOGRANIN_A,
+}
+
+
+def marker_from_name(name: object, path: str = "marker") -> Marker:
+    """``CEA`` / ``CA 19-9`` / ``CA19.9`` / ``chromogranin A`` ... -> ``Marker``."""
+    text = _str(name, path)
+    key = text.lower()
+    for sep in (" ", "-", "_", ".", "/"):
+        key = key.replace(sep, "")
+    found = _MARKER_NAMES.get(key)
+    if found is None:
+        raise ValidationError(
+            path, f"unknown tumour marker {text!r} (one of {', '.join(m.value for m in Marker)})"
+        )
+    return found
+
+
+def marker_from_dict(data: Mapping[str, Any], path: str) -> MarkerResult:
+    """One tumour marker result (docs/criteria.md §13.2): ``marker``, ``date``, ``value``, ``unit`` and the
+    optional reference range ``lower_limit`` / ``upper_limit``."""
+    _known_keys(data, MARKER_KEYS, path)
+    low = _opt(data, "lower_limit", path, _decimal)
+    high = _opt(data, "upper_limit", path, _decimal)
+    if low is not None and high is not None and high < low:
+        raise ValidationError(f"{path}.upper_limit", "must not be below lower_limit")
+    return MarkerResult(
+        marker=marker_from_name(data.get("marker"), f"{path}.marker"),
+        date=_date(data.get("date"), f"{path}.date"),
+        value=_decimal(data.get("value"), f"{path}.value"),
+        unit=_str(data.get("unit"), f"{path}.unit"),
+        lower_limit=low,
+        upper_limit=high,
+    )
+
+
 def timeline_from_dict(data: object) -> Timeline:
     """Validate a timeline object (vectors.json case shape) and build the model; other keys are ignored."""
     root = _mapping(data, "$")
@@ -367,7 +421,18 @@ def timeline_from_dict(data: object) -> Timeline:
     for i in range(1, len(timepoints)):
         if timepoints[i].date < timepoints[i - 1].date:
             raise ValidationError(f"timepoints[{i}].date", "must not be earlier than the previous time point")
-    return Timeline(context=context, timepoints=timepoints, options=options)
+    markers_raw = root.get("markers")
+    markers_list = [] if markers_raw is None else _list(markers_raw, "markers")
+    markers = tuple(
+        sorted(
+            (
+                marker_from_dict(_mapping(v, f"markers[{i}]"), f"markers[{i}]")
+                for i, v in enumerate(markers_list)
+            ),
+            key=lambda r: r.date,
+        )
+    )
+    return Timeline(context=context, timepoints=timepoints, options=options, markers=markers)
 
 
 def apply_options(timeline: Timeline, overrides: Mapping[str, object]) -> Timeline:
@@ -375,7 +440,12 @@ def apply_options(timeline: Timeline, overrides: Mapping[str, object]) -> Timeli
     merged: dict[str, object] = {f: getattr(timeline.options, f) for f in Options.__dataclass_fields__}
     merged = {k: (v.value if isinstance(v, StrEnum) else v) for k, v in merged.items()}
     merged.update(overrides)
-    return Timeline(context=timeline.context, timepoints=timeline.timepoints, options=_options(merged))
+    return Timeline(
+        context=timeline.context,
+        timepoints=timeline.timepoints,
+        options=_options(merged),
+        markers=timeline.markers,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -598,11 +668,69 @@ def site_lines(split: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def markers_to_dict(assessment: Assessment) -> list[dict[str, Any]]:
+    """Every tumour marker series (docs/criteria.md §13.2): its results and its status at each time point."""
+    out: list[dict[str, Any]] = []
+    for series in assessment.markers:
+        out.append(
+            {
+                "marker": series.marker.value,
+                "unit": series.unit,
+                "results": [
+                    {
+                        "date": r.date.isoformat(),
+                        "value": number(r.value),
+                        "unit": r.unit,
+                        "lower_limit": number(r.lower_limit),
+                        "upper_limit": number(r.upper_limit),
+                    }
+                    for r in series.results
+                ],
+                "statuses": [
+                    None
+                    if s is None
+                    else {
+                        "category": s.category.value,
+                        "rule": s.rule,
+                        "citation": s.citation,
+                        "value": number(s.value),
+                        "date": s.date.isoformat() if s.date else None,
+                        "pretreatment": number(s.pretreatment),
+                        "pretreatment_date": s.pretreatment_date.isoformat() if s.pretreatment_date else None,
+                        "nadir": number(s.nadir),
+                        "nadir_date": s.nadir_date.isoformat() if s.nadir_date else None,
+                        "upper_limit": number(s.upper_limit),
+                        "change_vs_pretreatment_pct": _pct1(s.change_vs_pretreatment_pct),
+                        "change_vs_nadir_pct": _pct1(s.change_vs_nadir_pct),
+                    }
+                    for s in series.statuses
+                ],
+            }
+        )
+    return out
+
+
+def marker_lines(markers: Sequence[Mapping[str, Any]], timepoint: int | None) -> list[str]:
+    """Each marker's status at one time point as a sentence (SR, PDF and study page)."""
+    lines = []
+    for series in markers:
+        statuses = series.get("statuses") or []
+        status = statuses[timepoint] if timepoint is not None and 0 <= timepoint < len(statuses) else None
+        if not status:
+            continue
+        lines.append(
+            f"{series.get('marker')}: {str(status.get('category')).replace('_', ' ')} ({status.get('rule')})."
+        )
+    return lines
+
+
 def assessment_to_dict(assessment: Assessment) -> dict[str, Any]:
     """The Assessment JSON of DESIGN.md (a key per criterion computed, ``sites``, then ``alerts``)."""
     out: dict[str, Any] = {r.criterion.key: criterion_to_dict(r, assessment) for r in assessment.results}
     if assessment.sites:
         out["sites"] = sites_to_dict(assessment)
+    if assessment.markers:
+        out["markers"] = markers_to_dict(assessment)
     out["alerts"] = [alert_to_dict(a) for a in assessment.alerts]
     return out
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from typing import cast
 
+from agent.response.markers import assess as assess_markers
 from agent.response.model import Alert, Assessment, Criterion, CriterionResult, Timeline
 from agent.response.sites import split as split_by_site
 
@@ -58,6 +59,7 @@ def assess_timeline(timeline: Timeline, criteria: Iterable[Criterion] | None = N
     alerts = tuple(_alert_rules()(timeline, results))
     return Assessment(
         sites=split_by_site(timeline),
+        markers=assess_markers(timeline),
         results=results,
         alerts=alerts,
         labels=tuple(timeline.label(i) for i in range(len(timeline.timepoints))),
