@@ -34,6 +34,7 @@ COMMANDS = {
     "status": ("agent.commands.status", "studies by state and delivery backlog"),
     "outbox": ("agent.commands.outbox", "list or retry deliveries to the PACS"),
     "web": ("agent.commands.web", "HTTP service helpers"),
+    "markers": ("agent.commands.markers", "tumour marker results (CSV import, list)"),
 }
 COMMAND_MODULES = tuple(module for module, _ in COMMANDS.values())
 

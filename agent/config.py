@@ -441,6 +441,42 @@ class NodeSettings(Section):
         return self.name or socket.gethostname()[:64]
 
 
+class MarkerHL7Settings(Section):
+    """HL7 v2 ORU^R01 over MLLP for tumour marker results (agent/markers/hl7in.py); off by default."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(2575, ge=0, le=65535)
+    # MSH-3 sending applications accepted; a message from any other is answered AR. Empty refuses all.
+    allowed_applications: list[str] = Field(default_factory=list)
+    # Local OBX-3 codes of the laboratory -> marker (CEA, CA 19-9, CA 15-3, CA 125, AFP, chromogranin A);
+    # LOINC codes (coding system LN) are known already.
+    local_codes: dict[str, str] = Field(default_factory=dict)
+    # A frame larger than this is refused (AR) and the connection closed.
+    max_message_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    # Seconds from a message's first byte to its end; seconds a connection may stay idle between messages.
+    read_timeout_s: float = Field(30, gt=0)
+    idle_timeout_s: float = Field(300, gt=0)
+    max_connections: int = Field(8, ge=1, le=256)
+
+    @field_validator("local_codes")
+    @classmethod
+    def _known_markers(cls, value: dict[str, str]) -> dict[str, str]:
+        from agent.response.parse import ValidationError as MarkerError
+        from agent.response.parse import marker_from_name
+
+        for code, name in value.items():
+            try:
+                marker_from_name(name, f"local_codes.{code}")
+            except MarkerError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class MarkerSettings(Section):
+    hl7: MarkerHL7Settings = Field(default_factory=MarkerHL7Settings)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LIVER_AGENT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -459,6 +495,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     node: NodeSettings = Field(default_factory=NodeSettings)
+    markers: MarkerSettings = Field(default_factory=MarkerSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -129,6 +129,28 @@ def start_alerts_and_web(
     return web
 
 
+def start_marker_listener(settings: Any, sessions: Any) -> Any:
+    """The HL7 MLLP listener for tumour marker results when ``markers.hl7.enabled`` (returned, or None)."""
+    cfg = settings.markers.hl7
+    if not cfg.enabled:
+        return None
+    from agent.markers.hl7in import MarkerReceiver, MLLPListener
+    from agent.response.parse import marker_from_name
+
+    codes = {code: marker_from_name(name) for code, name in cfg.local_codes.items()}
+    listener = MLLPListener(
+        MarkerReceiver(sessions, cfg.allowed_applications, codes),
+        cfg.host,
+        cfg.port,
+        max_message_bytes=cfg.max_message_bytes,
+        read_timeout_s=cfg.read_timeout_s,
+        idle_timeout_s=cfg.idle_timeout_s,
+        max_connections=cfg.max_connections,
+    )
+    listener.start()
+    return listener
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_or_exit(args.config)
     configure_logging(settings.log.level, settings.log.format)
@@ -216,6 +238,15 @@ def run(args: argparse.Namespace) -> int:
         scp.stop(0)
         stop_receivers(children, 0)
         return 1
+    try:
+        mllp = start_marker_listener(settings, sessions)
+    except OSError as exc:
+        log.error("markers.hl7.start_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        if web is not None:
+            web.stop()
+        scp.stop(0)
+        stop_receivers(children, 0)
+        return 1
     scheduler.start()
     log.info(
         "agent.started", spool=str(spool.root), database=engine.dialect.name, receiver_processes=receivers
@@ -227,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
                 counters.merge()
                 receivers_clean &= reap_receivers(children)
     finally:
+        if mllp is not None:
+            mllp.stop()
         if web is not None:
             web.stop()
         for pid in children:

@@ -78,6 +78,12 @@ def _add_assess(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="pre-read for the newest study: its measurements are not used; priors and thresholds only",
     )
+    p.add_argument(
+        "--markers",
+        metavar="MARKERS.csv",
+        help="tumour marker results (the columns of 'liver-agent markers import'); the rows of the SRs' "
+        "patient ID are added to the timeline",
+    )
     add_timeline_arguments(p)
     p.set_defaults(func=run_assess)
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from agent.commands.sr_options import sr_settings, timeline_context
+from agent.markers.csvimport import MarkerImportError, read_csv
 from agent.pipeline.assemble import (
     NoEarlierStudy,
     TrackingError,
@@ -26,6 +27,7 @@ from agent.pipeline.assemble import (
     timeline_options,
 )
 from agent.pipeline.classify import files_lookup
+from agent.response.model import MarkerResult
 from agent.response.parse import ValidationError, assessment_to_dict
 from agent.sr.read import PRE_READ_REASON, SRReport, read_sr
 
@@ -61,6 +63,14 @@ def assess_files(args: argparse.Namespace) -> int:
     if failures:
         return _fail(f"{len(failures)} file(s) cannot be used; nothing written")
     inputs, ours = set_aside_ours(usable)
+    markers: list[MarkerResult] = []
+    if getattr(args, "markers", None):
+        patients = {i.report.patient_id for i in inputs}
+        try:
+            with open(args.markers, encoding="utf-8-sig", newline="") as fh:
+                markers = [m.result for m in read_csv(fh) if m.patient_id in patients]
+        except (OSError, UnicodeDecodeError, MarkerImportError) as exc:
+            return _fail(f"{args.markers}: {exc}")
     try:
         assembly = assemble(
             inputs,
@@ -69,6 +79,7 @@ def assess_files(args: argparse.Namespace) -> int:
             options=timeline_options(settings.sr),
             pre_read=args.pre_read,
             ours=[o.report for o in ours] + pre_reads,
+            markers=markers,
         )
     except TrackingError as exc:
         return _fail(str(exc))

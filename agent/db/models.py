@@ -210,6 +210,36 @@ class AcquisitionContext(Base):
     learned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class MarkerRecord(Base):
+    """One tumour marker result of a patient (docs/criteria.md §13.2), from HL7 ORU^R01 or a CSV import.
+
+    Keyed by the patient's ID and issuer as the laboratory gave them (a result may arrive before any study
+    of the patient); one row per (patient, marker, sample date): a later result of the same day replaces
+    it, as a corrected HL7 result does. ``value`` and the limits keep the decimal text exactly.
+    """
+
+    __tablename__ = "markers"
+    __table_args__ = (
+        UniqueConstraint(
+            "patient_id", "issuer", "marker", "sample_date", name="uq_markers_patient_marker_day"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    marker: Mapped[str] = mapped_column(String(32))  # agent.response.model.Marker value
+    sample_date: Mapped[str] = mapped_column(String(10))  # ISO date
+    value: Mapped[str] = mapped_column(String(32))
+    unit: Mapped[str] = mapped_column(String(32))
+    lower_limit: Mapped[str | None] = mapped_column(String(32))
+    upper_limit: Mapped[str | None] = mapped_column(String(32))
+    # "hl7" or "csv", and what identifies the result there (message control ID and OBX set ID, file row)
+    source: Mapped[str] = mapped_column(String(16))
+    source_id: Mapped[str | None] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Job(Base):
     """A durable queue row: the pipeline claims it with a lease, so a crash never loses the work."""
 

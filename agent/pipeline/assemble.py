@@ -35,7 +35,7 @@ from pydicom.multival import MultiValue
 from agent.config import SRSettings
 from agent.pipeline.tracking import ReportInput, TrackedTimeline, TrackingError, build_timeline
 from agent.response.alerts import CATALOGUE
-from agent.response.model import Alert, Assessment, Context, Options, Phase, Severity, Timeline
+from agent.response.model import Alert, Assessment, Context, MarkerResult, Options, Phase, Severity, Timeline
 from agent.response.table import assess_timeline
 from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesLookup, study_context
 from agent.sr.observations import observations
@@ -390,23 +390,25 @@ def assemble(
     pre_read: bool = False,
     ours: Sequence[SRReport] = (),
     predecessors: Sequence[Instance] = (),
+    markers: Sequence[MarkerResult] = (),
 ) -> Assembly:
     """Link, assess and build the report. Raises :class:`TrackingError` when the SRs cannot be linked and
     :class:`NoEarlierStudy` when a pre-read has no earlier study.
 
     Without ``current``: the newest study is current; ``pre_read`` leaves its measurements out. With
     ``current``: the report is final when a measurement SR of that study was read, a pre-read otherwise.
-    ``options``: the timeline options (``sr.choi_assume_unknown_phase``).
+    ``options``: the timeline options (``sr.choi_assume_unknown_phase``). ``markers``: the patient's tumour
+    marker results (docs/criteria.md §13.2), added to the timeline.
     """
     tracked = build_timeline(inputs, context, options, link_distance_mm=link_distance_mm)
-    full = tracked.timeline()
+    full = replace(tracked.timeline(), markers=tuple(sorted(markers, key=lambda r: r.date)))
     if current is not None:
         pre_read = not any(tp.study_uid == current.study_uid for tp in tracked.timepoints)
         timeline = full
     elif pre_read:
         if len(full.timepoints) < 2:
             raise NoEarlierStudy("a pre-read needs at least one earlier study besides the newest one")
-        timeline = Timeline(full.context, full.timepoints[:-1], full.options)
+        timeline = Timeline(full.context, full.timepoints[:-1], full.options, full.markers)
     else:
         timeline = full
     assessment = assess_timeline(timeline)

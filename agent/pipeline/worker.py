@@ -52,6 +52,8 @@ from agent.db.models import (
     utcnow,
 )
 from agent.log import get_logger, stack_frames, uid_hash
+from agent.markers.store import as_timeline_dicts
+from agent.markers.store import load as load_markers
 from agent.metrics import PIPELINE_DURATION
 from agent.peers import Outcome as PeerOutcome
 from agent.peers import PeerError, Receiver
@@ -74,7 +76,7 @@ from agent.pipeline.health import AlertPolicy
 from agent.pipeline.priors import LocalSR, StoreFile, StoreHandler, gather
 from agent.pipeline.tracking import ReportInput, timeline_to_dict
 from agent.queue import LeaseKeeper, record_outcome
-from agent.response.model import Context
+from agent.response.model import Context, MarkerResult
 from agent.response.parse import assessment_to_dict
 from agent.sr.read import ReportCache
 from agent.sr.report import Instance as ReportInstance
@@ -84,8 +86,14 @@ log = get_logger(__name__)
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 
 
-def inputs_digest(kind: str, context: Context, sr_uids: Sequence[str], study_uid: str) -> str:
-    data = {
+def inputs_digest(
+    kind: str,
+    context: Context,
+    sr_uids: Sequence[str],
+    study_uid: str,
+    markers: Sequence[MarkerResult] = (),
+) -> str:
+    data: dict[str, Any] = {
         "agent": __version__,
         "study": study_uid,
         "kind": kind,
@@ -95,6 +103,8 @@ def inputs_digest(kind: str, context: Context, sr_uids: Sequence[str], study_uid
         "start": context.treatment_start.isoformat() if context.treatment_start else None,
         "criteria": [c.value for c in context.criteria],
     }
+    if markers:  # a new tumour marker result makes a new version
+        data["markers"] = as_timeline_dicts(markers)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -284,7 +294,9 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
     has_current = any(item.context.study_uid == study_uid for item in items)
     kind = ResultKind.FINAL if has_current else ResultKind.PRE_READ
     sr_uids = [item.report.sop_instance_uid or "" for item in items]
-    digest = inputs_digest(kind.value, context, sr_uids, study_uid)
+    with sessions() as session:
+        markers = load_markers(session, patient_id, issuer or "")
+    digest = inputs_digest(kind.value, context, sr_uids, study_uid, markers)
     with sessions() as session:
         existing = session.execute(
             select(OutputVersion).where(OutputVersion.study_pk == study_pk, OutputVersion.digest == digest)
@@ -326,6 +338,7 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
             current=current,
             ours=[o.report for o in ours],
             predecessors=predecessors,
+            markers=markers,
         )
     except TrackingError as exc:
         return Outcome(StudyState.FAILED.value, f"tracking: {exc}", timings=timings)

@@ -31,7 +31,14 @@ from agent.response.model import (
     TimepointAssessment,
 )
 from agent.response.morphology import morphology_group
-from agent.response.parse import explanation, explanation_lines, site_lines, sites_to_dict
+from agent.response.parse import (
+    explanation,
+    explanation_lines,
+    marker_lines,
+    markers_to_dict,
+    site_lines,
+    sites_to_dict,
+)
 from agent.response.recist import assess as recist_assess
 from agent.response.recist import percent_change, target_value
 from agent.response.registry import build_registry
@@ -385,6 +392,14 @@ def site_split_lines(report: ResponseReport) -> list[str]:
         return []
     entries = sites_to_dict(report.assessment)
     return site_lines(entries[current]) if current < len(entries) else []
+
+
+def marker_status_lines(report: ResponseReport) -> list[str]:
+    """Each tumour marker's category at the current time point, with its rule (docs/criteria.md §13.2)."""
+    current = report.current_index
+    if current is None or current <= report.timeline.baseline_index:
+        return []
+    return marker_lines(markers_to_dict(report.assessment), current)
 
 
 def criterion_summary(report: ResponseReport, result: CriterionResult) -> str:

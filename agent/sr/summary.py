@@ -45,6 +45,7 @@ from agent.sr.report import (
     criterion_summary,
     fmt_mm,
     fmt_pct,
+    marker_status_lines,
     site_split_lines,
     sorted_alerts,
     table,
@@ -711,6 +712,114 @@ def _spider(report: ResponseReport, width: float, height: float) -> Drawing:
 
 
 # --------------------------------------------------------------------------------------------------------
+# Tumour marker curve (docs/criteria.md §13.2)
+
+
+def _marker_curve(report: ResponseReport, width: float, height: float) -> Drawing | None:
+    """Each tumour marker over time on the scans' day axis (day 0 = baseline scan): the values with the
+    unit and the upper limit of normal when there is one marker, else each as % of its first value."""
+    markers = [m for m in report.assessment.markers if m.results]
+    if not markers:
+        return None
+    tl = report.timeline
+    day0 = tl.timepoints[tl.baseline_index].date
+    scan_days = [(tp.date - day0).days for tp in tl.timepoints]
+    single = len(markers) == 1
+    series: list[tuple[str, list[tuple[int, float]]]] = []
+    for m in markers:
+        first = float(m.results[0].value) or 1.0
+        pts = [
+            ((r.date - day0).days, float(r.value) if single else 100 * float(r.value) / first)
+            for r in m.results
+        ]
+        series.append((m.marker.value, pts))
+    all_days = scan_days + [day for _, pts in series for day, _ in pts]
+    d0, d1 = min([*all_days, 0]), max([*all_days, 1])
+    uln = markers[0].results[-1].upper_limit if single else None
+    values = [v for _, pts in series for _, v in pts] + ([float(uln)] if uln is not None else [])
+    lo, hi = 0.0, max(values) * 1.15 or 1.0
+    d = Drawing(width, height)
+    left, right, bottom, top = 30, 34, 18, 12
+    pw, ph = width - left - right, height - bottom - top
+
+    def x(day: float) -> float:
+        return left + pw * (day - d0) / max(d1 - d0, 1)
+
+    def y(v: float) -> float:
+        return bottom + ph * (v - lo) / (hi - lo)
+
+    d.add(Rect(left, bottom, pw, ph, fillColor=colors.HexColor("#fbfcfd"), strokeColor=RULE, strokeWidth=0.5))
+    for frac in (0.0, 0.5, 1.0):
+        v = lo + (hi - lo) * frac
+        d.add(
+            String(
+                left - 3, y(v) - 2.5, f"{v:.3g}", fontName=FONT, fontSize=6, fillColor=MUTED, textAnchor="end"
+            )
+        )
+    if uln is not None:
+        d.add(
+            Line(
+                left,
+                y(float(uln)),
+                left + pw,
+                y(float(uln)),
+                strokeColor=colors.HexColor("#c62828"),
+                strokeWidth=0.7,
+                strokeDashArray=[3, 2],
+            )
+        )
+        d.add(
+            String(
+                left + 3,
+                y(float(uln)) + 2,
+                f"ULN {float(uln):g}",
+                fontName=FONT,
+                fontSize=5.8,
+                fillColor=colors.HexColor("#c62828"),
+            )
+        )
+    for i, day in enumerate(scan_days):
+        d.add(
+            Line(x(day), bottom, x(day), bottom + ph, strokeColor=colors.HexColor("#e4e7eb"), strokeWidth=0.4)
+        )
+        d.add(
+            String(
+                x(day),
+                bottom - 9,
+                report.label(i),
+                fontName=FONT_BOLD,
+                fontSize=6,
+                fillColor=INK,
+                textAnchor="middle",
+            )
+        )
+    for k, (name, pts) in enumerate(series):
+        colour = colors.HexColor(SERIES_COLOURS[k % len(SERIES_COLOURS)])
+        coords = [c for day, v in pts for c in (x(day), y(v))]
+        if len(coords) >= 4:
+            d.add(PolyLine(coords, strokeColor=colour, strokeWidth=1.4))
+        for day, v in pts:
+            d.add(Circle(x(day), y(v), 1.6, fillColor=colour, strokeColor=colors.white, strokeWidth=0.3))
+        last_day, last_v = pts[-1]
+        d.add(String(x(last_day) + 4, y(last_v) - 2, name, fontName=FONT_BOLD, fontSize=6, fillColor=colour))
+    unit = markers[0].unit if single else "% of the first value"
+    title = f"{markers[0].marker.value} ({unit})" if single else f"Tumour markers ({unit})"
+    d.add(String(left, height - 8, title, fontName=FONT, fontSize=6.5, fillColor=MUTED))
+    return d
+
+
+def _markers(report: ResponseReport, width: float) -> list[Flowable]:
+    """The marker curve under the spider plot, then each marker's status at the current time point."""
+    curve = _marker_curve(report, width, 40 * mm)
+    if curve is None:
+        return []
+    out: list[Flowable] = [Spacer(0, 3 * mm), _section("Tumour markers"), Spacer(0, 1 * mm), curve]
+    for line in marker_status_lines(report):
+        out.append(Paragraph(_esc(line), _style(6.4, colour=MUTED, leading=8.0), bulletText="\u2013"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
 
 
 def render_pdf(report: ResponseReport) -> bytes:
@@ -772,6 +881,7 @@ def render_pdf(report: ResponseReport) -> bytes:
         _section("Spider plot"),
         Spacer(0, 1 * mm),
         _spider(report, right_w, 56 * mm),
+        *_markers(report, right_w),
         Spacer(0, 4 * mm),
         _section(f"Alerts ({len(report.assessment.alerts)})"),
         Spacer(0, 1.5 * mm),

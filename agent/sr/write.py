@@ -73,6 +73,7 @@ from agent.sr.report import (
     criterion_summary,
     fmt_mm,
     fmt_pct,
+    marker_status_lines,
     site_split_lines,
     sorted_alerts,
     table,
@@ -634,6 +635,8 @@ def _qualitative_evaluations(report: ResponseReport, tab: Table) -> Any:
         items.append(_item(codes.COMMENT, f"Sum of target lesion diameters: {sums}{change}"))
     for line in site_split_lines(report):
         items.append(_item(codes.COMMENT, f"By site: {line}"))
+    for line in marker_status_lines(report):
+        items.append(_item(codes.COMMENT, f"Tumour marker: {line}"))
     for criterion, t in _thresholds(report):
         items.append(
             _item(

@@ -490,6 +490,8 @@ def create_app(
                     "thresholds": views.thresholds(result),
                     "alerts": rows,
                     "spider": views.spider_svg(result),
+                    "marker_curve": views.marker_svg(result),
+                    "marker_status": views.marker_status(result),
                 },
             )
 

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from agent.alerts.results import CRITERION_LABELS, StoredResult
-from agent.response.parse import explanation_lines, site_lines
+from agent.response.parse import explanation_lines, marker_lines, site_lines
 
 CATEGORY_TONE = {
     "CR": "good", "PR": "good", "iCR": "good", "iPR": "good", "optimal": "good",
@@ -272,6 +272,89 @@ def spider_svg(result: StoredResult, width: int = 640, height: int = 300) -> str
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def marker_svg(result: StoredResult, width: int = 640, height: int = 180) -> str:
+    """The tumour marker curve under the spider plot (docs/criteria.md §13.2): one marker in its unit with
+    the upper limit of normal, several as % of their first value; scans as vertical lines. Empty string when
+    the patient has no marker result."""
+    markers = [m for m in result.assessment.get("markers") or [] if isinstance(m, dict) and m.get("results")]
+    dates = timepoint_dates(result)
+    if not markers or not dates or not dates[0]:
+        return ""
+    day0 = date.fromisoformat(dates[0][:10])
+    single = len(markers) == 1
+    series: list[tuple[str, list[tuple[int, float]]]] = []
+    for m in markers:
+        first = float(m["results"][0]["value"]) or 1.0
+        pts = [
+            (
+                (date.fromisoformat(r["date"]) - day0).days,
+                float(r["value"]) if single else 100 * float(r["value"]) / first,
+            )
+            for r in m["results"]
+        ]
+        series.append((str(m.get("marker")), pts))
+    scan_days = [(date.fromisoformat(d[:10]) - day0).days for d in dates if d]
+    days = scan_days + [d for _, pts in series for d, _ in pts]
+    d0, d1 = min([*days, 0]), max([*days, 1])
+    uln = markers[0]["results"][-1].get("upper_limit") if single else None
+    values = [v for _, pts in series for _, v in pts] + ([float(uln)] if uln is not None else [])
+    hi = max(values) * 1.15 or 1.0
+    left, right, top, bottom = 56, 96, 20, 30
+
+    def x(day: float) -> float:
+        return left + (width - left - right) * (day - d0) / max(d1 - d0, 1)
+
+    def y(v: float) -> float:
+        return top + (height - top - bottom) * (hi - v) / hi
+
+    unit = str(markers[0].get("unit")) if single else "% of the first value"
+    title = f"{markers[0].get('marker')} ({unit})" if single else f"Tumour markers ({unit})"
+    parts = [
+        f'<svg class="markers" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" '
+        'xmlns="http://www.w3.org/2000/svg">',
+        f'<text x="{left}" y="12" class="axis">{escape(title)}</text>',
+    ]
+    for frac in (0.0, 0.5, 1.0):
+        v = hi * frac
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>'
+            f'<text x="{left - 8}" y="{y(v) + 4:.1f}" class="tick" text-anchor="end">{v:.3g}</text>'
+        )
+    if uln is not None:
+        yu = y(float(uln))
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{yu:.1f}" y2="{yu:.1f}" class="ref"/>'
+            f'<text x="{left + 6}" y="{yu - 4:.1f}" class="ref-label">ULN {float(uln):g}</text>'
+        )
+    for label, day in zip(timepoint_labels(result), scan_days, strict=False):
+        parts.append(
+            f'<line x1="{x(day):.1f}" x2="{x(day):.1f}" y1="{top}" y2="{height - bottom}" class="grid"/>'
+            f'<text x="{x(day):.1f}" y="{height - bottom + 14}" class="tick" text-anchor="middle">'
+            f"{escape(label)}</text>"
+        )
+    for i, (name, pts) in enumerate(series):
+        color = PALETTE[i % len(PALETTE)]
+        coords = " ".join(f"{x(d):.1f},{y(v):.1f}" for d, v in pts)
+        parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for d, v in pts:
+            parts.append(
+                f'<circle cx="{x(d):.1f}" cy="{y(v):.1f}" r="3.5" fill="{color}">'
+                f"<title>{escape(name)}: day {d}, {v:g}</title></circle>"
+            )
+        parts.append(
+            f'<text x="{x(pts[-1][0]) + 8:.1f}" y="{y(pts[-1][1]) + 4:.1f}" class="series" fill="{color}">'
+            f"{escape(name)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def marker_status(result: StoredResult) -> list[str]:
+    """Each marker's category at the study's time point, as sentences."""
+    markers = result.assessment.get("markers")
+    return marker_lines(markers, result.timepoint) if isinstance(markers, list) else []
 
 
 CSV_COLUMNS = (
