@@ -18,6 +18,8 @@ from decimal import Decimal
 from agent.response import choi, morphology, recist
 from agent.response.markers import MarkerCategory, MarkerSeries, MarkerStatus
 from agent.response.markers import assess as assess_markers
+from agent.response.metabolic import RESPONDING, MetabolicResult
+from agent.response.metabolic import assess as assess_metabolic
 from agent.response.model import (
     SEVERITY_RANK,
     Alert,
@@ -54,6 +56,11 @@ _MARKER_PROGRESSION = (
     "Scher HI et al. J Clin Oncol 2008;26:1148-1159 (PCWG2); Locker GY et al. J Clin Oncol 2006;24:5313-5327"
 )
 
+_PET = (
+    "Wahl RL et al. J Nucl Med 2009;50 Suppl 1:122S-150S (PERCIST 1.0); Young H et al. Eur J Cancer "
+    "1999;35:1773-1782 (EORTC)"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class AlertDefinition:
@@ -81,6 +88,7 @@ CATALOGUE: dict[str, AlertDefinition] = _defs(
     ("SITE_LIVER_RESPONSE_EXTRAHEPATIC_PD", Severity.INFO, f"{_RECIST} §4.3.4 and Table 1"),
     ("MARKER_FALLING_RECIST_PD", Severity.WARNING, f"{_MARKER_RESPONSE}; {_DISSOCIATED}"),
     ("MARKER_RISING_RECIST_NOT_PD", Severity.WARNING, f"{_MARKER_PROGRESSION}; {_RECIST} §4.3.3"),
+    ("METABOLIC_RESPONSE_RECIST_PD", Severity.WARNING, f"{_PET}; {_DISSOCIATED}"),
     ("ANC_ATTENUATION_DROP_SIZE_STABLE", Severity.WARNING, f"{_ESGAR}; {_CHOI}"),
     ("ANC_SIZE_UP_ATTENUATION_DOWN", Severity.WARNING, f"{_ESGAR}; {_CHOI}"),
     ("ANC_MORPHOLOGIC_RESPONSE_SIGNS", Severity.INFO, _ESGAR),
@@ -149,6 +157,7 @@ class Facts:
     compared_criteria: frozenset[Criterion]  # requested in the context and computed
     sites: tuple[SiteTimepoint | None, ...] = ()  # the response split by site (§13)
     markers: tuple[MarkerSeries, ...] = ()  # tumour markers and their status per follow-up (§13.2)
+    metabolic: tuple[MetabolicResult, ...] = ()  # metabolic response per follow-up PET (§13.3)
 
     def compared(self, *criteria: Criterion) -> bool:
         """Discordance rules need every criterion requested in the context and computed."""
@@ -188,6 +197,7 @@ def facts(timeline: Timeline, results: tuple[CriterionResult, ...]) -> Facts:
         compared_criteria=requested.intersection(by_criterion),
         sites=split(timeline, registry),
         markers=assess_markers(timeline),
+        metabolic=assess_metabolic(timeline),
     )
 
 
@@ -1108,6 +1118,35 @@ def marker_discordance(f: Facts) -> Iterator[Alert]:
                 )
 
 
+# --------------------------------------------------------------------------------------------------------
+# PET (docs/criteria.md §13.3)
+
+
+def metabolic_discordance(f: Facts) -> Iterator[Alert]:
+    """METABOLIC_RESPONSE_RECIST_PD: RECIST PD at a CT while a PET within ``pet_window_days`` of it shows a
+    metabolic response (PMR or CMR)."""
+    window = f.timeline.options.pet_window_days
+    for t in f.followups:
+        if f.category(Criterion.RECIST, t) is not Category.PD:
+            continue
+        ct = f.timeline.timepoints[t].date
+        for result in f.metabolic:
+            days = abs((result.date - ct).days)
+            if result.category not in RESPONDING or days > window:
+                continue
+            change = "" if result.change_pct is None else f" ({_pct(result.change_pct)})"
+            fallback = f" {result.fallback}." if result.fallback else ""
+            yield make_alert(
+                "METABOLIC_RESPONSE_RECIST_PD",
+                t,
+                f"Anatomic progression with metabolic response: RECIST 1.1 PD on the CT of {ct} while the "
+                f"PET of {result.date} ({days} days away) shows {result.category.value} by {result.method}: "
+                f"{result.quantity} {_num(result.current_value)} vs {_num(result.baseline_value)} at the "
+                f"baseline PET ({result.baseline_date}){change}; consider pseudoprogression.{fallback}",
+            )
+
+
+
 RULES: tuple[Rule, ...] = (
     baseline_timing,
     evidence,
@@ -1141,6 +1180,7 @@ RULES: tuple[Rule, ...] = (
     site_discordant_progression,
     liver_response_extrahepatic_pd,
     marker_discordance,
+    metabolic_discordance,
 )
 
 

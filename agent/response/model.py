@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agent.response.markers import MarkerSeries
+    from agent.response.metabolic import MetabolicResult
     from agent.response.sites import SiteTimepoint
 
 Day = date  # ``date`` is also a field name of the time point records
@@ -243,6 +244,8 @@ class Options:
     # before it (or after it, up to marker_after_days).
     marker_window_days: int = 30
     marker_after_days: int = 7
+    # PET (docs/criteria.md §13.3): a PET within this many days of a CT is compared with it.
+    pet_window_days: int = 42
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +331,32 @@ class MarkerResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PetLesion:
+    """One lesion's metabolic measurements on one FDG PET (docs/criteria.md §13.3): SUVmax and SUVpeak
+    normalised to body weight, SULpeak and SULmax (SUV normalised to lean body mass) where present, the
+    metabolic volume in ml; ``absent``: no uptake above background any more."""
+
+    id: str
+    organ: str = "unknown"
+    suv_max: Decimal | None = None
+    suv_peak: Decimal | None = None
+    sul_peak: Decimal | None = None
+    sul_max: Decimal | None = None
+    volume_ml: Decimal | None = None
+    absent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PetScan:
+    """One FDG PET/CT examination's lesion measurements (``liver_sul_mean``: the PERCIST liver reference)."""
+
+    date: date
+    lesions: tuple[PetLesion, ...] = ()
+    liver_sul_mean: Decimal | None = None
+    new_lesions: tuple[str, ...] = ()  # new FDG-avid lesions (PMD under both PERCIST and EORTC)
+
+
+@dataclass(frozen=True, slots=True)
 class Timeline:
     """A patient series in date order.
 
@@ -340,6 +369,7 @@ class Timeline:
     timepoints: tuple[TimePoint, ...]
     options: Options = field(default_factory=Options)
     markers: tuple[MarkerResult, ...] = ()  # tumour marker results of the patient, in date order
+    pet: tuple[PetScan, ...] = ()  # FDG PET/CT examinations of the patient, in date order
 
     @property
     def baseline_index(self) -> int:
@@ -482,6 +512,8 @@ class Assessment:
     sites: tuple[SiteTimepoint | None, ...] = ()
     # tumour markers (docs/criteria.md §13.2): every series and its status at each follow-up
     markers: tuple[MarkerSeries, ...] = ()
+    # metabolic response (docs/criteria.md §13.3): one result per follow-up PET
+    metabolic: tuple[MetabolicResult, ...] = ()
 
     def get(self, criterion: Criterion) -> CriterionResult | None:
         for result in self.results:

@@ -37,6 +37,8 @@ from agent.response.model import (
     MarkerResult,
     NewCategory,
     Options,
+    PetLesion,
+    PetScan,
     Phase,
     PrPersistence,
     Threshold,
@@ -244,6 +246,8 @@ def _options(data: Mapping[str, Any]) -> Options:
         kw["marker_window_days"] = _int(v, f"{path}.marker_window_days")
     if (v := data.get("marker_after_days")) is not None:
         kw["marker_after_days"] = _int(v, f"{path}.marker_after_days")
+    if (v := data.get("pet_window_days")) is not None:
+        kw["pet_window_days"] = _int(v, f"{path}.pet_window_days")
     defaults = Options()
     low = kw.get("plausible_min_mm", defaults.plausible_min_mm)
     if kw.get("plausible_max_mm", defaults.plausible_max_mm) <= low:
@@ -406,6 +410,49 @@ def marker_from_dict(data: Mapping[str, Any], path: str) -> MarkerResult:
     )
 
 
+PET_KEYS = frozenset(PetScan.__dataclass_fields__) | PROVENANCE_KEYS
+PET_LESION_KEYS = frozenset(PetLesion.__dataclass_fields__) | PROVENANCE_KEYS
+
+
+def pet_from_dict(data: Mapping[str, Any], path: str) -> PetScan:
+    """One FDG PET/CT examination (docs/criteria.md §13.3): ``date``, ``lesions`` (``id``, ``organ``,
+    ``suv_max``, ``suv_peak``, ``sul_peak``, ``sul_max``, ``volume_ml``, ``absent``), ``liver_sul_mean``,
+    ``new_lesions``."""
+    _known_keys(data, PET_KEYS, path)
+    lesions: list[PetLesion] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(_list(data.get("lesions") or [], f"{path}.lesions")):
+        p = f"{path}.lesions[{i}]"
+        item = _mapping(raw, p)
+        _known_keys(item, PET_LESION_KEYS, p)
+        lesion_id = _str(str(item["id"]) if isinstance(item.get("id"), int) else item.get("id"), f"{p}.id")
+        if lesion_id in seen:
+            raise ValidationError(f"{p}.id", f"duplicate lesion id {lesion_id!r} at this PET")
+        seen.add(lesion_id)
+        lesions.append(
+            PetLesion(
+                id=lesion_id,
+                organ=(_opt(item, "organ", p, _str) or "unknown").lower(),
+                suv_max=_opt(item, "suv_max", p, _decimal),
+                suv_peak=_opt(item, "suv_peak", p, _decimal),
+                sul_peak=_opt(item, "sul_peak", p, _decimal),
+                sul_max=_opt(item, "sul_max", p, _decimal),
+                volume_ml=_opt(item, "volume_ml", p, _decimal),
+                absent=bool(_opt(item, "absent", p, _bool)),
+            )
+        )
+    new = tuple(
+        _str(v, f"{path}.new_lesions[{i}]")
+        for i, v in enumerate(_list(data.get("new_lesions") or [], f"{path}.new_lesions"))
+    )
+    return PetScan(
+        date=_date(data.get("date"), f"{path}.date"),
+        lesions=tuple(lesions),
+        liver_sul_mean=_opt(data, "liver_sul_mean", path, _decimal),
+        new_lesions=new,
+    )
+
+
 def timeline_from_dict(data: object) -> Timeline:
     """Validate a timeline object (vectors.json case shape) and build the model; other keys are ignored."""
     root = _mapping(data, "$")
@@ -432,7 +479,17 @@ def timeline_from_dict(data: object) -> Timeline:
             key=lambda r: r.date,
         )
     )
-    return Timeline(context=context, timepoints=timepoints, options=options, markers=markers)
+    pet_raw = root.get("pet")
+    pet = tuple(
+        sorted(
+            (
+                pet_from_dict(_mapping(v, f"pet[{i}]"), f"pet[{i}]")
+                for i, v in enumerate([] if pet_raw is None else _list(pet_raw, "pet"))
+            ),
+            key=lambda scan: scan.date,
+        )
+    )
+    return Timeline(context=context, timepoints=timepoints, options=options, markers=markers, pet=pet)
 
 
 def apply_options(timeline: Timeline, overrides: Mapping[str, object]) -> Timeline:
@@ -710,6 +767,26 @@ def markers_to_dict(assessment: Assessment) -> list[dict[str, Any]]:
     return out
 
 
+def metabolic_to_dict(assessment: Assessment) -> list[dict[str, Any]]:
+    """The metabolic response of each follow-up PET (docs/criteria.md §13.3)."""
+    return [
+        {
+            "date": r.date.isoformat(),
+            "baseline_date": r.baseline_date.isoformat(),
+            "method": r.method,
+            "category": r.category.value,
+            "rule": r.rule,
+            "citation": r.citation,
+            "quantity": r.quantity,
+            "baseline_value": number(r.baseline_value),
+            "current_value": number(r.current_value),
+            "change_pct": _pct1(r.change_pct),
+            "fallback": r.fallback,
+        }
+        for r in assessment.metabolic
+    ]
+
+
 def marker_lines(markers: Sequence[Mapping[str, Any]], timepoint: int | None) -> list[str]:
     """Each marker's status at one time point as a sentence (SR, PDF and study page)."""
     lines = []
@@ -731,6 +808,8 @@ def assessment_to_dict(assessment: Assessment) -> dict[str, Any]:
         out["sites"] = sites_to_dict(assessment)
     if assessment.markers:
         out["markers"] = markers_to_dict(assessment)
+    if assessment.metabolic:
+        out["metabolic"] = metabolic_to_dict(assessment)
     out["alerts"] = [alert_to_dict(a) for a in assessment.alerts]
     return out
 

@@ -13,6 +13,7 @@ from functools import cache
 from typing import cast
 
 from agent.response.markers import assess as assess_markers
+from agent.response.metabolic import assess as assess_metabolic
 from agent.response.model import Alert, Assessment, Criterion, CriterionResult, Timeline
 from agent.response.sites import split as split_by_site
 
@@ -60,6 +61,7 @@ def assess_timeline(timeline: Timeline, criteria: Iterable[Criterion] | None = N
     return Assessment(
         sites=split_by_site(timeline),
         markers=assess_markers(timeline),
+        metabolic=assess_metabolic(timeline),
         results=results,
         alerts=alerts,
         labels=tuple(timeline.label(i) for i in range(len(timeline.timepoints))),
