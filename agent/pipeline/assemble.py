@@ -35,10 +35,21 @@ from pydicom.multival import MultiValue
 from agent.config import SRSettings
 from agent.pipeline.tracking import ReportInput, TrackedTimeline, TrackingError, build_timeline
 from agent.response.alerts import CATALOGUE
-from agent.response.model import Alert, Assessment, Context, MarkerResult, Options, Phase, Severity, Timeline
+from agent.response.model import (
+    Alert,
+    Assessment,
+    Context,
+    MarkerResult,
+    Options,
+    PetScan,
+    Phase,
+    Severity,
+    Timeline,
+)
 from agent.response.table import assess_timeline
 from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesLookup, study_context
 from agent.sr.observations import observations
+from agent.sr.pet import pet_scan
 from agent.sr.read import Limits, ReportCache, SRReadError, SRReport, read_sr, require_measurements
 from agent.sr.report import Instance, LesionDicom, PatientInfo, ResponseReport, StudyInfo
 
@@ -380,6 +391,21 @@ class Assembly:
     sources: tuple[Instance, ...]
 
 
+def split_pet(inputs: Sequence[ReportInput]) -> tuple[list[ReportInput], tuple[PetScan, ...]]:
+    """PET measurement SRs with SUV measurements become the timeline's PET scans (docs/criteria.md §13.3),
+    one per study (the newest SR of a study wins); every other SR stays an anatomic time point."""
+    anatomic: list[ReportInput] = []
+    by_study: dict[str, PetScan] = {}
+    for item in inputs:
+        day = item.context.date or item.report.study_date
+        scan = pet_scan(item.report, day) if (item.context.modality or "").upper() == "PT" and day else None
+        if scan is None:
+            anatomic.append(item)
+        else:
+            by_study[item.context.study_uid or item.report.sop_instance_uid or str(len(by_study))] = scan
+    return anatomic, tuple(sorted(by_study.values(), key=lambda scan: scan.date))
+
+
 def assemble(
     inputs: Sequence[ReportInput],
     context: Context,
@@ -400,15 +426,16 @@ def assemble(
     ``options``: the timeline options (``sr.choi_assume_unknown_phase``). ``markers``: the patient's tumour
     marker results (docs/criteria.md §13.2), added to the timeline.
     """
+    inputs, pet = split_pet(inputs)
     tracked = build_timeline(inputs, context, options, link_distance_mm=link_distance_mm)
-    full = replace(tracked.timeline(), markers=tuple(sorted(markers, key=lambda r: r.date)))
+    full = replace(tracked.timeline(), markers=tuple(sorted(markers, key=lambda r: r.date)), pet=pet)
     if current is not None:
         pre_read = not any(tp.study_uid == current.study_uid for tp in tracked.timepoints)
         timeline = full
     elif pre_read:
         if len(full.timepoints) < 2:
             raise NoEarlierStudy("a pre-read needs at least one earlier study besides the newest one")
-        timeline = Timeline(full.context, full.timepoints[:-1], full.options, full.markers)
+        timeline = replace(full, timepoints=full.timepoints[:-1])
     else:
         timeline = full
     assessment = assess_timeline(timeline)

@@ -26,6 +26,11 @@ Interface (shared by every criterion module):
   ``context.criteria``) and then the alert rules.
 * ``registry``: lesion registry and tracking helpers of docs/criteria.md §1.3 (baseline targets /
   non-targets, genuinely new lesions, tracking problems), shared by the criteria and the alert rules.
+* beside the criteria (docs/criteria.md §13): ``sites.split`` (liver and extrahepatic targets against their
+  own baseline and nadir, non-targets by organ), ``markers.assess`` (tumour markers from the timeline's
+  ``markers``) and ``metabolic.assess`` (PERCIST 1.0 / EORTC 1999 from the timeline's ``pet``); the
+  ``Assessment`` carries them as ``sites``, ``markers`` and ``metabolic`` and the alert rules compare them
+  with RECIST 1.1.
 * ``recist`` also exposes the reusable rule functions (``target_value``, ``target_sum``, ``nadir``,
   ``target_response``, ``non_target_response``, ``overall_response``, ``pd_test``) used by the other criteria.
 """

@@ -402,6 +402,22 @@ def marker_status_lines(report: ResponseReport) -> list[str]:
     return marker_lines(markers_to_dict(report.assessment), current)
 
 
+def metabolic_lines(report: ResponseReport) -> list[str]:
+    """Each follow-up PET's metabolic response up to the current time point (docs/criteria.md §13.3)."""
+    current = report.current_index
+    if current is None or current >= len(report.timeline.timepoints):
+        return []
+    until = report.timeline.timepoints[current].date
+    window = report.timeline.options.pet_window_days
+    out = []
+    for r in report.assessment.metabolic:
+        if (r.date - until).days > window:
+            continue
+        fallback = f" {r.fallback}." if r.fallback else ""
+        out.append(f"PET {r.date}: {r.category.value} by {r.method} ({r.rule}).{fallback}")
+    return out
+
+
 def criterion_summary(report: ResponseReport, result: CriterionResult) -> str:
     """One sentence per criterion: category, why, BOR (the same words as the PDF)."""
     name = criterion_name(result.criterion)

@@ -46,6 +46,7 @@ from agent.sr.report import (
     fmt_mm,
     fmt_pct,
     marker_status_lines,
+    metabolic_lines,
     site_split_lines,
     sorted_alerts,
     table,
@@ -809,13 +810,19 @@ def _marker_curve(report: ResponseReport, width: float, height: float) -> Drawin
 
 
 def _markers(report: ResponseReport, width: float) -> list[Flowable]:
-    """The marker curve under the spider plot, then each marker's status at the current time point."""
+    """The marker curve under the spider plot, each marker's status at the current time point, then the
+    metabolic response of the PETs."""
+    out: list[Flowable] = []
     curve = _marker_curve(report, width, 40 * mm)
-    if curve is None:
-        return []
-    out: list[Flowable] = [Spacer(0, 3 * mm), _section("Tumour markers"), Spacer(0, 1 * mm), curve]
-    for line in marker_status_lines(report):
-        out.append(Paragraph(_esc(line), _style(6.4, colour=MUTED, leading=8.0), bulletText="\u2013"))
+    if curve is not None:
+        out += [Spacer(0, 3 * mm), _section("Tumour markers"), Spacer(0, 1 * mm), curve]
+        for line in marker_status_lines(report):
+            out.append(Paragraph(_esc(line), _style(6.4, colour=MUTED, leading=8.0), bulletText="\u2013"))
+    pet = metabolic_lines(report)
+    if pet:
+        out += [Spacer(0, 3 * mm), _section("PET metabolic response"), Spacer(0, 1 * mm)]
+        for line in pet:
+            out.append(Paragraph(_esc(line), _style(6.4, colour=MUTED, leading=8.0), bulletText="\u2013"))
     return out
 
 

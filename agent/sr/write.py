@@ -74,6 +74,7 @@ from agent.sr.report import (
     fmt_mm,
     fmt_pct,
     marker_status_lines,
+    metabolic_lines,
     site_split_lines,
     sorted_alerts,
     table,
@@ -637,6 +638,8 @@ def _qualitative_evaluations(report: ResponseReport, tab: Table) -> Any:
         items.append(_item(codes.COMMENT, f"By site: {line}"))
     for line in marker_status_lines(report):
         items.append(_item(codes.COMMENT, f"Tumour marker: {line}"))
+    for line in metabolic_lines(report):
+        items.append(_item(codes.COMMENT, f"Metabolic response: {line}"))
     for criterion, t in _thresholds(report):
         items.append(
             _item(
