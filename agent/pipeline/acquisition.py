@@ -37,12 +37,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.config import Settings
 from agent.db.models import AcquisitionContext, Instance, InstanceOrigin, Series, Study, utcnow
 from agent.log import get_logger, uid_hash
-from agent.peers import InstanceMatch, Peer, Receiver, build_peer
-from agent.response.model import Phase
-from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesInfo, merge, normalise_phase, series_info
+from agent.peers import InstanceMatch, Peer, PeerError, Receiver, build_peer
+from agent.pipeline.assemble import reader_settings
+from agent.sr.context import SeriesInfo, merge, normalise_phase, series_info
 from agent.sr.density import Density, DensityError, Outline, measure, outline
 from agent.sr.read import (
-    Limits,
     MeasurementKind,
     ReportCache,
     SRReadError,
@@ -160,12 +159,14 @@ class AcquisitionIndex:
         self.density = density
         self._cache: dict[tuple[str | None, str | None], SeriesInfo | None] = {}
         self._paths: dict[str, Path | None] = {}
+        self._series: dict[str, tuple[Path, str, str | None] | None] = {}
         self.pixel_s = 0.0  # time spent reading and measuring pixels
         self.pixel_reads = 0
 
     def forget(self) -> None:
         self._cache.clear()
         self._paths.clear()
+        self._series.clear()
 
     # -- the local index ---------------------------------------------------------------------------------
 
@@ -181,6 +182,8 @@ class AcquisitionIndex:
         return (self.spool_root / row[0], row[1], row[2]) if row is not None else None
 
     def _local_series(self, series_uid: str) -> tuple[Path, str, str | None] | None:
+        if series_uid in self._series:
+            return self._series[series_uid]
         with self.sessions() as session:
             row = session.execute(
                 select(Instance.path, Instance.origin, Study.study_date)
@@ -190,7 +193,9 @@ class AcquisitionIndex:
                 .order_by(Instance.id)
                 .limit(1)
             ).first()
-        return (self.spool_root / row[0], row[1], row[2]) if row is not None else None
+        found = (self.spool_root / row[0], row[1], row[2]) if row is not None else None
+        self._series[series_uid] = found
+        return found
 
     def _from_file(self, found: tuple[Path, str, str | None]) -> SeriesInfo | None:
         path, origin, study_date = found
@@ -296,7 +301,10 @@ class AcquisitionIndex:
                 row.source = info.source or "query"
                 row.peer = peer
                 row.learned_at = utcnow()
-        self._cache.clear()
+        series = {a[0] for a in answers}
+        sops = {a[1] for a in answers if a[1]}
+        for key in [k for k in self._cache if k[0] in series or k[1] in sops]:
+            del self._cache[key]
 
     def prefetch(self, sop_uids: Sequence[str]) -> None:
         """Which of these images we hold, in one query (instead of one per image)."""
@@ -410,6 +418,41 @@ def _query(peer: Peer, index: AcquisitionIndex, study_uid: str, series_uid: str,
     index.learn(answers, peer.name)
 
 
+def _ask(
+    peer: Peer,
+    index: AcquisitionIndex,
+    by_series: dict[tuple[str, str], list[MeasuredImage]],
+    remaining: Sequence[MeasuredImage],
+    receiver: Receiver,
+    rules: Sequence[Any],
+    out: Resolution,
+) -> None:
+    """Query one peer about the images still unknown, and retrieve those the answers leave incomplete."""
+    t0 = time.perf_counter()
+    with peer.session():
+        for (study_uid, series_uid), images in by_series.items():
+            todo = [i for i in images if i in remaining]
+            if todo:
+                _query(peer, index, study_uid, series_uid, [i.sop_uid for i in todo])
+                out.queried += len(todo)
+    out.query_s += time.perf_counter() - t0
+    fetch: list[InstanceMatch] = []
+    for image in remaining:
+        info = index(image.study_uid, image.series_uid, image.sop_uid)
+        if image.pixels or not complete(info, rules):
+            assert image.study_uid is not None and image.series_uid is not None
+            fetch.append(InstanceMatch(image.study_uid, image.series_uid, image.sop_uid, image.sop_class_uid))
+    if fetch:
+        t0 = time.perf_counter()
+        result = peer.retrieve(fetch, receiver)
+        out.retrieve_s += time.perf_counter() - t0
+        out.retrieved += result.completed
+        index.forget()
+        index.prefetch([i.sop_uid for i in remaining])
+        if result.failed:
+            out.warnings.append(f"{peer.name}: {result.failed} measured image(s) could not be retrieved")
+
+
 def resolve(
     index: AcquisitionIndex,
     reports: Iterable[SRReport],
@@ -437,6 +480,11 @@ def resolve(
         if complete(info, rules) and not image.pixels:
             out.learned += 1
             continue
+        if any(uid and len(uid) > 64 for uid in (image.study_uid, image.series_uid, image.sop_uid)):
+            out.warnings.append(
+                f"image {uid_hash(image.sop_uid)}: a UID longer than 64 characters; not asked"
+            )
+            continue
         if image.series_uid is None or image.study_uid is None:
             out.warnings.append(
                 f"image {uid_hash(image.sop_uid)}: its series is not in the SR's evidence; its acquisition "
@@ -462,31 +510,14 @@ def resolve(
         by_series.setdefault((image.study_uid, image.series_uid), []).append(image)
     remaining = list(wanted)
     for peer in peers:
-        t0 = time.perf_counter()
-        with peer.session():
-            for (study_uid, series_uid), images in by_series.items():
-                todo = [i for i in images if i in remaining]
-                if todo:
-                    _query(peer, index, study_uid, series_uid, [i.sop_uid for i in todo])
-                    out.queried += len(todo)
-        out.query_s += time.perf_counter() - t0
-        fetch: list[InstanceMatch] = []
-        for image in remaining:
-            info = index(image.study_uid, image.series_uid, image.sop_uid)
-            if image.pixels or not complete(info, rules):
-                assert image.study_uid is not None and image.series_uid is not None
-                fetch.append(
-                    InstanceMatch(image.study_uid, image.series_uid, image.sop_uid, image.sop_class_uid)
-                )
-        if fetch:
-            t0 = time.perf_counter()
-            result = peer.retrieve(fetch, receiver)
-            out.retrieve_s += time.perf_counter() - t0
-            out.retrieved += result.completed
-            index.forget()
-            index.prefetch([i.sop_uid for i in remaining])
-            if result.failed:
-                out.warnings.append(f"{peer.name}: {result.failed} measured image(s) could not be retrieved")
+        try:
+            _ask(peer, index, by_series, remaining, receiver, rules, out)
+        except PeerError as exc:
+            if exc.transient:
+                raise  # the PACS is away or busy: the job is retried later, as for the priors
+            # It refuses for good: what it cannot tell stays unknown, and the result says so.
+            out.warnings.append(f"{peer.name}: acquisition context not available ({str(exc)[:120]})")
+            log.warning("acquisition.refused", peer=peer.name, detail=str(exc)[:200])
         remaining = [
             i
             for i in remaining
@@ -541,11 +572,7 @@ def resolve_reports(
 ) -> Resolution:
     """:func:`resolve` for the measurement SR files at ``paths`` (unreadable ones are left to the reader,
     which reports them; with the worker's ``cache`` each file is parsed once for both)."""
-    sr = settings.sr
-    rules = [PhaseRule(r.pattern, Phase(r.phase)) for r in sr.phase_rules] or list(DEFAULT_PHASE_RULES)
-    limits = Limits(
-        max_depth=sr.max_depth, max_items=sr.max_items, max_file_bytes=int(sr.max_file_mb * 1024 * 1024)
-    )
+    rules, limits = reader_settings(settings.sr)
     reports: list[SRReport] = []
     t0 = time.perf_counter()
     for path in paths:
