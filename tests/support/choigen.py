@@ -45,6 +45,7 @@ class Lesion:
     long_mm: float
     short_mm: float
     hu: float
+    organ: str = "liver"  # the finding site: "liver" or "lung"
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,9 @@ def measurement_sr(visit: Visit, images: list[Dataset], with_hu: bool) -> Datase
                     source_image=hd.sr.SourceImageForRegion.from_source_image(image),
                 ),
                 finding_type=codes.SCT.Lesion,
-                finding_sites=[hd.sr.FindingSite(codes.SCT.Liver)],
+                finding_sites=[
+                    hd.sr.FindingSite(codes.SCT.Lung if lesion.organ == "lung" else codes.SCT.Liver)
+                ],
                 measurements=measurements,
             )
         )
