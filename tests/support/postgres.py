@@ -29,6 +29,8 @@ class PostgreSQL:
     port: int = 0
     user: str = "agent"
     database: str = "agent"
+    # Addresses the server listens on (comma-separated); beyond 127.0.0.1 every client is trusted.
+    listen: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         self.bindir = pg_bindir()
@@ -69,9 +71,12 @@ class PostgreSQL:
             self.bindir / "initdb", "-D", self.datadir, "-U", self.user, "--auth=trust", "-E", "UTF8",
             "--no-sync", "--locale=C.UTF-8",
         )  # fmt: skip
+        if self.listen != "127.0.0.1":
+            with (self.datadir / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all 0.0.0.0/0 trust\n")
         self._cmd(
             self.bindir / "pg_ctl", "-D", self.datadir, "-l", self.workdir / "server.log", "-w", "-t", "60",
-            "-o", f"-p {self.port} -k {self.sockdir} -h 127.0.0.1 -c fsync=off", "start",
+            "-o", f"-p {self.port} -k {self.sockdir} -h {self.listen} -c fsync=off", "start",
         )  # fmt: skip
         common = ("-h", "127.0.0.1", "-p", str(self.port), "-U", self.user)
         self._cmd(self.bindir / "createdb", *common, self.database)
