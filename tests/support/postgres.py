@@ -51,7 +51,10 @@ class PostgreSQL:
         argv = [str(a) for a in args]
         if self._run_as is not None:
             argv = ["runuser", "-u", self._run_as.pw_name, "--", *argv]
-        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=120, cwd="/")
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120, cwd="/")
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
+        return done
 
     def start(self) -> PostgreSQL:
         assert self.bindir is not None
