@@ -34,6 +34,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.datadict import tag_for_keyword
 
 from agent.config import DicomwebPeerSettings, PeerCommon
+from agent.log import get_logger
 from agent.peers.base import (
     InstanceMatch,
     Outcome,
@@ -47,6 +48,8 @@ from agent.peers.base import (
     StoreResult,
     StudyMatch,
 )
+
+log = get_logger(__name__)
 
 Service = Literal["qido", "wado", "stow"]
 T = TypeVar("T")
@@ -323,7 +326,13 @@ class DicomwebPeer(Peer):
                     raise
                 failed += 1
                 continue
-            status = receiver.store_file(_part10(ds), self.name)
+            try:
+                data = _part10(ds)
+            except (ValueError, AttributeError, TypeError) as exc:  # no usable file meta from the server
+                log.warning("peer.wado.unusable", peer=self.name, error=type(exc).__name__)
+                failed += 1
+                continue
+            status = receiver.store_file(data, self.name)
             if status in SUCCESS_STATUSES and str(ds.get("SOPInstanceUID", "")) == inst.sop_uid:
                 completed += 1
             else:
