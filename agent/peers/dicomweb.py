@@ -198,10 +198,13 @@ class DicomwebPeer(Peer):
             ) from None
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise PeerUnreachable(f"{self.name}: {what}: no answer ({type(exc).__name__})") from None
+        except (requests.exceptions.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+            # an answer the library could not decode
+            raise PeerError(f"{self.name}: {what}: unusable answer ({type(exc).__name__})") from None
         except requests.RequestException as exc:
             raise PeerError(f"{self.name}: {what}: {type(exc).__name__}") from None
-        except (ValueError, KeyError, TypeError) as exc:  # an answer the library could not decode
-            raise PeerError(f"{self.name}: {what}: unusable answer ({type(exc).__name__})") from None
+        except Exception as exc:  # anything else the client raises must not end the job or the round
+            raise PeerError(f"{self.name}: {what}: failed ({type(exc).__name__})") from None
 
     # -- the interface -----------------------------------------------------------------------------------
 
@@ -378,9 +381,7 @@ class DicomwebPeer(Peer):
             answer, http_status = self._call("STOW-RS", post)
         except PeerUnreachable:
             raise
-        except PeerError as exc:
-            if exc.status is None:
-                raise
+        except PeerError as exc:  # the server answered (an HTTP error, or a body we cannot read)
             return unreadable + [
                 StoreResult(it, exc.outcome, exc.status, str(exc), exc.retry_after_s) for it in sendable
             ]
@@ -441,7 +442,7 @@ def _per_instance(
                 f"0x{reason:04X})" if reason is not None else "not given)"
             )
             out.append(StoreResult(it, failure_outcome(reason), reason, detail))
-        elif it.sop_uid in stored or (http_status == 200 and not failed):
+        elif it.sop_uid in stored or (http_status == 200 and not failed and not stored):
             out.append(StoreResult(it, Outcome.OK, 0x0000, "stored"))
         elif http_status == 409:
             out.append(

@@ -39,6 +39,8 @@ class HttpPeer:
     received: list[list[str]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     port: int = 0
+    # When set, sent as the body of the next answer instead of its DICOM JSON (then cleared).
+    raw_body: bytes | None = None
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -68,10 +70,12 @@ class HttpPeer:
                 peer.headers.append(dict(self.headers))
                 status, headers, answer = peer.answers.pop(0)(uids)
                 payload = json.dumps(answer).encode() if answer is not None else b""
+                if peer.raw_body is not None:
+                    payload, peer.raw_body = peer.raw_body, None
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                if answer is not None:
+                if answer is not None and "Content-Type" not in headers:
                     self.send_header("Content-Type", "application/dicom+json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

@@ -197,3 +197,22 @@ def test_a_dicomweb_peer_needs_its_urls_and_credentials() -> None:
         "https://x.example/dw",
     )
     assert s.peers["d"].type == "dimse"
+
+
+def test_an_instance_the_answer_does_not_confirm_is_sent_again(sessions, tmp_path: Path, server) -> None:
+    confirmed, silent = queue(sessions, tmp_path, "confirmed", "silent")
+    server.answers = [lambda posted: (200, {}, stored([confirmed]))]
+    summary = deliver(sessions, server.url)
+    assert (summary.delivered, summary.retried, summary.quarantined) == (1, 1, 0)
+    got = rows(sessions)
+    assert (got[confirmed].state, got[silent].state) == ("delivered", "pending")
+
+
+def test_an_answer_that_is_not_dicom_json_is_retried(sessions, tmp_path: Path, server) -> None:
+    queue(sessions, tmp_path, "a")
+    server.answers = [lambda posted: (200, {"Content-Type": "application/dicom+json"}, None)]
+    server.raw_body = b"{not json"
+    summary = deliver(sessions, server.url)
+    assert (summary.delivered, summary.quarantined) == (0, 0)
+    (row,) = rows(sessions).values()
+    assert row.state == "pending" and "unusable answer" in (row.last_error or "")
