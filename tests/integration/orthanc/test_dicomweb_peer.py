@@ -257,3 +257,26 @@ def numeric(attributes: dict[str, str]) -> dict[str, tuple[Any, ...]]:
             return v
 
     return {k: tuple(value(v) for v in text.split("\\")) for k, text in attributes.items()}
+
+
+def test_echo_command_checks_a_peer_of_either_kind(orthanc: Orthanc, tmp_path: Path) -> None:
+    orthanc.register_agent(free_port())
+    closed = free_port()
+    peers = {
+        "pacs": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port},
+        "cloud": {"type": "dicomweb", "url": orthanc.dicomweb_url},
+        "gone": {"type": "dicomweb", "url": f"http://127.0.0.1:{closed}/dicom-web"},
+    }
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump({"peers": peers}))
+
+    def echo(name: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "echo", name, "--timeout", "5", "-c", str(config)],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+        )  # fmt: skip
+        return done.returncode, done.stdout.strip()
+
+    assert echo("pacs") == (0, f"C-ECHO {orthanc.aet}@127.0.0.1:{orthanc.dicom_port}: success")
+    assert echo("cloud") == (0, f"QIDO-RS {orthanc.dicomweb_url}: success")
+    assert echo("gone") == (1, f"QIDO-RS http://127.0.0.1:{closed}/dicom-web: no answer")
