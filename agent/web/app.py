@@ -492,6 +492,7 @@ def create_app(
                     "spider": views.spider_svg(result),
                     "marker_curve": views.marker_svg(result),
                     "marker_status": views.marker_status(result),
+                    "metabolic": views.metabolic_status(result),
                 },
             )
 

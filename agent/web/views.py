@@ -357,6 +357,19 @@ def marker_status(result: StoredResult) -> list[str]:
     return marker_lines(markers, result.timepoint) if isinstance(markers, list) else []
 
 
+def metabolic_status(result: StoredResult) -> list[str]:
+    """The metabolic response of each follow-up PET (docs/criteria.md §13.3), as sentences."""
+    entries = result.assessment.get("metabolic")
+    if not isinstance(entries, list):
+        return []
+    return [
+        f"PET {e.get('date')}: {e.get('category')} by {e.get('method')} ({e.get('rule')})."
+        + (f" {e['fallback']}." if e.get("fallback") else "")
+        for e in entries
+        if isinstance(e, dict)
+    ]
+
+
 CSV_COLUMNS = (
     "criterion", "timepoint", "date", "response", "target_response", "non_target_response",
     "target_sum_mm", "nadir_sum_mm", "change_vs_baseline_pct", "change_vs_nadir_pct", "bor",

@@ -60,6 +60,8 @@ def agent(make_agent):
         LIVER_AGENT_MARKERS__HL7__LOCAL_CODES='{"XCA199": "CA 19-9"}',
         LIVER_AGENT_MARKERS__HL7__MAX_MESSAGE_BYTES="4096",
         LIVER_AGENT_MARKERS__HL7__READ_TIMEOUT_S="2",
+        LIVER_AGENT_MARKERS__HL7__IDLE_TIMEOUT_S="3",
+        LIVER_AGENT_MARKERS__HL7__MAX_CONNECTIONS="2",
     )
     a.hl7_port = port
     a.start()
@@ -138,6 +140,25 @@ def test_hostile_peer_costs_bounded_time(agent) -> None:
     # the listener still answers afterwards
     with MLLPClient("127.0.0.1", agent.hl7_port) as client:
         assert ack(client.send_message(oru("OK", [cea_obx(1, "7", "20240110")])))[0] == "AA"
+
+
+def test_connections_beyond_the_limit_are_closed_and_idle_ones_time_out(agent) -> None:
+    held = [socket.create_connection(("127.0.0.1", agent.hl7_port), timeout=10) for _ in range(2)]
+    try:
+        time.sleep(0.3)  # both are being served
+        with socket.create_connection(("127.0.0.1", agent.hl7_port), timeout=10) as extra:
+            t0 = time.monotonic()
+            assert extra.recv(10) == b"" and time.monotonic() - t0 < 2  # closed at once
+        # an idle connection is closed after idle_timeout_s (3 s), freeing its slot
+        t0 = time.monotonic()
+        assert held[0].recv(10) == b"" and time.monotonic() - t0 < 6
+        assert held[1].recv(10) == b""
+    finally:
+        for sock in held:
+            sock.close()
+    with MLLPClient("127.0.0.1", agent.hl7_port) as client:
+        assert ack(client.send_message(oru("AFTER", [cea_obx(1, "7", "20240110")])))[0] == "AA"
+    assert "markers.hl7.busy" in agent.all_logs()
 
 
 def test_csv_import_all_or_nothing(tmp_path: Path, make_agent) -> None:
