@@ -21,6 +21,10 @@ from agent.response.parse import (
     criterion_from_name,
     explanation,
     explanation_lines,
+    marker_lines,
+    markers_to_dict,
+    site_lines,
+    sites_to_dict,
     timeline_from_dict,
 )
 from agent.response.recist import target_value
@@ -174,6 +178,17 @@ def print_table(timeline: Timeline, assessment: Assessment) -> None:
         )
         for line in explanation_lines(explanation(last, assessment, result.baseline_sum_mm)):
             console.print(f"  {line}", markup=False, highlight=False)
+    last_index = len(timeline.timepoints) - 1
+    context_lines: list[str] = []
+    if last_index > timeline.baseline_index and assessment.sites:
+        context_lines += [f"By site: {line}" for line in site_lines(sites_to_dict(assessment)[last_index])]
+    markers = marker_lines(markers_to_dict(assessment), last_index)
+    context_lines += [f"Tumour marker: {line}" for line in markers]
+    for r in assessment.metabolic:
+        fallback = f" {r.fallback}." if r.fallback else ""
+        context_lines.append(f"PET {r.date}: {r.category.value} by {r.method} ({r.rule}).{fallback}")
+    for line in context_lines:
+        console.print(line, markup=False, highlight=False)
     if assessment.alerts:
         alerts = Table(title="Alerts")
         for col in ("time point", "severity", "code", "message"):

@@ -147,9 +147,9 @@ def percist(base: PetScan, scan: PetScan, index: int) -> MetabolicResult | None:
         )
         return replace(common, category=MetabolicCategory.CMR, rule=f"CMR: {why}; {figures}{note}")
     if c >= b * (1 + PERCIST_FRACTION) and c - b >= PERCIST_ABSOLUTE:
-        category, rule = MetabolicCategory.PMD, "PMD: >= +30 % and >= +0.8 SUL"
+        category, rule = MetabolicCategory.PMD, "PMD: a rise of >= 30 % and >= 0.8 SUL"
     elif c <= b * (1 - PERCIST_FRACTION) and b - c >= PERCIST_ABSOLUTE:
-        category, rule = MetabolicCategory.PMR, "PMR: >= -30 % and >= 0.8 SUL lower"
+        category, rule = MetabolicCategory.PMR, "PMR: a fall of >= 30 % and >= 0.8 SUL"
     else:
         category, rule = (
             MetabolicCategory.SMD,
@@ -211,11 +211,11 @@ def eortc(base: PetScan, scan: PetScan, index: int, fallback: str) -> MetabolicR
     if _all_gone(scan):
         category, rule = MetabolicCategory.CMR, "CMR: complete resolution of FDG uptake"
     elif c > b * (1 + EORTC_FRACTION):
-        category, rule = MetabolicCategory.PMD, "PMD: > +25 %"
+        category, rule = MetabolicCategory.PMD, "PMD: a rise of more than 25 %"
     elif c < b * (1 - EORTC_FRACTION):
-        category, rule = MetabolicCategory.PMR, "PMR: > -25 % (after more than one cycle)"
+        category, rule = MetabolicCategory.PMR, "PMR: a fall of more than 25 % (after more than one cycle)"
     else:
-        category, rule = MetabolicCategory.SMD, "SMD: within -25 % and +25 %"
+        category, rule = MetabolicCategory.SMD, "SMD: neither a fall nor a rise of more than 25 %"
     return replace(common, category=category, rule=f"{rule}; {figures}")
 
 

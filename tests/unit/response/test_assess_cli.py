@@ -47,6 +47,33 @@ def test_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "T1" in text and "Sum" in text and "-60%" in text and "PR" in text
 
 
+def test_table_output_says_sites_markers_and_pet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    data = case(
+        [target("L1", 40), target("P1", 30, organ="lung")],
+        [target("L1", 32), target("P1", 24, organ="lung")],
+        [target("L1", 52), target("P1", 16, organ="lung")],
+    )
+    data["markers"] = [
+        {"marker": "CEA", "date": "2024-01-12", "value": 40, "unit": "ng/mL", "upper_limit": 5},
+        {"marker": "CEA", "date": "2024-04-25", "value": 14, "unit": "ng/mL", "upper_limit": 5},
+    ]
+    data["pet"] = [
+        {"date": "2024-01-11", "lesions": [{"id": "L1", "sul_peak": 10}]},
+        {"date": "2024-04-20", "lesions": [{"id": "L1", "sul_peak": 5}]},
+    ]
+    assert main(["assess", _write(tmp_path, data), "--format", "table"]) == 0
+    text = capsys.readouterr().out
+    assert "By site: Liver targets 52 mm: +30.0 % vs baseline 40 mm, +62.5 % vs nadir 32 mm (FU1); PD." in (
+        text
+    )
+    assert "Tumour marker: CEA: response" in text and "PET 2024-04-20: PMR by PERCIST 1.0" in text
+    for code in ("SITE_DISCORDANT_PROGRESSION", "MARKER_FALLING_RECIST_PD", "METABOLIC_RESPONSE_RECIST_PD"):
+        assert code in text
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
