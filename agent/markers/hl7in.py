@@ -13,8 +13,9 @@ the usable results and answers:
 A message is stored whole or not at all. OBX-3 is mapped to a marker by its LOINC code (coding system
 ``LN``) or by a local code of ``local_codes``; other OBX segments (other tests of a panel) are ignored.
 OBX-11 must be F (final) or C (corrected); a preliminary (P) or cancelled result is not used. The sample
-date is OBX-14, else OBR-7; the reference range is OBX-7 (``0-5``, ``<5``, ``<=5``). The patient is PID-3
-(first repetition: ID and assigning authority as the issuer). No patient data is logged above DEBUG.
+date is OBX-14, else OBR-7; the reference range is OBX-7 (``0-5``, ``<5``, ``<=5``). The patient is PID-3:
+the identifier of type MR, else the first, with its assigning authority's namespace as the issuer. No
+patient data is logged above DEBUG.
 """
 
 from __future__ import annotations
@@ -97,6 +98,26 @@ def _component(segment: Any, n: int, c: int) -> str:
     except (IndexError, KeyError, TypeError):
         return ""
     return comp.strip() if isinstance(comp, str) else _str(comp)
+
+
+def _patient(pid: Any) -> tuple[str, str]:
+    """PID-3: the repetition whose identifier type (CX.5) is MR, else the first; (ID, assigning authority's
+    namespace ID)."""
+    try:
+        field = pid[3]
+    except (IndexError, KeyError):
+        return "", ""
+    chosen: list[str] | None = None
+    for rep in field:
+        parts = [rep] if isinstance(rep, str) else [_str(c) for c in rep]
+        if chosen is None or (len(parts) > 4 and parts[4].upper() == "MR"):
+            chosen = parts
+            if len(parts) > 4 and parts[4].upper() == "MR":
+                break
+    if not chosen:
+        return "", ""
+    issuer = chosen[3].split("&")[0] if len(chosen) > 3 else ""
+    return chosen[0].strip(), issuer.strip()
 
 
 def _hl7_date(text: str) -> date | None:
@@ -186,8 +207,7 @@ def _extract(
         pid = message.segment("PID")
     except KeyError:
         raise Refused("AE", "no PID segment") from None
-    patient_id = _component(pid, 3, 1)
-    issuer = _component(pid, 3, 4)
+    patient_id, issuer = _patient(pid)
     if not patient_id or len(patient_id) > 64:
         raise Refused("AE", "PID-3 holds no patient ID of 1 to 64 characters")
     try:

@@ -99,6 +99,17 @@ def test_oru_is_acknowledged_after_it_is_stored(agent) -> None:
         ("MK-1", "HOSP", "CEA", "2024-01-10", "41", "ng/mL", "5"),
     ]
     assert "Jane" not in agent.all_logs() and "MK-1" not in agent.all_logs()
+    # PID-3 with several identifiers: the medical record number (type MR) is the patient
+    with MLLPClient("127.0.0.1", agent.hl7_port) as client:
+        message = oru(
+            "C3",
+            [cea_obx(1, "9", "20240201")],
+            patient="123456^^^NATION&1.2.3&ISO^NI~MK-9^^^HOSP&1.2.4&ISO^MR",
+        )
+        assert ack(client.send_message(message))[0] == "AA"
+    assert agent.query("SELECT patient_id, issuer FROM markers WHERE sample_date = '2024-02-01'") == [
+        ("MK-9", "HOSP")
+    ]
 
 
 @pytest.mark.parametrize(
