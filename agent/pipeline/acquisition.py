@@ -353,7 +353,6 @@ def measured_images(reports: Iterable[SRReport], density: bool) -> list[Measured
     """The images the lesion groups of ``reports`` were measured on (with their study and series)."""
     out: dict[str, MeasuredImage] = {}
     for report in reports:
-        evidence = {e.sop_instance_uid: e for e in report.evidence}
         for group in report.groups:
             if not is_lesion_group(group):
                 continue
@@ -362,7 +361,7 @@ def measured_images(reports: Iterable[SRReport], density: bool) -> list[Measured
             sops += [r.image for r in group.regions if r.image is not None]
             sops += [m.region.image for m in group.measurements if m.region is not None and m.region.image]
             for img in sops:
-                ev = evidence.get(img.sop_instance_uid)
+                ev = report.evidence_of(img.sop_instance_uid)
                 pixels = where is not None and where.sop_instance_uid == img.sop_instance_uid
                 known = out.get(img.sop_instance_uid)
                 out[img.sop_instance_uid] = MeasuredImage(

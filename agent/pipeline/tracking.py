@@ -6,8 +6,10 @@ Steps, each recorded so a radiologist can see why:
    a report listed as predecessor by another is superseded; otherwise the newest completed, verified one
    wins. The others are listed as superseded.
 2. **Identity.** A lesion at a later study is the same lesion when it has the same Tracking UID; else the same
-   Tracking Identifier text within the patient (only when that text is unique in both reports: viewers such
-   as OHIF use the tool name for every annotation); else, when ``link_distance_mm`` is configured, the same
+   label within the patient: the radiologist's label a viewer wrote (OHIF's Comment or free-text finding)
+   or a Tracking Identifier that is not a tool name, compared without case, spacing or punctuation, and only
+   when unique in both reports (tool names such as ``Cornerstone3DTools@^0.1.0:Bidirectional`` are never
+   an identity); else, when ``link_distance_mm`` is configured, the same
    organ and a 3D position within that distance. Several groups with one Tracking UID in one report are one
    split lesion (``fragments_mm``). Anything ambiguous is left unlinked and raises
    ``LESION_TRACKING_MISMATCH`` rather than guessed.
@@ -39,7 +41,7 @@ from agent.response.model import (
 )
 from agent.response.parse import number
 from agent.sr.context import StudyContext
-from agent.sr.observations import Observation
+from agent.sr.observations import Observation, label_key
 from agent.sr.read import SRReport
 
 MAX_TARGETS = 5
@@ -180,11 +182,16 @@ def _measurable(obs: Observation, slice_thickness: Decimal | None) -> bool:
     return d >= floor
 
 
+def _key(obs: Observation) -> str | None:
+    """The observation's name as matched across studies (``label_key``), None when it has none."""
+    return label_key(obs.tracking_identifier) or None if obs.tracking_identifier else None
+
+
 def _unique_identifiers(obs: Sequence[Observation]) -> set[str]:
     counts: dict[str, int] = {}
     for o in obs:
-        if o.tracking_identifier:
-            counts[o.tracking_identifier] = counts.get(o.tracking_identifier, 0) + 1
+        if (key := _key(o)) is not None:
+            counts[key] = counts.get(key, 0) + 1
     return {k for k, v in counts.items() if v == 1}
 
 
@@ -244,8 +251,10 @@ def build_timeline(
         clusters = _clusters(winner.observations)
         unique_ids = _unique_identifiers(winner.observations)
         generic_ids = {
-            o.tracking_identifier for o in winner.observations if o.tracking_identifier
-        } - unique_ids
+            o.tracking_identifier
+            for o in winner.observations
+            if o.tracking_identifier and _key(o) not in unique_ids
+        }
         if generic_ids:
             tp_notes.append(
                 "tracking identifiers repeated within the report are not lesion identities: "
@@ -261,14 +270,18 @@ def build_timeline(
             if head.tracking_uid:
                 match = next((k for k in known if head.tracking_uid in k.uids), None)
                 how = "same Tracking UID"
-            if match is None and head.tracking_identifier in unique_ids:
+            head_key = _key(head)
+            if match is None and head_key in unique_ids:
                 candidates = [
-                    k
-                    for k in known
-                    if head.tracking_identifier in k.identifiers and k.same_patient(winner.report.patient_id)
+                    k for k in known if head_key in k.identifiers and k.same_patient(winner.report.patient_id)
                 ]
                 if len(candidates) == 1:
-                    match, how = candidates[0], "same Tracking Identifier text"
+                    match = candidates[0]
+                    how = (
+                        f"same label {head.tracking_identifier!r}"
+                        if head.source.get("label")
+                        else "same Tracking Identifier text"
+                    )
                 elif len(candidates) > 1:
                     ambiguous, how = (
                         True,
@@ -312,8 +325,8 @@ def build_timeline(
                 notes.append(f"linked to {match.id} at {resolved[match.first_seen][0].context.date}: {how}")
                 if head.tracking_uid:
                     match.uids.add(head.tracking_uid)
-                if head.tracking_identifier in unique_ids and head.tracking_identifier:
-                    match.identifiers.add(head.tracking_identifier)
+                if (head_key := _key(head)) in unique_ids and head_key:
+                    match.identifiers.add(head_key)
                 if head.location is not None:
                     match.location = head.location
                 if kind is None:
@@ -363,9 +376,7 @@ def build_timeline(
                         kind=kind or LesionKind.NON_TARGET,
                         organ=head.organ,
                         uids={o.tracking_uid for o in cluster if o.tracking_uid},
-                        identifiers={head.tracking_identifier}
-                        if head.tracking_identifier in unique_ids and head.tracking_identifier
-                        else set(),
+                        identifiers={k} if (k := _key(head)) in unique_ids and k else set(),
                         location=head.location,
                         first_seen=t,
                         patient_id=winner.report.patient_id,

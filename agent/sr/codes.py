@@ -107,7 +107,12 @@ MEAN_ATTENUATION_COEFFICIENT = Code("112181", "DCM", "Mean Attenuation Coefficie
 INTENSITY_HISTOGRAM_MEAN = Code("X6K6", "IBSI", "Intensity Histogram Mean")
 PIXEL_BY_PIXEL_MEAN = Code("113049", "DCM", "Pixel by pixel mean")
 # Names that are a mean by themselves (no Derivation needed) when the unit is HU.
-MEAN_INTENSITY_NAMES = (MEAN_ATTENUATION_COEFFICIENT, INTENSITY_HISTOGRAM_MEAN, PIXEL_BY_PIXEL_MEAN)
+MEAN_INTENSITY_NAMES = (
+    MEAN_ATTENUATION_COEFFICIENT,
+    INTENSITY_HISTOGRAM_MEAN,
+    PIXEL_BY_PIXEL_MEAN,
+    Code("373098007", "SCT", "Mean"),  # Cornerstone3D/dcmjs ROI statistics: NUM "Mean" in HU
+)
 
 # Derivations (CID 7464)
 MEAN = Code("373098007", "SCT", "Mean")  # SRT R-00317
@@ -300,3 +305,14 @@ SEVERITY_CODES = {
 REPORT_KIND = Code("LA-KIND", PRIVATE_SCHEME, "Response report kind")  # ours
 PRE_READ = Code("LA-PRE-READ", PRIVATE_SCHEME, "Pre-read: prior measurements only")  # ours
 RESPONSE_READ = Code("LA-RESPONSE", PRIVATE_SCHEME, "Response at the current time point")  # ours
+
+
+# --- Viewer labels (OHIF / Cornerstone / dcmjs) ----------------------------------------------------------
+# The radiologist's label: a TEXT "Comment" in the group (Cornerstone3D adapters), or the meaning of a
+# free-text finding / finding site code (older dcmjs and cornerstoneTools writers). Matched on the code
+# value whatever the scheme (CST4, CORNERSTONEJS, 99dcmjs).
+COMMENT = Code("121106", "DCM", "Comment")
+FREE_TEXT_CODE_VALUES = ("CORNERSTONEFREETEXT", "CS3DTEXT")
+# Tracking Identifiers that name the drawing tool, not the lesion ("Cornerstone3DTools@^0.1.0:Bidirectional",
+# "cornerstoneTools@^4.0.0:Length", "dcmjs@...:..."): the same text for every annotation of that tool.
+TOOL_NAME_IDENTIFIER = r"^\s*(cornerstone3dtools|cornerstonetools|dcmjs|ohif)[^:\s]*@[^:\s]*:"

@@ -228,7 +228,7 @@ def image_context(
         return None, None, "the acquisition context of the measured image is not looked up"
     first: SeriesInfo | None = None
     for img in images:
-        ev = next((e for e in report.evidence if e.sop_instance_uid == img.sop_instance_uid), None)
+        ev = report.evidence_of(img.sop_instance_uid)
         info = lookup(ev.study_uid if ev else None, ev.series_uid if ev else None, img.sop_instance_uid)
         if info is None:
             continue

@@ -10,6 +10,7 @@ not state are inferred later, across the whole timeline, by ``agent.pipeline.tra
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,12 +22,21 @@ from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesLookup, image
 from agent.sr.read import Measurement, MeasurementGroup, MeasurementKind, Region, SRReport, is_lesion_group
 
 
+def label_key(text: str) -> str:
+    """A label as compared across studies: case, spacing and punctuation do not matter, the words do
+    ("Target 1" and "target  1." match; "T1" and "Target 1" do not)."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(re.sub(r"[\W_]+", " ", folded).split())
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """One lesion as one SR reports it."""
 
     tracking_uid: str | None
-    tracking_identifier: str | None
+    tracking_identifier: (
+        str | None
+    )  # the lesion's name: viewer label or Tracking Identifier, never a tool name
     organ: str
     is_node: bool
     long_axis_mm: Decimal | None
@@ -105,6 +115,7 @@ def _observation(
         "sop_instance_uid": report.sop_instance_uid,
         "tracking_identifier": group.tracking_identifier,
         "tracking_uid": group.tracking_uid,
+        "label": group.viewer_label,
         "reader": report.reader,
         "template": group.template,
         "concepts": {
@@ -119,9 +130,14 @@ def _observation(
     }
     if computed is not None:
         source["mean_hu_method"] = computed.text
+    if group.identity is None and group.tracking_identifier:
+        notes.append(
+            f"Tracking Identifier {group.tracking_identifier!r} names the drawing tool, not the lesion; "
+            "not used as its identity"
+        )
     return Observation(
         tracking_uid=group.tracking_uid,
-        tracking_identifier=group.tracking_identifier,
+        tracking_identifier=group.identity,
         organ=organ,
         is_node=is_node,
         long_axis_mm=long_m.value if long_m else None,

@@ -201,6 +201,17 @@ class MeasurementGroup:
     method: Code | None = None
     template: str | None = None  # "1410" / "1411" / "1501" when highdicom classified it
     warnings: tuple[str, ...] = ()
+    viewer_label: str | None = None  # the radiologist's label as written (Comment / free-text finding)
+
+    @property
+    def identity(self) -> str | None:
+        """The text naming this lesion: the viewer label, else a Tracking Identifier that is not a tool
+        name (None when neither says which lesion it is)."""
+        if self.viewer_label:
+            return self.viewer_label
+        if self.tracking_identifier and not is_tool_name(self.tracking_identifier):
+            return self.tracking_identifier
+        return None
 
     def first(self, kind: MeasurementKind) -> Measurement | None:
         for m in self.measurements:
@@ -216,7 +227,12 @@ class MeasurementGroup:
 
     @property
     def label(self) -> str:
-        return self.tracking_identifier or self.tracking_uid or "(unnamed group)"
+        return self.viewer_label or self.tracking_identifier or self.tracking_uid or "(unnamed group)"
+
+
+def is_tool_name(identifier: str) -> bool:
+    """Whether a Tracking Identifier names the viewer's drawing tool rather than a lesion."""
+    return re.match(codes.TOOL_NAME_IDENTIFIER, identifier, re.IGNORECASE) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +275,12 @@ class SRReport:
     @property
     def sop_class_name(self) -> str:
         return SR_SOP_CLASSES.get(self.sop_class_uid, self.sop_class_uid)
+
+    def evidence_of(self, sop_instance_uid: str | None) -> EvidenceRef | None:
+        """The evidence entry of an instance that says most about it: an SR may list an image twice, in its
+        evidence sequences (study, series) and in its Image Library (often without its series)."""
+        found = [e for e in self.evidence if e.sop_instance_uid == sop_instance_uid]
+        return max(found, key=lambda e: (e.series_uid is not None, e.study_uid is not None), default=None)
 
     def referenced_study_uids(self) -> list[str]:
         """Studies of the images measured (evidence and image library), most referenced first."""
@@ -797,9 +819,11 @@ def _group_from_highdicom(item: Dataset, template: str) -> MeasurementGroup:
             regions.append(region)
     tracking_uid_value = children.first_value(uidref, dcm.DCM.TrackingUniqueIdentifier)
     tracking_uid = _checked_uid(UID(tracking_uid_value) if tracking_uid_value is not None else None, warns)
+    viewer_label, finding, sites = _viewer_label(item, finding, sites)
     return MeasurementGroup(
         tracking_identifier=_clean_text(children.first_value(text, dcm.DCM.TrackingIdentifier)),
         tracking_uid=tracking_uid,
+        viewer_label=viewer_label,
         finding=finding,
         finding_category=category,
         finding_sites=tuple(sites),
@@ -1018,9 +1042,11 @@ def _group_from_walk(
             images = _unique([r.image, *images])
     for m in measurements:
         images = _unique(images + list(m.images))
+    viewer_label, finding, sites = _viewer_label(item, finding, sites)
     return MeasurementGroup(
         tracking_identifier=tid,
         tracking_uid=tuid,
+        viewer_label=viewer_label,
         finding=finding,
         finding_category=category,
         finding_sites=tuple(sites),
@@ -1037,6 +1063,52 @@ def _group_from_walk(
 
 # --------------------------------------------------------------------------------------------------------
 # Shared item readers
+
+
+def _utf8_undeclared(text: str) -> str:
+    """UTF-8 written without Specific Character Set (Cornerstone3D's adapters set it on the report object,
+    not on the dataset): read back as Latin-1 it is mojibake ("lÃ¤sion"); the UTF-8 reading is kept when the
+    bytes are valid UTF-8."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+def _is_free_text(code: Code | None) -> bool:
+    return code is not None and code.value in codes.FREE_TEXT_CODE_VALUES
+
+
+def _viewer_label(
+    item: Dataset, finding: Code | None, sites: Sequence[Code]
+) -> tuple[str | None, Code | None, list[Code]]:
+    """The radiologist's label of a group (a TEXT Comment among its children, else the meaning of a
+    free-text finding or finding site), and the finding and sites without the free-text codes (a label is
+    not an anatomical site)."""
+    label: str | None = None
+    for child in _children(item):
+        if _get(child, "ValueType") == "TEXT" and matches(_concept(child), codes.COMMENT):
+            label = _clean_text(_get(child, "TextValue"))
+            if label and label.strip():
+                break
+            label = None
+    for code in (finding, *sites):
+        if (
+            label is None
+            and code is not None
+            and _is_free_text(code)
+            and code.meaning
+            and code.meaning.strip()
+        ):
+            label = code.meaning[:1024]
+    kept_finding = None if _is_free_text(finding) else finding
+    return (
+        (_utf8_undeclared(label.strip()) if label else None),
+        kept_finding,
+        [s for s in sites if not _is_free_text(s)],
+    )
 
 
 def _measurement(

@@ -179,3 +179,24 @@ def test_outbox_claims_skip_rows_locked_by_another_deliverer(engine: Engine) -> 
     holder.close()
     assert len(held) == 2 and len(rest) == 3
     assert not {x.id for x in held} & {x.id for x in rest}
+
+
+def test_an_ohif_follow_up_through_the_pipeline_on_postgresql(engine: Engine, tmp_path: Path) -> None:
+    """The OHIF v3 pair of tests/unit/pipeline/test_ohif_pipeline.py on PostgreSQL: no database error, the
+    lesions paired by their labels."""
+    from support.ohif import run_pipeline, spool_ohif_patient
+
+    from agent.config import Settings
+    from tests.unit.pipeline.test_ohif_pipeline import check_ohif_patient
+
+    spool = tmp_path / "spool"
+    spool_ohif_patient(
+        spool,
+        tmp_path,
+        ("ohif3_labels_followup.dcm",),
+        ("ohif3_labels_baseline.dcm", "ohif3_labels_followup.dcm"),
+    )
+    settings = Settings(
+        storage={"spool_dir": str(spool), "min_free_mb": 0}, pipeline={"results_dir": str(tmp_path / "out")}
+    )
+    check_ohif_patient(run_pipeline(session_factory(engine), settings, spool))
