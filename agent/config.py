@@ -92,6 +92,9 @@ class StabilitySettings(Section):
     stable_after_s: float = Field(60, gt=0)
     # ... or at the latest this long after its first instance, when instances keep trickling in.
     max_wait_s: float = Field(900, gt=0)
+    # A study whose new instances are only SRs (measurements saved on a study already here) is complete on
+    # arrival: stable after this quiet time instead of stable_after_s.
+    sr_quiet_s: float = Field(5, gt=0)
     check_interval_s: float = Field(5, gt=0)
 
 

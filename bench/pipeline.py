@@ -29,6 +29,13 @@ Measured per run, all from the agent's own records (its database and its JSON lo
 
 Output: one line per run, then the median of each part, and last ``median_s=<median total>``.
 
+``--sr-arrival``: the figure "SR arrival -> response SR stored in the PACS" with the agent's default
+stability settings (``stability.sr_quiet_s`` 5 s, ``check_interval_s`` 5 s, image quiet time 60 s). Each
+patient's follow-up CT is routed to the agent first and assessed (a pre-read); then, one patient at a time,
+the radiologist's measurement SR reaches Orthanc and is routed to the agent alone. Measured per run from the
+agent's database: the SR's ``instances.received_at`` to the last ``outbox.delivered_at`` of the results made
+after it. Output: one line per run and last ``sr_median_s=<median>``.
+
 Network namespace: Orthanc binds every interface, so as root the script re-executes itself inside
 ``unshare --net`` with only loopback up. Set ``PIPELINE_BENCH_NO_NETNS=1`` to skip that.
 """
@@ -168,6 +175,49 @@ def run_once(orthanc, agent, follow_up: list[Path], study_uid: str, timeout: flo
     return parts
 
 
+def run_sr_arrival(orthanc, agent, patients, timeout: float) -> list[float]:
+    """The follow-up CTs first (pre-reads, image quiet time), then each SR alone: SR arrival to stored."""
+    from support.orthanc import wait_until
+
+    def delivered_after(study_uid: str, after: str | None) -> list[str]:
+        rows = agent.query(
+            "SELECT o.state, o.delivered_at FROM outbox o JOIN studies s ON s.id = o.study_pk "
+            "WHERE s.study_uid = :u AND (:a IS NULL OR o.created_at > :a)",
+            u=study_uid,
+            a=after,
+        )
+        return [r[1] for r in rows if r[0] == "delivered"] if len(rows) >= 2 else []
+
+    for _, follow_up, _ in patients:
+        orthanc.send_to("agent", [orthanc.upload(p)["ID"] for p in follow_up[:-1]])
+    for _, _, study_uid in patients:
+        if not wait_until(lambda u=study_uid: len(delivered_after(u, None)) >= 2, timeout + 120, 0.2):
+            raise RuntimeError(f"no pre-read in Orthanc:\n{agent.log_text()[-3000:]}")
+    out: list[float] = []
+    for _, follow_up, study_uid in patients:
+        sr = follow_up[-1]
+        sop = pydicom_sop(sr)
+        orthanc.send_to("agent", [orthanc.upload(sr)["ID"]])
+        wait_until(
+            lambda s=sop: agent.scalar("SELECT count(*) FROM instances WHERE sop_uid = :s", s=s) == 1, 30
+        )
+        received = agent.scalar("SELECT received_at FROM instances WHERE sop_uid = :s", s=sop)
+        if not wait_until(lambda u=study_uid, r=received: len(delivered_after(u, r)) >= 2, timeout, 0.05):
+            raise RuntimeError(f"no response to the SR after {timeout} s:\n{agent.log_text()[-3000:]}")
+        last = max(_db_time(t) for t in delivered_after(study_uid, received))
+        out.append((last - _db_time(received)).total_seconds())
+        print(f"run {len(out):2d}: sr_arrival_to_stored={out[-1] * 1000:.0f}ms", flush=True)
+    return out
+
+
+def pydicom_sop(path: Path) -> str:
+    import pydicom
+
+    return str(
+        pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
+    )
+
+
 def fmt(parts: dict[str, float]) -> str:
     shown = ["total", *PARTS]
     return "  ".join(f"{k}={parts[k] * 1000:.0f}ms" for k in shown if k in parts)
@@ -184,6 +234,11 @@ def main() -> int:
     )
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for one result")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--sr-arrival",
+        action="store_true",
+        help="time SR arrival -> response SR stored, with the default stability settings",
+    )
     args = parser.parse_args()
     reexec_in_netns()
     sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -222,14 +277,25 @@ def main() -> int:
                 "LIVER_AGENT_PEERS": json.dumps(peers),
                 "LIVER_AGENT_PIPELINE__ENABLED": "true",
                 "LIVER_AGENT_PIPELINE__RESULTS_DIR": str(agent.workdir / "results"),
-                "LIVER_AGENT_STABILITY__STABLE_AFTER_S": "1",
-                "LIVER_AGENT_STABILITY__CHECK_INTERVAL_S": "0.25",
                 "TCP_NODELAY": "1",
             }
         )
+        if args.sr_arrival:  # the agent's defaults, not the test harness's short times
+            from agent.config import StabilitySettings
+
+            defaults = StabilitySettings()
+            for key in ("stable_after_s", "sr_quiet_s", "check_interval_s", "max_wait_s"):
+                agent.env_overrides[f"LIVER_AGENT_STABILITY__{key.upper()}"] = str(getattr(defaults, key))
+        else:
+            agent.env_overrides["LIVER_AGENT_STABILITY__STABLE_AFTER_S"] = "1"
+            agent.env_overrides["LIVER_AGENT_STABILITY__CHECK_INTERVAL_S"] = "0.25"
         agent.env_overrides.update(dict(kv.split("=", 1) for kv in args.agent_env))
         agent.start()
         orthanc.register_agent(agent.port)
+        if args.sr_arrival:
+            times = run_sr_arrival(orthanc, agent, patients, args.timeout)
+            print(f"sr_median_s={statistics.median(times):.3f}")
+            return 0
         results = []
         for k, (_, follow_up, study_uid) in enumerate(patients):
             parts = run_once(orthanc, agent, follow_up, study_uid, args.timeout)

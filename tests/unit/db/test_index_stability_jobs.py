@@ -142,3 +142,27 @@ def test_enqueue_is_idempotent(sessions) -> None:
         b, created_b = enqueue(s, PROCESS_STUDY, study_pk)
         assert created_a and not created_b and a.id == b.id
     assert count(sessions, Job) == 1
+
+
+SR = "1.2.840.10008.5.1.4.1.1.88.22"
+
+
+def test_a_study_receiving_only_srs_is_stable_after_the_sr_quiet_time(sessions) -> None:
+    # Images first: the image quiet time applies.
+    store(sessions, rec(), T0)
+    assert mark_stable(sessions, 60, 900, now=T0 + timedelta(seconds=6), sr_quiet_s=5) == []
+    assert mark_stable(sessions, 60, 900, now=T0 + timedelta(seconds=61), sr_quiet_s=5) == ["1.2.3"]
+    with sessions.begin() as s:
+        s.execute(Study.__table__.update().values(state="done"))
+    # Later the radiologist's measurement SR arrives alone: stable 5 s after it, not 60 s.
+    later = T0 + timedelta(minutes=30)
+    store(sessions, replace(rec("1.2.3.99", series="1.2.3.99"), sop_class_uid=SR, modality="SR"), later)
+    assert mark_stable(sessions, 60, 900, now=later + timedelta(seconds=4), sr_quiet_s=5) == []
+    assert mark_stable(sessions, 60, 900, now=later + timedelta(seconds=5), sr_quiet_s=5) == ["1.2.3"]
+
+
+def test_an_sr_arriving_with_images_waits_for_the_image_quiet_time(sessions) -> None:
+    store(sessions, replace(rec("1.2.3.99", series="1.2.3.99"), sop_class_uid=SR, modality="SR"), T0)
+    store(sessions, rec(), T0 + timedelta(seconds=1))
+    assert mark_stable(sessions, 60, 900, now=T0 + timedelta(seconds=10), sr_quiet_s=5) == []
+    assert mark_stable(sessions, 60, 900, now=T0 + timedelta(seconds=61), sr_quiet_s=5) == ["1.2.3"]
