@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from agent.response.model import STATUSES_BY_KIND, LesionKind, LesionStatus, Phase
-from agent.sr import codes, density
+from agent.sr import codes, density, geometry
 from agent.sr.codes import Code, matches
 from agent.sr.context import DEFAULT_PHASE_RULES, PhaseRule, SeriesLookup, image_context
 from agent.sr.read import Measurement, MeasurementGroup, MeasurementKind, Region, SRReport, is_lesion_group
@@ -97,6 +97,14 @@ def _observation(
     used = [m for m in (long_m, short_m, hu_m) if m is not None]
     area = group.first(MeasurementKind.AREA)
     volume = group.first(MeasurementKind.VOLUME)
+    # Stated lengths against their drawing where the image's pixel spacing is known.
+    long_value, short_value = (
+        _checked(report, m, lookup, notes) if m is not None else None for m in (long_m, short_m)
+    )
+    area_value = area.value if area is not None else None
+    if area is not None and (note := geometry.check_ellipse_area(area, _spacing(report, area, lookup))):
+        notes.append(note)
+        area_value = None
 
     is_node = matches(group.finding, codes.NODE_FINDINGS) or any(
         matches(s, codes.LYMPH_NODE) for s in group.finding_sites
@@ -140,19 +148,38 @@ def _observation(
         tracking_identifier=group.identity,
         organ=organ,
         is_node=is_node,
-        long_axis_mm=long_m.value if long_m else None,
-        short_axis_mm=short_m.value if short_m else None,
+        long_axis_mm=long_value,
+        short_axis_mm=short_value,
         mean_hu=hu_m.value if hu_m else computed.mean_hu if computed else None,
         kind=kind,
         status=status,
         phase=phase,
         site_codes=group.finding_sites,
         location=location,
-        area_mm2=area.value if area else None,
+        area_mm2=area_value,
         volume_mm3=volume.value if volume else None,
         notes=tuple(notes) + group.warnings,
         source=source,
     )
+
+
+def _spacing(report: SRReport, m: Measurement, lookup: SeriesLookup | None) -> tuple[Decimal, Decimal] | None:
+    """Pixel Spacing of the image a measurement was drawn on, when the lookup knows it."""
+    image = m.region.image if m.region is not None else None
+    if lookup is None or image is None:
+        return None
+    ev = report.evidence_of(image.sop_instance_uid)
+    info = lookup(ev.study_uid if ev else None, ev.series_uid if ev else None, image.sop_instance_uid)
+    return info.pixel_spacing_mm if info is not None else None
+
+
+def _checked(
+    report: SRReport, m: Measurement, lookup: SeriesLookup | None, notes: list[str]
+) -> Decimal | None:
+    found = geometry.check_length(m, _spacing(report, m, lookup))
+    if found.note:
+        notes.append(found.note)
+    return found.value
 
 
 def _computed_density(
