@@ -95,7 +95,7 @@ class StabilitySettings(Section):
     # A study whose new instances are only SRs (measurements saved on a study already here) is complete on
     # arrival: stable after this quiet time instead of stable_after_s.
     sr_quiet_s: float = Field(5, gt=0)
-    check_interval_s: float = Field(5, gt=0)
+    check_interval_s: float = Field(1, gt=0)
 
 
 class LogSettings(Section):

@@ -271,13 +271,16 @@ def _lesion_facts(tracked: TrackedTimeline, upto: int) -> dict[str, LesionDicom]
 
 
 def tracking_alerts(tracked: TrackedTimeline, n: int) -> list[Alert]:
-    """The linking problems of the first ``n`` time points as alerts (``LESION_TRACKING_MISMATCH``)."""
-    definition = CATALOGUE.get("LESION_TRACKING_MISMATCH")
-    severity = definition.severity if definition else Severity.CRITICAL
-    citation = definition.citation if definition else ""
-    return [
-        Alert(a.code, a.timepoint, severity, a.message, citation) for a in tracked.alerts if a.timepoint < n
-    ]
+    """The linking problems of the first ``n`` time points as alerts (``LESION_TRACKING_MISMATCH``, and
+    ``LESION_PAIRING_PROVISIONAL`` where a pairing was proposed)."""
+    out = []
+    for a in tracked.alerts:
+        if a.timepoint >= n:
+            continue
+        definition = CATALOGUE.get(a.code) or CATALOGUE.get("LESION_TRACKING_MISMATCH")
+        severity = definition.severity if definition else Severity.CRITICAL
+        out.append(Alert(a.code, a.timepoint, severity, a.message, definition.citation if definition else ""))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

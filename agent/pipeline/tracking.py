@@ -23,6 +23,7 @@ Steps, each recorded so a radiologist can see why:
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,12 @@ class TrackedTimeline:
     timepoints: list[TrackedTimePoint]
     alerts: list[TrackingAlert]
     options: Options = field(default_factory=Options)
+    # Pairings proposed where identity was not certain: the categories computed on them are provisional.
+    pairings: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def provisional(self) -> bool:
+        return any(p.get("status") == "proposed" for p in self.pairings)
 
     def timeline(self) -> Timeline:
         return Timeline(
@@ -161,6 +168,8 @@ class _Known:
     location: tuple[float, ...] | None
     first_seen: int
     patient_id: str | None = None
+    size: Decimal | None = None  # the diameter last measured
+    label: str | None = None  # the name as last written
 
     def same_patient(self, patient_id: str | None) -> bool:
         return self.patient_id is None or patient_id is None or self.patient_id == patient_id
@@ -230,6 +239,7 @@ def build_timeline(
     known: list[_Known] = []
     alerts: list[TrackingAlert] = []
     tracked: list[TrackedTimePoint] = []
+    pairings: list[dict[str, object]] = []
     used_ids: set[str] = set()
 
     def fresh_id(obs: Observation, prefix: str) -> str:
@@ -305,6 +315,8 @@ def build_timeline(
                         + (", ".join(k.id for k in candidates)),
                     )
             links.append((cluster, match, how, ambiguous))
+        if t > 0:
+            links = _propose(links, known, t, winner.report.patient_id, pairings, ctx.date)
         # Two clusters of one report linked to the same earlier lesion (other than by UID) are ambiguous.
         counts: dict[str, int] = {}
         for _, match, _, _ in links:
@@ -329,6 +341,18 @@ def build_timeline(
                     match.identifiers.add(head_key)
                 if head.location is not None:
                     match.location = head.location
+                match.size = _diameter(head) or match.size
+                match.label = head.tracking_identifier or match.label
+                if how.startswith(PROPOSED):
+                    alerts.append(
+                        TrackingAlert(
+                            "LESION_PAIRING_PROVISIONAL",
+                            t,
+                            lesion_id,
+                            f"{_named(head)} at {ctx.date} paired with {match.id} by a {how}; "
+                            "confirm or re-pair it on the study page",
+                        )
+                    )
                 if kind is None:
                     kind = match.kind
                     if match.kind is LesionKind.NEW and status is None:
@@ -380,6 +404,8 @@ def build_timeline(
                         location=head.location,
                         first_seen=t,
                         patient_id=winner.report.patient_id,
+                        size=_diameter(head),
+                        label=head.tracking_identifier,
                     )
                 )
             tracked_lesion = TrackedLesion(
@@ -410,7 +436,112 @@ def build_timeline(
             ]
             if missing:
                 tp_notes.append("baseline targets not reported in this study: " + ", ".join(missing))
-    return TrackedTimeline(context or Context(None, "unknown"), tracked, alerts, options or Options())
+    return TrackedTimeline(
+        context or Context(None, "unknown"), tracked, alerts, options or Options(), pairings=pairings
+    )
+
+
+PROPOSED = "proposed pairing (provisional)"
+POSITION_MM = 30.0
+
+
+def _named(obs: Observation) -> str:
+    if obs.tracking_identifier:
+        return f"lesion {obs.tracking_identifier!r}"
+    d = _diameter(obs)
+    return f"the {number(d)} mm lesion" if d is not None else "an unnamed lesion"
+
+
+def _similarity(a: str | None, b: str | None) -> float | None:
+    if not a or not b:
+        return None
+    return difflib.SequenceMatcher(None, label_key(a), label_key(b)).ratio()
+
+
+def _propose(
+    links: list[tuple[list[Observation], _Known | None, str, bool]],
+    known: list[_Known],
+    t: int,
+    patient_id: str | None,
+    pairings: list[dict[str, object]],
+    when: date | None,
+) -> list[tuple[list[Observation], _Known | None, str, bool]]:
+    """Pairings proposed for the lesions of time point ``t`` no certain identity linked, with earlier lesions
+    not seen at ``t``: same organ/site (required), label similarity, rank by size, position in patient
+    coordinates (same frame of reference). A pairing is proposed only when it is the best for both sides
+    and has some evidence; the rest stay unlinked. Each proposal is recorded in ``pairings``."""
+    taken = {m.id for _, m, _, _ in links if m is not None}
+    open_ = [i for i, (c, m, _, amb) in enumerate(links) if m is None and not amb and c[0].kind is None]
+    earlier = [k for k in known if k.id not in taken and k.first_seen < t and k.same_patient(patient_id)]
+    if not open_ or not earlier:
+        return links
+
+    def ranks(sizes: list[Decimal | None]) -> list[int | None]:
+        order = sorted((s, i) for i, s in enumerate(sizes) if s is not None)
+        out: list[int | None] = [None] * len(sizes)
+        for r, (_, i) in enumerate(sorted(order, key=lambda x: -x[0])):
+            out[i] = r
+        return out
+
+    now_rank = ranks([_diameter(links[i][0][0]) for i in open_])
+    then_rank = ranks([k.size for k in earlier])
+    scored: list[tuple[float, int, int, list[str]]] = []
+    for a, i in enumerate(open_):
+        head = links[i][0][0]
+        for b, k in enumerate(earlier):
+            if k.organ != head.organ:
+                continue
+            basis = [f"same site ({head.organ})"]
+            score = 0.0
+            sim = _similarity(head.tracking_identifier, k.label)
+            if sim is not None:
+                if sim < 0.5:
+                    continue  # both named, differently
+                score += sim
+                basis.append(f"label similarity {sim:.2f}")
+            if now_rank[a] is not None and now_rank[a] == then_rank[b]:
+                score += 0.5
+                basis.append(f"same size rank ({(now_rank[a] or 0) + 1})")
+            if head.location is not None and k.location is not None:
+                d = math.dist(head.location, k.location)
+                if d > POSITION_MM:
+                    continue
+                score += 1.0
+                basis.append(f"position {d:.0f} mm apart")
+            if score > 0:
+                scored.append((score, i, b, basis))
+    scored.sort(key=lambda x: -x[0])
+    out = list(links)
+    used_i: set[int] = set()
+    used_b: set[int] = set()
+    for score, i, b, basis in scored:
+        if i in used_i or b in used_b:
+            continue
+        # A tie for either side: no unique best, nothing proposed for it.
+        if any(s == score and (j == i) != (c == b) for s, j, c, _ in scored if (j, c) != (i, b)):
+            continue
+        used_i.add(i)
+        used_b.add(b)
+        k = earlier[b]
+        head = out[i][0][0]
+        out[i] = (out[i][0], k, f"{PROPOSED}: " + ", ".join(basis), False)
+        pairings.append(
+            {
+                "timepoint": t,
+                "date": when.isoformat() if when else None,
+                "lesion": head.tracking_identifier,
+                "source": {
+                    "sop_instance_uid": head.source.get("sop_instance_uid"),
+                    "tracking_uid": head.tracking_uid,
+                },
+                "diameter_mm": number(_diameter(head)),
+                "paired_with": k.id,
+                "paired_label": k.label,
+                "basis": basis,
+                "status": "proposed",
+            }
+        )
+    return out
 
 
 def _lesion(
@@ -584,6 +715,8 @@ def timeline_to_dict(
             "criteria": [c.value for c in ctx.criteria],
         },
         "timepoints": timepoints,
+        "provisional": tracked.provisional,
+        "pairings": tracked.pairings,
         "tracking_alerts": [
             {"code": a.code, "timepoint": a.timepoint, "lesion": a.lesion_id, "message": a.message}
             for a in tracked.alerts

@@ -110,6 +110,7 @@ CATALOGUE: dict[str, AlertDefinition] = _defs(
     ("IMPLAUSIBLE_MEASUREMENT", Severity.CRITICAL, "project convention [P] (plausible range, cm/mm slip)"),
     ("LESION_RECORD_INCONSISTENT", Severity.CRITICAL, f"{_RECIST} §4.3.1 (coalesced, disappeared)"),
     ("LESION_TRACKING_MISMATCH", Severity.CRITICAL, f"{_RECIST}; DICOM TID 1500 tracking identifiers"),
+    ("LESION_PAIRING_PROVISIONAL", Severity.WARNING, f"{_RECIST}; DICOM TID 1500 tracking identifiers"),
     ("NEW_LESION_PREVIOUSLY_SEEN", Severity.CRITICAL, f"{_RECIST} §4.3.2"),
     ("NEW_LESION_EQUIVOCAL", Severity.WARNING, f"{_RECIST} §4.3.2"),
     ("PD_DATE_BACKDATED", Severity.INFO, f"{_RECIST} §4.3.2"),
