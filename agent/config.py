@@ -224,7 +224,7 @@ class UIDSettings(Section):
         return body + "."
 
 
-Scope = Literal["read", "acknowledge", "store"]
+Scope = Literal["read", "acknowledge", "store", "confirm"]
 
 
 def _read_scope() -> list[Scope]:

@@ -94,11 +94,7 @@ def assess_files(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         return _fail(str(exc))
     if args.json:
-        # The report's copy: the criteria's alerts and the tracking alerts; the pairings it rests on.
-        shown = assessment_to_dict(assembly.report.assessment)
-        shown["provisional"] = assembly.tracked.provisional
-        shown["pairings"] = assembly.tracked.pairings
-        print(json.dumps(shown, indent=2))
+        print(json.dumps(assessment_to_dict(assembly.assessment), indent=2))
     else:
         print(f"wrote {out}" + (f" and {args.summary}" if args.summary else ""), file=sys.stderr)
     return 0

@@ -210,6 +210,26 @@ class AcquisitionContext(Base):
     learned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class LesionPairing(Base):
+    """The radiologist's decision about a follow-up lesion's identity (docs/criteria.md §1.2), kept for the
+    patient: the measurement group (its SR and Tracking UID) is the same lesion as an earlier one
+    (``same``, ``paired_with`` its id) or a new lesion (``new``). Every later assessment of the patient uses
+    it; a later decision for the same group replaces it."""
+
+    __tablename__ = "lesion_pairings"
+    __table_args__ = (UniqueConstraint("sr_sop_uid", "tracking_uid", name="uq_lesion_pairings_group"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    study_uid: Mapped[str] = mapped_column(String(UID_LEN))
+    sr_sop_uid: Mapped[str] = mapped_column(String(UID_LEN))
+    tracking_uid: Mapped[str] = mapped_column(String(UID_LEN), default="")
+    decision: Mapped[str] = mapped_column(String(16))  # same | new
+    paired_with: Mapped[str | None] = mapped_column(String(64))
+    decided_by: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class MarkerRecord(Base):
     """One tumour marker result of a patient (docs/criteria.md §13.2), from HL7 ORU^R01 or a CSV import.
 

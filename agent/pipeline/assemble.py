@@ -22,7 +22,7 @@ pre-read: the priors' table and the thresholds for the coming read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -420,6 +420,7 @@ def assemble(
     ours: Sequence[SRReport] = (),
     predecessors: Sequence[Instance] = (),
     markers: Sequence[MarkerResult] = (),
+    confirmed: Mapping[tuple[str, str], tuple[str, str | None, str]] | None = None,
 ) -> Assembly:
     """Link, assess and build the report. Raises :class:`TrackingError` when the SRs cannot be linked and
     :class:`NoEarlierStudy` when a pre-read has no earlier study.
@@ -427,10 +428,13 @@ def assemble(
     Without ``current``: the newest study is current; ``pre_read`` leaves its measurements out. With
     ``current``: the report is final when a measurement SR of that study was read, a pre-read otherwise.
     ``options``: the timeline options (``sr.choi_assume_unknown_phase``). ``markers``: the patient's tumour
-    marker results (docs/criteria.md §13.2), added to the timeline.
+    marker results (docs/criteria.md §13.2), added to the timeline. ``confirmed``: the radiologist's pairing
+    decisions (``agent.pipeline.tracking.build_timeline``).
     """
     inputs, pet = split_pet(inputs)
-    tracked = build_timeline(inputs, context, options, link_distance_mm=link_distance_mm)
+    tracked = build_timeline(
+        inputs, context, options, link_distance_mm=link_distance_mm, confirmed=confirmed
+    )
     full = replace(tracked.timeline(), markers=tuple(sorted(markers, key=lambda r: r.date)), pet=pet)
     if current is not None:
         pre_read = not any(tp.study_uid == current.study_uid for tp in tracked.timepoints)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -226,8 +226,14 @@ def build_timeline(
     options: Options | None = None,
     *,
     link_distance_mm: float | None = None,
+    confirmed: Mapping[tuple[str, str], tuple[str, str | None, str]] | None = None,
 ) -> TrackedTimeline:
-    """Link the lesions of ``items`` across studies and build the response timeline."""
+    """Link the lesions of ``items`` across studies and build the response timeline.
+
+    ``confirmed``: the radiologist's decisions, (SR SOP Instance UID, Tracking UID or "") of a measurement
+    group -> (``same`` or ``new``, the earlier lesion's id for ``same``, who decided); they come before
+    every other rule."""
+    confirmed = confirmed or {}
     resolved = resolve_studies(items)
     if not resolved:
         raise TrackingError("no usable SR")
@@ -277,7 +283,38 @@ def build_timeline(
             match: _Known | None = None
             how = ""
             ambiguous = False
-            if head.tracking_uid:
+            decision = confirmed.get(
+                (str(head.source.get("sop_instance_uid") or ""), head.tracking_uid or "")
+            )
+            if decision is not None and t > 0:
+                action, paired_with, who = decision
+                target = next((k for k in known if k.id == paired_with), None)
+                if action == "same" and target is not None:
+                    match, how = target, f"{CONFIRMED} by {who}"
+                pairings.append(
+                    {
+                        "timepoint": t,
+                        "date": ctx.date.isoformat() if ctx.date else None,
+                        "lesion": head.tracking_identifier,
+                        "source": {
+                            "sop_instance_uid": head.source.get("sop_instance_uid"),
+                            "tracking_uid": head.tracking_uid,
+                        },
+                        "diameter_mm": number(_diameter(head)),
+                        "paired_with": target.id if match is not None and target is not None else None,
+                        "paired_label": target.label if match is not None and target is not None else None,
+                        "basis": [
+                            f"{'new lesion' if action == 'new' else 'same lesion'}, confirmed by {who}"
+                        ],
+                        "status": "confirmed"
+                        if action == "new" or match is not None
+                        else "unknown lesion id",
+                    }
+                )
+                if action == "new":
+                    links.append((cluster, None, "confirmed new", False))
+                    continue
+            if match is None and head.tracking_uid:
                 match = next((k for k in known if head.tracking_uid in k.uids), None)
                 how = "same Tracking UID"
             head_key = _key(head)
@@ -316,7 +353,7 @@ def build_timeline(
                     )
             links.append((cluster, match, how, ambiguous))
         if t > 0:
-            links = _propose(links, known, t, winner.report.patient_id, pairings, ctx.date)
+            links = _propose(links, known, t, winner.report.patient_id, pairings, ctx.date, unique_ids)
         # Two clusters of one report linked to the same earlier lesion (other than by UID) are ambiguous.
         counts: dict[str, int] = {}
         for _, match, _, _ in links:
@@ -388,6 +425,9 @@ def build_timeline(
                             f"{kind.value} lesion {lesion_id} at {ctx.date} matches no earlier lesion",
                         )
                     )
+                elif t > 0 and kind is None and how == "confirmed new":
+                    kind, status = LesionKind.NEW, LesionStatus.UNEQUIVOCAL
+                    notes.append("a new lesion, confirmed by the radiologist")
                 elif t > 0 and kind is None:
                     kind, status = LesionKind.NEW, LesionStatus.EQUIVOCAL
                     notes.append(
@@ -442,6 +482,7 @@ def build_timeline(
 
 
 PROPOSED = "proposed pairing (provisional)"
+CONFIRMED = "pairing confirmed"
 POSITION_MM = 30.0
 
 
@@ -465,13 +506,24 @@ def _propose(
     patient_id: str | None,
     pairings: list[dict[str, object]],
     when: date | None,
+    unique: set[str],
 ) -> list[tuple[list[Observation], _Known | None, str, bool]]:
     """Pairings proposed for the lesions of time point ``t`` no certain identity linked, with earlier lesions
     not seen at ``t``: same organ/site (required), label similarity, rank by size, position in patient
     coordinates (same frame of reference). A pairing is proposed only when it is the best for both sides
-    and has some evidence; the rest stay unlinked. Each proposal is recorded in ``pairings``."""
+    and has some evidence; the rest stay unlinked. A group whose name is repeated in its report (two
+    lesions called the same) gets no proposal: the naming contradicts itself. Each proposal is recorded in
+    ``pairings``."""
     taken = {m.id for _, m, _, _ in links if m is not None}
-    open_ = [i for i, (c, m, _, amb) in enumerate(links) if m is None and not amb and c[0].kind is None]
+    open_ = [
+        i
+        for i, (c, m, how, amb) in enumerate(links)
+        if m is None
+        and not amb
+        and c[0].kind is None
+        and how != "confirmed new"
+        and (c[0].tracking_identifier is None or _key(c[0]) in unique)
+    ]
     earlier = [k for k in known if k.id not in taken and k.first_seen < t and k.same_patient(patient_id)]
     if not open_ or not earlier:
         return links

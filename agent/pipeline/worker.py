@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from agent.config import Settings
 from agent.db.models import (
     Instance,
     Job,
+    LesionPairing,
     OutputVersion,
     Patient,
     ResultKind,
@@ -86,12 +87,19 @@ log = get_logger(__name__)
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 
 
+def load_pairings(session: Session, patient_pk: int) -> dict[tuple[str, str], tuple[str, str | None, str]]:
+    """The radiologist's pairing decisions for the patient (``agent.pipeline.tracking.build_timeline``)."""
+    rows = session.scalars(select(LesionPairing).where(LesionPairing.patient_pk == patient_pk)).all()
+    return {(r.sr_sop_uid, r.tracking_uid): (r.decision, r.paired_with, r.decided_by) for r in rows}
+
+
 def inputs_digest(
     kind: str,
     context: Context,
     sr_uids: Sequence[str],
     study_uid: str,
     markers: Sequence[MarkerResult] = (),
+    confirmed: Mapping[tuple[str, str], tuple[str, str | None, str]] | None = None,
 ) -> str:
     data: dict[str, Any] = {
         "agent": __version__,
@@ -105,6 +113,8 @@ def inputs_digest(
     }
     if markers:  # a new tumour marker result makes a new version
         data["markers"] = as_timeline_dicts(markers)
+    if confirmed:  # so does a pairing decision of the radiologist
+        data["pairings"] = sorted([*k, v[0], v[1] or ""] for k, v in confirmed.items())
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -296,7 +306,8 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
     sr_uids = [item.report.sop_instance_uid or "" for item in items]
     with sessions() as session:
         markers = load_markers(session, patient_id, issuer or "")
-    digest = inputs_digest(kind.value, context, sr_uids, study_uid, markers)
+        confirmed = load_pairings(session, patient_pk)
+    digest = inputs_digest(kind.value, context, sr_uids, study_uid, markers, confirmed)
     with sessions() as session:
         existing = session.execute(
             select(OutputVersion).where(OutputVersion.study_pk == study_pk, OutputVersion.digest == digest)
@@ -339,6 +350,7 @@ def process_study(deps: Deps, study_pk: int) -> Outcome:
             ours=[o.report for o in ours],
             predecessors=predecessors,
             markers=markers,
+            confirmed=confirmed,
         )
     except TrackingError as exc:
         return Outcome(StudyState.FAILED.value, f"tracking: {exc}", timings=timings)

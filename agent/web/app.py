@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -32,6 +32,7 @@ from agent.alerts.store import AlertFilter, acknowledge, list_alerts
 from agent.config import WebSettings
 from agent.db.models import OutputVersion, Patient, Study
 from agent.log import get_logger
+from agent.pipeline import pairings
 from agent.response.model import Severity
 from agent.sr.values import iso_da
 from agent.web import users as web_users
@@ -199,6 +200,11 @@ def create_app(
             raise HTTPException(403, "token lacks the acknowledge scope")
         return p
 
+    def confirmer(p: Annotated[Principal, Depends(principal)]) -> Principal:
+        if "confirm" not in p.scopes:
+            raise HTTPException(403, "token lacks the confirm scope")
+        return p
+
     def storer(p: Annotated[Principal, Depends(principal)]) -> Principal:
         if "store" not in p.scopes:
             raise HTTPException(403, "token lacks the store scope")
@@ -294,6 +300,30 @@ def create_app(
                 raise HTTPException(404, "no such alert")
             return alert_out(row)
 
+    @app.post(
+        "/api/studies/{study_uid}/pairings",
+        tags=["pairings"],
+        summary="Confirm, re-pair or mark new the lesions of a study; the study is assessed again",
+        status_code=202,
+        responses={**auth_errors, 404: {"model": Problem, "description": "no such study"}},
+    )
+    def api_pairings(
+        study_uid: Annotated[str, PathParam(max_length=64)],
+        body: PairingsIn,
+        p: Annotated[Principal, Depends(confirmer)],
+    ) -> PairingsOut:
+        return PairingsOut(job=_record_pairings(study_uid, body, f"token:{p.name}"))
+
+    def _record_pairings(study_uid: str, body: PairingsIn, who: str) -> int:
+        decisions = [
+            pairings.Decision(d.sr_sop_uid, d.tracking_uid or "", d.decision, d.paired_with)
+            for d in body.decisions
+        ]
+        try:
+            return pairings.record(sessions, study_uid, decisions, who)
+        except pairings.PairingError as exc:
+            raise HTTPException(404 if "no such study" in str(exc) else 422, str(exc)) from exc
+
     def _result_for(session: Session, study_uid: str) -> tuple[Study, StoredResult]:
         study = session.scalar(select(Study).where(Study.study_uid == study_uid))
         result = current_result(session, study.id) if study is not None else None
@@ -347,7 +377,7 @@ def create_app(
         @app.post(
             "/dicomweb/studies",
             tags=["dicomweb"],
-            summary="STOW-RS: store instances (multipart/related; type=\"application/dicom\")",
+            summary='STOW-RS: store instances (multipart/related; type="application/dicom")',
             responses={
                 **auth_errors,
                 200: {"content": {"application/dicom+json": {}}, "description": "every instance stored"},
@@ -493,6 +523,7 @@ def create_app(
                     "marker_curve": views.marker_svg(result),
                     "marker_status": views.marker_status(result),
                     "metabolic": views.metabolic_status(result),
+                    "pairings": views.pairing_table(result),
                 },
             )
 
@@ -514,7 +545,39 @@ def create_app(
                  "acknowledged_at": row.acknowledged_at.isoformat() if row.acknowledged_at else None}
             )  # fmt: skip
 
+    @app.post("/studies/{study_uid}/pairings", include_in_schema=False)
+    def page_pairings(request: Request, study_uid: str, body: PairingsIn) -> JSONResponse:
+        user = page_user(request)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if user is None or cookie is None:
+            return JSONResponse({"detail": "login required"}, 401)
+        token = request.headers.get("X-CSRF-Token", "")
+        if not secrets.compare_digest(token, signer.csrf(cookie)):
+            return JSONResponse({"detail": "bad CSRF token"}, 403)
+        try:
+            job = _record_pairings(study_uid, body, user)
+        except HTTPException as exc:
+            return JSONResponse({"detail": exc.detail}, exc.status_code)
+        return JSONResponse({"job": job}, 202)
+
     return app
+
+
+class DecisionIn(BaseModel):
+    """One measurement group of the study (its SR and Tracking UID) and what it is."""
+
+    sr_sop_uid: str = Field(max_length=64)
+    tracking_uid: str | None = Field(None, max_length=64)
+    decision: Literal["same", "new"]
+    paired_with: str | None = Field(None, max_length=64)
+
+
+class PairingsIn(BaseModel):
+    decisions: list[DecisionIn] = Field(min_length=1, max_length=200)
+
+
+class PairingsOut(BaseModel):
+    job: int
 
 
 def _safe_next(target: str) -> str:

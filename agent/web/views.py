@@ -401,3 +401,29 @@ def response_csv(result: StoredResult) -> str:
                 ]
             )  # fmt: skip
     return buf.getvalue()
+
+
+def pairing_table(result: StoredResult) -> dict[str, Any]:
+    """The lesion pairings the result rests on (proposed or confirmed), each with the earlier lesions it
+    could be paired with: the study page's pairing panel."""
+    timeline = result.timeline or {}
+    timepoints = timeline.get("timepoints") or []
+    rows = []
+    for p in timeline.get("pairings") or []:
+        t = int(p.get("timepoint") or 0)
+        earlier = sorted({str(les.get("id")) for tp in timepoints[:t] for les in tp.get("lesions") or []})
+        source = p.get("source") or {}
+        rows.append(
+            {
+                "lesion": p.get("lesion") or "(no label)",
+                "diameter": _fmt(p.get("diameter_mm"), " mm"),
+                "date": p.get("date") or "",
+                "paired_with": p.get("paired_with"),
+                "status": p.get("status"),
+                "basis": "; ".join(p.get("basis") or []),
+                "sr_sop_uid": source.get("sop_instance_uid") or "",
+                "tracking_uid": source.get("tracking_uid") or "",
+                "choices": earlier,
+            }
+        )
+    return {"provisional": bool(timeline.get("provisional")), "rows": rows}

@@ -104,38 +104,27 @@ def test_sr_assess_pairs_ohif_lesions_by_label(tmp_path: Path, capsys: pytest.Ca
 def test_without_labels_the_pairing_is_proposed_and_the_result_provisional(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [
-        "sr",
-        "assess",
-        str(ohif_sr("ohif3_nolabels_baseline.dcm")),
-        str(ohif_sr("ohif3_nolabels_followup.dcm")),
-    ]
-    assert cli.main([*argv, "--out", str(tmp_path / "out.dcm"), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    files = [str(ohif_sr("ohif3_nolabels_baseline.dcm")), str(ohif_sr("ohif3_nolabels_followup.dcm"))]
+    assert cli.main(["sr", "dump", *files]) == 0
+    timeline = json.loads(capsys.readouterr().out)
     # Proposed by size rank (same site: none stated): 52.5 mm <- 50 mm (L1), 33 mm <- 30 mm (L2).
-    assert result["provisional"] is True
-    pairs = sorted((p["diameter_mm"], p["paired_with"], p["status"]) for p in result["pairings"])
+    assert timeline["provisional"] is True
+    pairs = sorted((p["diameter_mm"], p["paired_with"], p["status"]) for p in timeline["pairings"])
     assert pairs == [(33, "L2", "proposed"), (52.5, "L1", "proposed")]
-    assert all("same size rank" in " ".join(p["basis"]) for p in result["pairings"])
-    assert result["recist"]["target_sums_mm"] == [80, 85.5]
-    assert result["recist"]["timepoint_responses"] == [None, "SD"]
-    provisional = [a for a in result["alerts"] if a["code"] == "LESION_PAIRING_PROVISIONAL"]
-    assert len(provisional) == 2 and all("confirm or re-pair" in a["message"] for a in provisional)
-    # The response SR carries them.
+    assert all("same size rank" in " ".join(p["basis"]) for p in timeline["pairings"])
+    assert cli.main(["sr", "assess", *files, "--out", str(tmp_path / "out.dcm"), "--json"]) == 0
+    recist = json.loads(capsys.readouterr().out)["recist"]
+    assert recist["target_sums_mm"] == [80, 85.5]
+    assert recist["timepoint_responses"] == [None, "SD"]
+    # The response SR says the pairing is provisional, lesion by lesion.
     sr = pydicom.dcmread(tmp_path / "out.dcm")
     texts = [str(e.value) for e in sr.iterall() if e.keyword == "TextValue"]
-    assert sum("paired with L" in t and "provisional" in t for t in texts) == 2, texts
+    provisional = [t for t in texts if "paired with L" in t and "provisional" in t]
+    assert len(provisional) == 2 and all("confirm or re-pair" in t for t in provisional), texts
 
 
-def test_labels_that_pair_leave_nothing_provisional(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    argv = [
-        "sr",
-        "assess",
-        str(ohif_sr("ohif3_labels_baseline.dcm")),
-        str(ohif_sr("ohif3_labels_followup.dcm")),
-    ]
-    assert cli.main([*argv, "--out", str(tmp_path / "out.dcm"), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["provisional"] is False and result["pairings"] == []
+def test_labels_that_pair_leave_nothing_provisional(capsys: pytest.CaptureFixture[str]) -> None:
+    files = [str(ohif_sr("ohif3_labels_baseline.dcm")), str(ohif_sr("ohif3_labels_followup.dcm"))]
+    assert cli.main(["sr", "dump", *files]) == 0
+    timeline = json.loads(capsys.readouterr().out)
+    assert timeline["provisional"] is False and timeline["pairings"] == []

@@ -1,0 +1,119 @@
+"""A provisional pairing confirmed by the radiologist: OHIF v3 SRs without labels through the worker on a
+real index (migrated SQLite), the decision posted to the HTTP API (``confirm`` scope) and to the study page
+(session + CSRF), the study assessed again: a new output version superseding the previous SR, built on the
+confirmed pairing.
+
+The browser and Orthanc side of the same flow: tests/e2e/test_pairing_browser.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from support.ohif import run_pipeline, spool_ohif_patient
+from support.worklist import migrated_sessions
+
+from agent.config import APITokenSettings, Settings, WebSettings
+from agent.db.models import LesionPairing, OutputVersion
+from agent.web.app import Readiness, create_app
+from agent.web.auth import hash_secret
+
+FOLLOW_UP = "1.2.826.0.1.3680043.10.1455.14.2.2"
+CONFIRM = "confirm-token-0123456789abcdef"
+READ = "read-token-0123456789abcdef"
+
+
+def settings_for(tmp_path: Path) -> Settings:
+    return Settings(
+        storage={"spool_dir": str(tmp_path / "spool"), "min_free_mb": 0},
+        pipeline={"results_dir": str(tmp_path / "out")},
+    )
+
+
+def web() -> WebSettings:
+    return WebSettings(
+        tokens=[
+            APITokenSettings(name="ris", hash=hash_secret(CONFIRM, "sha256"), scopes=["read", "confirm"]),
+            APITokenSettings(name="dashboard", hash=hash_secret(READ, "sha256"), scopes=["read"]),
+        ],
+        session_secret="test-session-secret",
+    )
+
+
+def test_the_api_confirms_a_pairing_and_a_new_version_supersedes_the_provisional_one(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool_ohif_patient(
+        spool,
+        tmp_path,
+        ("ohif3_nolabels_followup.dcm",),
+        ("ohif3_nolabels_baseline.dcm", "ohif3_nolabels_followup.dcm"),
+    )
+    sessions = migrated_sessions(tmp_path / "agent.db")
+    settings = settings_for(tmp_path)
+    state, detail = run_pipeline(sessions, settings, spool)[FOLLOW_UP]
+    assert state == "done" and detail is not None
+    timeline = detail["timeline"]
+    assert timeline["provisional"] is True
+    assert detail["assessment"]["recist"]["timepoint_responses"] == [None, "SD"]
+    by_size = {p["diameter_mm"]: p for p in timeline["pairings"]}
+    assert (by_size[52.5]["paired_with"], by_size[33]["paired_with"]) == ("L1", "L2")
+
+    client = TestClient(create_app(web(), sessions, Readiness({})))
+    decisions = [
+        {  # the 52.5 mm lesion is not L1: a new lesion
+            "sr_sop_uid": by_size[52.5]["source"]["sop_instance_uid"],
+            "tracking_uid": by_size[52.5]["source"]["tracking_uid"],
+            "decision": "new",
+        },
+        {  # the 33 mm lesion is L2, as proposed
+            "sr_sop_uid": by_size[33]["source"]["sop_instance_uid"],
+            "tracking_uid": by_size[33]["source"]["tracking_uid"],
+            "decision": "same",
+            "paired_with": "L2",
+        },
+    ]
+    url = f"/api/studies/{FOLLOW_UP}/pairings"
+    assert client.post(url, json={"decisions": decisions}).status_code == 401
+    denied = client.post(url, json={"decisions": decisions}, headers={"Authorization": f"Bearer {READ}"})
+    assert denied.status_code == 403
+    bad = [{**decisions[1], "decision": "maybe"}]
+    assert (
+        client.post(url, json={"decisions": bad}, headers={"Authorization": f"Bearer {CONFIRM}"}).status_code
+        == 422
+    )
+    r = client.post(url, json={"decisions": decisions}, headers={"Authorization": f"Bearer {CONFIRM}"})
+    assert r.status_code == 202 and r.json()["job"] >= 1
+    with sessions() as s:
+        rows = s.scalars(select(LesionPairing)).all()
+        assert sorted((p.decision, p.paired_with, p.decided_by) for p in rows) == [
+            ("new", None, "token:ris"),
+            ("same", "L2", "token:ris"),
+        ]
+        assert all(p.decided_at is not None for p in rows)
+
+    state, detail = run_pipeline(sessions, settings, spool)[FOLLOW_UP]
+    assert state == "done" and detail is not None
+    timeline = detail["timeline"]
+    assert timeline["provisional"] is False
+    assert sorted(p["status"] for p in timeline["pairings"]) == ["confirmed", "confirmed"]
+    # L1 not measured and an unequivocal new lesion: progression.
+    assert detail["assessment"]["recist"]["timepoint_responses"] == [None, "PD"]
+    with sessions() as s:
+        versions = s.scalars(select(OutputVersion).order_by(OutputVersion.version)).all()
+        follow_up = [v for v in versions if v.study_pk == versions[-1].study_pk]
+        assert [(v.version, v.current) for v in follow_up] == [(1, False), (2, True)]
+        first, second = follow_up
+    sr = pydicom.dcmread(detail["objects"][0])
+    assert sr.SOPInstanceUID == second.sr_sop_uid
+    predecessors = [
+        ref.ReferencedSOPInstanceUID
+        for study in sr.PredecessorDocumentsSequence
+        for series in study.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    ]
+    assert first.sr_sop_uid in predecessors
+    texts = [str(e.value) for e in sr.iterall() if e.keyword == "TextValue"]
+    assert not any("provisional" in t for t in texts)
