@@ -211,20 +211,26 @@ class AcquisitionContext(Base):
 
 
 class LesionPairing(Base):
-    """The radiologist's decision about a follow-up lesion's identity (docs/criteria.md §1.2), kept for the
-    patient: the measurement group (its SR and Tracking UID) is the same lesion as an earlier one
-    (``same``, ``paired_with`` its id) or a new lesion (``new``). Every later assessment of the patient uses
-    it; a later decision for the same group replaces it."""
+    """The radiologist's decision about lesion identity (docs/criteria.md §1.3), kept for the patient:
+    a follow-up measurement group (its SR and Tracking UID) is the same lesion as an earlier one (``same``,
+    ``paired_with`` its id) or a new lesion (``new``); or an earlier lesion (``lesion_id``) the study does
+    not measure is ``absent`` or ``not_assessed`` there (``sr_sop_uid`` and ``tracking_uid`` empty). Every
+    later assessment of the patient uses it; a later decision for the same group or lesion replaces it."""
 
     __tablename__ = "lesion_pairings"
-    __table_args__ = (UniqueConstraint("sr_sop_uid", "tracking_uid", name="uq_lesion_pairings_group"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "study_uid", "sr_sop_uid", "tracking_uid", "lesion_id", name="uq_lesion_pairings_subject"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
     study_uid: Mapped[str] = mapped_column(String(UID_LEN))
     sr_sop_uid: Mapped[str] = mapped_column(String(UID_LEN))
     tracking_uid: Mapped[str] = mapped_column(String(UID_LEN), default="")
-    decision: Mapped[str] = mapped_column(String(16))  # same | new
+    lesion_id: Mapped[str] = mapped_column(String(64), default="")
+    decision: Mapped[str] = mapped_column(String(16))  # same | new | absent | not_assessed
     paired_with: Mapped[str | None] = mapped_column(String(64))
     decided_by: Mapped[str] = mapped_column(String(64))
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -405,8 +411,6 @@ class AlertState(enum.StrEnum):
     ACKNOWLEDGED = "acknowledged"
     # No longer produced by the latest run of its study (or the operational condition cleared).
     RESOLVED = "resolved"
-
-
 
 
 class DeliveryState(enum.StrEnum):

@@ -20,15 +20,18 @@ from agent.log import get_logger, uid_hash
 from agent.pipeline.jobs import PROCESS_STUDY, enqueue, log_enqueued
 
 log = get_logger(__name__)
-DECISIONS = ("same", "new")
+GROUP_DECISIONS = ("same", "new")
+LESION_DECISIONS = ("absent", "not_assessed")
+DECISIONS = GROUP_DECISIONS + LESION_DECISIONS
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    sr_sop_uid: str
+    sr_sop_uid: str  # the follow-up group's SR ("" for a decision about an earlier lesion)
     tracking_uid: str  # "" when the group has none
-    decision: str  # same | new
+    decision: str  # same | new (a group) | absent | not_assessed (an earlier lesion, ``lesion_id``)
     paired_with: str | None = None  # the earlier lesion's id, for "same"
+    lesion_id: str = ""  # the earlier lesion absent or not assessed in this study
 
 
 class PairingError(ValueError):
@@ -44,7 +47,10 @@ def record(sessions: sessionmaker[Session], study_uid: str, decisions: Sequence[
             raise PairingError(f"decision {d.decision!r} is not one of {', '.join(DECISIONS)}")
         if d.decision == "same" and not d.paired_with:
             raise PairingError("a 'same' decision names the earlier lesion (paired_with)")
-        if not d.sr_sop_uid or len(d.sr_sop_uid) > 64 or len(d.tracking_uid) > 64:
+        if d.decision in LESION_DECISIONS:
+            if not d.lesion_id or len(d.lesion_id) > 64:
+                raise PairingError(f"an {d.decision!r} decision names the earlier lesion (lesion_id)")
+        elif not d.sr_sop_uid or len(d.sr_sop_uid) > 64 or len(d.tracking_uid) > 64:
             raise PairingError("a decision names its group by SR SOP Instance UID and Tracking UID")
     now = utcnow()
     with sessions.begin() as session:
@@ -52,13 +58,20 @@ def record(sessions: sessionmaker[Session], study_uid: str, decisions: Sequence[
         if study is None:
             raise PairingError("no such study")
         for d in decisions:
+            about_lesion = d.decision in LESION_DECISIONS
+            subject = {
+                "study_uid": study_uid,
+                "sr_sop_uid": "" if about_lesion else d.sr_sop_uid,
+                "tracking_uid": "" if about_lesion else d.tracking_uid,
+                "lesion_id": d.lesion_id if about_lesion else "",
+            }
+            # One decision per group whichever study page it was made on; per (study, lesion) otherwise.
+            keys = subject if about_lesion else {k: v for k, v in subject.items() if k != "study_uid"}
             row = session.scalar(
-                select(LesionPairing).where(
-                    LesionPairing.sr_sop_uid == d.sr_sop_uid, LesionPairing.tracking_uid == d.tracking_uid
-                )
+                select(LesionPairing).where(*(getattr(LesionPairing, k) == v for k, v in keys.items()))
             )
             if row is None:
-                row = LesionPairing(sr_sop_uid=d.sr_sop_uid, tracking_uid=d.tracking_uid)
+                row = LesionPairing(**subject)
                 session.add(row)
             row.patient_pk = study.patient_pk
             row.study_uid = study_uid

@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import Any
 
 from agent.response.model import (
+    STATUSES_BY_KIND,
     Context,
     Lesion,
     LesionKind,
@@ -231,8 +232,9 @@ def build_timeline(
     """Link the lesions of ``items`` across studies and build the response timeline.
 
     ``confirmed``: the radiologist's decisions, (SR SOP Instance UID, Tracking UID or "") of a measurement
-    group -> (``same`` or ``new``, the earlier lesion's id for ``same``, who decided); they come before
-    every other rule."""
+    group -> (``same`` or ``new``, the earlier lesion's id for ``same``, who decided), and ("study:" + Study
+    Instance UID, lesion id) of an earlier lesion that study does not measure -> (``absent`` or
+    ``not_assessed``, None, who); they come before every other rule."""
     confirmed = confirmed or {}
     resolved = resolve_studies(items)
     if not resolved:
@@ -458,6 +460,8 @@ def build_timeline(
                 pending_baseline.append((cluster, tracked_lesion))
         if t == 0:
             _infer_baseline_roles(pending_baseline, lesions, known, ctx)
+        if t > 0:
+            _decided_absent(lesions, known, confirmed, ctx, t, pairings)
         timepoint = TimePoint(
             date=ctx.date or date.min,
             modality=ctx.modality,
@@ -484,6 +488,53 @@ def build_timeline(
 PROPOSED = "proposed pairing (provisional)"
 CONFIRMED = "pairing confirmed"
 POSITION_MM = 30.0
+
+
+def _decided_absent(
+    lesions: list[TrackedLesion],
+    known: list[_Known],
+    confirmed: Mapping[tuple[str, str], tuple[str, str | None, str]],
+    ctx: StudyContext,
+    t: int,
+    pairings: list[dict[str, object]],
+) -> None:
+    """Earlier lesions this study does not measure that the radiologist called absent or not assessed."""
+    seen = {tl.lesion.id for tl in lesions}
+    for k in known:
+        decision = confirmed.get((f"study:{ctx.study_uid}", k.id))
+        if decision is None or k.id in seen or k.first_seen >= t:
+            continue
+        action, _, who = decision
+        if action == "absent":
+            status = LesionStatus.DISAPPEARED if k.kind is LesionKind.TARGET else LesionStatus.ABSENT
+        elif action == "not_assessed":
+            status = LesionStatus.NOT_ASSESSED
+        else:
+            continue
+        if status not in STATUSES_BY_KIND[k.kind]:
+            continue
+        note = f"{action.replace('_', ' ')} at this study, confirmed by {who}"
+        lesion = Lesion(
+            id=k.id,
+            organ=k.organ,
+            kind=k.kind,
+            status=status,
+            long_axis_mm=Decimal(0) if status is LesionStatus.DISAPPEARED else None,
+        )
+        lesions.append(TrackedLesion(lesion=lesion, notes=[note], sources=[]))
+        pairings.append(
+            {
+                "timepoint": t,
+                "date": ctx.date.isoformat() if ctx.date else None,
+                "lesion": k.label,
+                "source": {"lesion_id": k.id},
+                "diameter_mm": None,
+                "paired_with": k.id,
+                "paired_label": k.label,
+                "basis": [note],
+                "status": action,
+            }
+        )
 
 
 def _named(obs: Observation) -> str:

@@ -88,9 +88,17 @@ SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 
 
 def load_pairings(session: Session, patient_pk: int) -> dict[tuple[str, str], tuple[str, str | None, str]]:
-    """The radiologist's pairing decisions for the patient (``agent.pipeline.tracking.build_timeline``)."""
+    """The radiologist's pairing decisions for the patient (``agent.pipeline.tracking.build_timeline``):
+    (SR, Tracking UID) of a group, or ("study:" + Study UID, lesion id) of an earlier lesion -> decision."""
     rows = session.scalars(select(LesionPairing).where(LesionPairing.patient_pk == patient_pk)).all()
-    return {(r.sr_sop_uid, r.tracking_uid): (r.decision, r.paired_with, r.decided_by) for r in rows}
+    return {
+        ((f"study:{r.study_uid}", r.lesion_id) if r.lesion_id else (r.sr_sop_uid, r.tracking_uid)): (
+            r.decision,
+            r.paired_with,
+            r.decided_by,
+        )
+        for r in rows
+    }
 
 
 def inputs_digest(

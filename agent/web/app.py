@@ -316,7 +316,7 @@ def create_app(
 
     def _record_pairings(study_uid: str, body: PairingsIn, who: str) -> int:
         decisions = [
-            pairings.Decision(d.sr_sop_uid, d.tracking_uid or "", d.decision, d.paired_with)
+            pairings.Decision(d.sr_sop_uid, d.tracking_uid or "", d.decision, d.paired_with, d.lesion_id)
             for d in body.decisions
         ]
         try:
@@ -564,12 +564,14 @@ def create_app(
 
 
 class DecisionIn(BaseModel):
-    """One measurement group of the study (its SR and Tracking UID) and what it is."""
+    """A measurement group of the study (its SR and Tracking UID) that is the same lesion as an earlier one
+    (``same``, ``paired_with``) or new; or an earlier lesion (``lesion_id``) absent or not assessed here."""
 
-    sr_sop_uid: str = Field(max_length=64)
+    sr_sop_uid: str = Field("", max_length=64)
     tracking_uid: str | None = Field(None, max_length=64)
-    decision: Literal["same", "new"]
+    decision: Literal["same", "new", "absent", "not_assessed"]
     paired_with: str | None = Field(None, max_length=64)
+    lesion_id: str = Field("", max_length=64)
 
 
 class PairingsIn(BaseModel):

@@ -426,4 +426,11 @@ def pairing_table(result: StoredResult) -> dict[str, Any]:
                 "choices": earlier,
             }
         )
-    return {"provisional": bool(timeline.get("provisional")), "rows": rows}
+    # Earlier lesions the study does not measure: the radiologist may call them absent or not assessed.
+    missing: list[str] = []
+    at = result.timepoint
+    if at is not None and 0 < at < len(timepoints):
+        here = {str(les.get("id")) for les in timepoints[at].get("lesions") or []}
+        before = {str(les.get("id")) for tp in timepoints[:at] for les in tp.get("lesions") or []}
+        missing = sorted(before - here)
+    return {"provisional": bool(timeline.get("provisional")), "rows": rows, "missing": missing}

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {
     "tests/unit/sr/test_samples.py": 28,
     "tests/unit/sr/test_read_once.py": 22,
-    "tests/unit/sr/test_ohif_writer.py": 13,
+    "tests/unit/sr/test_ohif_writer.py": 14,
 }
 
 

@@ -13,11 +13,13 @@ from pathlib import Path
 import pydicom
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from support.ohif import ohif_sr as spool_source
 from support.ohif import run_pipeline, spool_ohif_patient
 from support.worklist import migrated_sessions
 
 from agent.config import APITokenSettings, Settings, WebSettings
 from agent.db.models import LesionPairing, OutputVersion
+from agent.dicom.spool import Spool
 from agent.web.app import Readiness, create_app
 from agent.web.auth import hash_secret
 
@@ -117,3 +119,51 @@ def test_the_api_confirms_a_pairing_and_a_new_version_supersedes_the_provisional
     assert first.sr_sop_uid in predecessors
     texts = [str(e.value) for e in sr.iterall() if e.keyword == "TextValue"]
     assert not any("provisional" in t for t in texts)
+
+
+def test_an_earlier_lesion_not_measured_is_marked_absent_or_not_assessed(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    # The follow-up measures one lesion only: its SR is the nolabels follow-up without its first group.
+    follow_up = pydicom.dcmread(spool_source("ohif3_nolabels_followup.dcm"))
+    measurements = next(
+        c for c in follow_up.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "126010"
+    )
+    del measurements.ContentSequence[0]  # the 33 mm lesion: L2 is not measured at the follow-up
+    spool_ohif_patient(
+        spool,
+        tmp_path,
+        ("ohif3_nolabels_followup.dcm",),
+        ("ohif3_nolabels_baseline.dcm", "ohif3_nolabels_followup.dcm"),
+    )
+    held = Spool(spool).relative_path(
+        FOLLOW_UP, str(follow_up.SeriesInstanceUID), str(follow_up.SOPInstanceUID)
+    )
+    follow_up.save_as(spool / held)  # in place of the original
+    sessions = migrated_sessions(tmp_path / "agent.db")
+    settings = settings_for(tmp_path)
+    state, detail = run_pipeline(sessions, settings, spool)[FOLLOW_UP]
+    assert state == "done" and detail is not None
+    assert detail["assessment"]["recist"]["timepoint_responses"] == [None, "NE"]  # L2 not assessed
+    client = TestClient(create_app(web(), sessions, Readiness({})))
+    headers = {"Authorization": f"Bearer {CONFIRM}"}
+    url = f"/api/studies/{FOLLOW_UP}/pairings"
+    assert client.post(url, json={"decisions": [{"decision": "absent"}]}, headers=headers).status_code == 422
+    r = client.post(url, json={"decisions": [{"decision": "absent", "lesion_id": "L2"}]}, headers=headers)
+    assert r.status_code == 202
+    state, detail = run_pipeline(sessions, settings, spool)[FOLLOW_UP]
+    assert detail is not None
+    (l2,) = [les for les in detail["timeline"]["timepoints"][1]["lesions"] if les["id"] == "L2"]
+    assert l2["status"] == "disappeared"
+    assert any(p["status"] == "absent" and p["paired_with"] == "L2" for p in detail["timeline"]["pairings"])
+    # L1 52.5 mm (proposed) and L2 gone: 52.5 mm vs 80 mm at baseline, -34 %: PR (provisional on L1).
+    assert detail["assessment"]["recist"]["target_sums_mm"] == [80, 52.5]
+    assert detail["assessment"]["recist"]["timepoint_responses"] == [None, "PR"]
+    r = client.post(
+        url, json={"decisions": [{"decision": "not_assessed", "lesion_id": "L2"}]}, headers=headers
+    )
+    assert r.status_code == 202
+    state, detail = run_pipeline(sessions, settings, spool)[FOLLOW_UP]
+    assert detail is not None
+    (l2,) = [les for les in detail["timeline"]["timepoints"][1]["lesions"] if les["id"] == "L2"]
+    assert l2["status"] == "not_assessed"
+    assert detail["assessment"]["recist"]["timepoint_responses"] == [None, "NE"]

@@ -128,3 +128,23 @@ def test_labels_that_pair_leave_nothing_provisional(capsys: pytest.CaptureFixtur
     assert cli.main(["sr", "dump", *files]) == 0
     timeline = json.loads(capsys.readouterr().out)
     assert timeline["provisional"] is False and timeline["pairings"] == []
+
+
+def test_old_dcmjs_hounsfield_unit_is_read(tmp_path: Path) -> None:
+    # dcmjs before its UCUM units wrote HU as (HU, 99dcmjsUnit, "Hounsfield Unit").
+    ds = pydicom.dcmread(ohif_sr("ohif3_ellipse_stats.dcm"))
+    group = next(c for c in ds.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "126010")
+    for item in group.ContentSequence[0].ContentSequence:
+        if item.ValueType == "NUM" and "MeasuredValueSequence" in item:
+            unit = item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0]
+            if unit.CodeValue == "[hnsf'U]":
+                unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = (
+                    "HU",
+                    "99dcmjsUnit",
+                    "Hounsfield Unit",
+                )
+    ds.save_as(tmp_path / "old_units.dcm")
+    (group_read,) = read_sr(tmp_path / "old_units.dcm").groups
+    mean = group_read.first(MeasurementKind.MEAN_HU)
+    assert mean is not None and mean.value == 55 and mean.raw_unit is not None
+    assert mean.raw_unit.scheme_designator == "99dcmjsUnit"

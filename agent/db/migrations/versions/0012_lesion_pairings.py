@@ -1,4 +1,4 @@
-"""The radiologist's lesion pairing decisions (confirmed, re-paired or new), reused by later assessments.
+"""The radiologist's lesion pairing decisions (confirmed, re-paired, new, absent, not assessed), reused later.
 
 Revision ID: 0012
 Revises: 0011
@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("study_uid", sa.String(64), nullable=False),
         sa.Column("sr_sop_uid", sa.String(64), nullable=False),
         sa.Column("tracking_uid", sa.String(64), nullable=False),
+        sa.Column("lesion_id", sa.String(64), nullable=False),
         sa.Column("decision", sa.String(16), nullable=False),
         sa.Column("paired_with", sa.String(64), nullable=True),
         sa.Column("decided_by", sa.String(64), nullable=False),
@@ -32,7 +33,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["patient_pk"], ["patients.id"], name="fk_lesion_pairings_patient_pk_patients"
         ),
-        sa.UniqueConstraint("sr_sop_uid", "tracking_uid", name="uq_lesion_pairings_group"),
+        sa.UniqueConstraint(
+            "study_uid", "sr_sop_uid", "tracking_uid", "lesion_id", name="uq_lesion_pairings_subject"
+        ),
     )
     op.create_index("ix_lesion_pairings_patient_pk", "lesion_pairings", ["patient_pk"])
 
