@@ -130,6 +130,13 @@ write('ohif3_nolabels_followup.dcm', B, b2, [
   bidirectional(b2i[1], undefined, 322, 183, 33.0, 24.0),
   bidirectional(b2i[0], undefined, 182, 248, 52.5, 36.0),
 ]);
+// A third study of patient B, again without labels (a later study reusing the confirmed identities).
+const b3 = { n: 3, date: '20260512' };
+const b3i = [image(B, b3, 32), image(B, b3, 58)];
+write('ohif3_nolabels_followup2.dcm', B, b3, [
+  bidirectional(b3i[0], undefined, 183, 249, 40.5, 27.0),
+  bidirectional(b3i[1], undefined, 323, 184, 36.0, 25.5),
+]);
 // An elliptical ROI with its area and HU statistics.
 write('ohif3_ellipse_stats.dcm', A, a1, [ellipse(a1i[0], 'Target 1 seg VII', 200, 260, 42.0, 30.0, 55.0)]);
 

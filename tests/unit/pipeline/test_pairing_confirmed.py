@@ -24,6 +24,7 @@ from agent.web.app import Readiness, create_app
 from agent.web.auth import hash_secret
 
 FOLLOW_UP = "1.2.826.0.1.3680043.10.1455.14.2.2"
+SECOND_FOLLOW_UP = "1.2.826.0.1.3680043.10.1455.14.2.3"
 CONFIRM = "confirm-token-0123456789abcdef"
 READ = "read-token-0123456789abcdef"
 
@@ -167,3 +168,51 @@ def test_an_earlier_lesion_not_measured_is_marked_absent_or_not_assessed(tmp_pat
     (l2,) = [les for les in detail["timeline"]["timepoints"][1]["lesions"] if les["id"] == "L2"]
     assert l2["status"] == "not_assessed"
     assert detail["assessment"]["recist"]["timepoint_responses"] == [None, "NE"]
+
+
+def test_a_later_study_reuses_the_confirmed_identities(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool_ohif_patient(
+        spool,
+        tmp_path,
+        ("ohif3_nolabels_followup.dcm",),
+        ("ohif3_nolabels_baseline.dcm", "ohif3_nolabels_followup.dcm"),
+    )
+    sessions = migrated_sessions(tmp_path / "agent.db")
+    settings = settings_for(tmp_path)
+    _, detail = run_pipeline(sessions, settings, spool)[FOLLOW_UP]
+    assert detail is not None
+    by_size = {p["diameter_mm"]: p["source"] for p in detail["timeline"]["pairings"]}
+    # The radiologist pairs the other way round: 52.5 mm is L2, 33 mm is L1.
+    decisions = [
+        {
+            "sr_sop_uid": src["sop_instance_uid"],
+            "tracking_uid": src["tracking_uid"],
+            "decision": "same",
+            "paired_with": lid,
+        }
+        for src, lid in ((by_size[52.5], "L2"), (by_size[33], "L1"))
+    ]
+    client = TestClient(create_app(web(), sessions, Readiness({})))
+    r = client.post(
+        f"/api/studies/{FOLLOW_UP}/pairings",
+        json={"decisions": decisions},
+        headers={"Authorization": f"Bearer {CONFIRM}"},
+    )
+    assert r.status_code == 202, r.text
+    # A third study arrives later, again without labels.
+    spool_ohif_patient(spool, tmp_path, ("ohif3_nolabels_followup2.dcm",), ("ohif3_nolabels_followup2.dcm",))
+    out = run_pipeline(sessions, settings, spool)
+    _, detail = out[SECOND_FOLLOW_UP]
+    assert detail is not None
+    timeline = detail["timeline"]
+    earlier = sorted(
+        (p["diameter_mm"], p["paired_with"], p["status"]) for p in timeline["pairings"] if p["timepoint"] == 1
+    )
+    assert earlier == [(33, "L1", "confirmed"), (52.5, "L2", "confirmed")]
+    # The newest study's own pairing is proposed on the confirmed chain (sizes after the confirmation).
+    newest = sorted(
+        (p["diameter_mm"], p["paired_with"], p["status"]) for p in timeline["pairings"] if p["timepoint"] == 2
+    )
+    assert newest == [(36, "L1", "proposed"), (40.5, "L2", "proposed")]
+    assert detail["assessment"]["recist"]["target_sums_mm"] == [80, 85.5, 76.5]

@@ -9,6 +9,7 @@ meaning of a CORNERSTONEFREETEXT finding.
 from __future__ import annotations
 
 import json
+import subprocess
 from decimal import Decimal
 from pathlib import Path
 
@@ -112,8 +113,15 @@ def test_without_labels_the_pairing_is_proposed_and_the_result_provisional(
     pairs = sorted((p["diameter_mm"], p["paired_with"], p["status"]) for p in timeline["pairings"])
     assert pairs == [(33, "L2", "proposed"), (52.5, "L1", "proposed")]
     assert all("same size rank" in " ".join(p["basis"]) for p in timeline["pairings"])
-    assert cli.main(["sr", "assess", *files, "--out", str(tmp_path / "out.dcm"), "--json"]) == 0
+    summary = tmp_path / "summary.dcm"
+    argv = ["sr", "assess", *files, "--out", str(tmp_path / "out.dcm"), "--summary", str(summary), "--json"]
+    assert cli.main(argv) == 0
     recist = json.loads(capsys.readouterr().out)["recist"]
+    # The PDF summary says it too (its text layer, as poppler reads it).
+    pdf = tmp_path / "summary.pdf"
+    pdf.write_bytes(bytes(pydicom.dcmread(summary).EncapsulatedDocument).rstrip(b"\0"))
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "LESION_PAIRING_PROVISIONAL" in text or "provisional" in text.lower()
     assert recist["target_sums_mm"] == [80, 85.5]
     assert recist["timepoint_responses"] == [None, "SD"]
     # The response SR says the pairing is provisional, lesion by lesion.
