@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -140,6 +142,73 @@ def _dicom_date(d: date) -> str:
     return d.strftime("%Y%m%d")
 
 
+C_FIND_RSP = 0x8020  # Command Field of a C-FIND response
+
+
+def _hold_reactor(assoc: Association, within_s: float) -> bool:
+    """Stop the association's reactor at its checkpoint before a request; False if it did not stop in time.
+
+    pynetdicom's ``send_c_*`` pause the reactor by clearing its checkpoint and waiting for ``_is_paused``;
+    right after the previous request's final response sets the checkpoint again, the woken reactor still
+    reads as paused, so the next request goes out while the reactor is about to read the response queue once
+    more, and a quick answer is taken by it, logged as "Received unexpected C-FIND service message" and
+    dropped. Here the checkpoint is cleared and the reactor seen blocked on it (a waiter on the event's
+    condition, which only ``set`` wakes) before the request is sent; ``send_c_*`` then find it paused for
+    real.
+    """
+    checkpoint = assoc._reactor_checkpoint
+    checkpoint.clear()
+    waiters = getattr(getattr(checkpoint, "_cond", None), "_waiters", None)
+    deadline = time.monotonic() + within_s
+    while not (assoc._is_paused and waiters):
+        if not assoc.is_established or time.monotonic() > deadline:
+            return False
+        time.sleep(0.0002)
+    return True
+
+
+class _FindLedger:
+    """What one query association received, counted as each message arrives (before anyone dequeues it).
+
+    pynetdicom hands a C-FIND's responses to the caller through a queue that its association reactor also
+    reads between requests; its pause handshake (``_reactor_checkpoint`` / ``_is_paused``) lets the reactor
+    take a response that arrives just after the request is sent, log "Received unexpected C-FIND service
+    message" and drop it: the C-FIND then ends with one match fewer and a success status. The DUL thread
+    reports every decoded message (``EVT_DIMSE_RECV``) before queueing it, so comparing what arrived with
+    what the C-FIND yielded tells a complete answer from a lossy one. Each request has its own Message ID,
+    so a response to another request (a late one, a stray one) is told apart too.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._received: dict[int, int] = {}
+        self._last_id = 0
+
+    def on_message(self, event: Any) -> None:
+        command = getattr(event.message, "command_set", None)
+        if command is None or getattr(command, "CommandField", None) != C_FIND_RSP:
+            return
+        msg_id = int(getattr(command, "MessageIDBeingRespondedTo", None) or 0)
+        with self._lock:
+            self._received[msg_id] = self._received.get(msg_id, 0) + 1
+
+    def next_id(self) -> int:
+        with self._lock:
+            self._last_id = self._last_id % 0xFFFF + 1
+            return self._last_id
+
+    def check(self, msg_id: int, delivered: int) -> str | None:
+        """Why the C-FIND with ``msg_id`` is not known complete (``delivered`` responses), or None."""
+        with self._lock:
+            received = self._received.pop(msg_id, 0)
+            others = sum(self._received.values())
+        if others:
+            return f"{others} response(s) to another request"
+        if received != delivered:
+            return f"{received} response(s) received, {delivered} delivered"
+        return None
+
+
 class PeerClient:
     """Operations against one configured peer; each call opens and releases its own association."""
 
@@ -151,6 +220,7 @@ class PeerClient:
         self.calling_aet = calling_aet
         self.tls = tls
         self._find_assoc: Association | None = None
+        self._find_ledger = _FindLedger()
 
     def _ae(self) -> AE:
         ae = AE(ae_title=self.calling_aet)
@@ -190,6 +260,12 @@ class PeerClient:
                 with contextlib.suppress(Exception):
                     assoc.abort()
 
+    def _ready(self, assoc: Association, operation: str) -> None:
+        """Before each request: the association is up and its reactor held (see :func:`_hold_reactor`)."""
+        if not _hold_reactor(assoc, self.peer.acse_timeout_s):
+            self._check_alive(assoc, operation)
+            raise TransientError(f"{self.name}: {operation}: association not ready for a request")
+
     def _check_alive(self, assoc: Association, operation: str) -> None:
         if not assoc.is_established:
             raise TransientError(f"{self.name}: {operation}: association lost (timeout or abort)")
@@ -200,6 +276,7 @@ class PeerClient:
         ae = self._ae()
         ae.add_requested_context(Verification)
         with self._association(ae) as assoc:
+            self._ready(assoc, "C-ECHO")
             status = _status(assoc.send_c_echo())
             self._check_alive(assoc, "C-ECHO")
         if status != 0x0000:
@@ -209,14 +286,20 @@ class PeerClient:
 
     @contextlib.contextmanager
     def queries(self) -> Iterator[None]:
-        """Run the C-FINDs made inside this block over one association (a search makes a dozen or more)."""
+        """Run the C-FINDs made inside this block over one association (a search makes a dozen or more).
+
+        A C-FIND that does not end cleanly (timeout, abort, a lost, stray or undecodable response) raises
+        :class:`TransientError` and aborts the association: the block's later C-FINDs raise too, none is
+        answered over an association whose state is unknown.
+        """
         if self._find_assoc is not None:
             yield
             return
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-        with self._association(ae) as assoc:
-            self._find_assoc = assoc
+        ledger = _FindLedger()
+        with self._association(ae, handlers=[(evt.EVT_DIMSE_RECV, ledger.on_message)]) as assoc:
+            self._find_assoc, self._find_ledger = assoc, ledger
             try:
                 yield
             finally:
@@ -234,19 +317,43 @@ class PeerClient:
             return self._find_on(self._find_assoc, identifier)
 
     def _find_on(self, assoc: Association, identifier: Dataset) -> list[Dataset]:
+        """Every match of one C-FIND, or an error; the association is aborted on any error but a status."""
         self._check_alive(assoc, "C-FIND")
+        ledger = self._find_ledger
+        msg_id = ledger.next_id()
         out: list[Dataset] = []
-        for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
-            code = _status(status)
-            if code is None:
-                raise TransientError(f"{self.name}: C-FIND: no response (timeout or abort)")
-            if code in (0xFF00, 0xFF01):
-                if ds is not None:
+        delivered = 0
+        try:
+            self._ready(assoc, "C-FIND")
+            for status, ds in assoc.send_c_find(
+                identifier, StudyRootQueryRetrieveInformationModelFind, msg_id=msg_id
+            ):
+                code = _status(status)
+                if code is None:
+                    raise TransientError(f"{self.name}: C-FIND: no response (timeout or abort)")
+                delivered += 1
+                if code in (0xFF00, 0xFF01):
+                    if ds is None:
+                        raise TransientError(f"{self.name}: C-FIND: undecodable match")
                     out.append(ds)
-            elif code != 0x0000:
-                raise StatusError("C-FIND", code)
-        self._check_alive(assoc, "C-FIND")
+                elif code != 0x0000:
+                    self._check_complete(ledger, msg_id, delivered)
+                    raise StatusError("C-FIND", code)
+            self._check_alive(assoc, "C-FIND")
+            self._check_complete(ledger, msg_id, delivered)
+        except StatusError:
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                assoc.abort()
+            raise
         return out
+
+    def _check_complete(self, ledger: _FindLedger, msg_id: int, delivered: int) -> None:
+        problem = ledger.check(msg_id, delivered)
+        if problem is not None:
+            log.warning("scu.find_incomplete", peer=self.name, problem=problem)
+            raise TransientError(f"{self.name}: C-FIND: responses lost or mismatched ({problem})")
 
     def find_studies(
         self,
@@ -358,6 +465,7 @@ class PeerClient:
         total = RetrieveResult(0, 0, 0)
         with self._association(ae) as assoc:
             for q in self._retrieve_identifiers(instances):
+                self._ready(assoc, "C-MOVE")
                 r = self._retrieve_responses(
                     assoc.send_c_move(q, destination, StudyRootQueryRetrieveInformationModelMove), "C-MOVE"
                 )
@@ -391,6 +499,7 @@ class PeerClient:
         total = RetrieveResult(0, 0, 0)
         with self._association(ae, ext_neg=roles, handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
             for q in self._retrieve_identifiers(instances):
+                self._ready(assoc, "C-GET")
                 r = self._retrieve_responses(
                     assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet), "C-GET"
                 )
@@ -417,7 +526,7 @@ class PeerClient:
         with self._association(ae) as assoc:
             accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
             for item in items:
-                if not assoc.is_established:
+                if not assoc.is_established or not _hold_reactor(assoc, self.peer.acse_timeout_s):
                     results.append(StoreResult(item, Outcome.TRANSIENT, None, "association lost"))
                     continue
                 if item.sop_class_uid not in accepted:

@@ -1,6 +1,8 @@
 """The receive path (agent/dicom/reactor.py, agent/dicom/scp.py) replaces parts of pynetdicom 3.0 and relies
-on others. pyproject.toml pins pynetdicom to the minor version they were read against; this test fails when
-the source of any of those upstream functions changes, so an upgrade cannot silently change the hot path.
+on others; the client (agent/dicom/scu.py: the reactor held before each request, C-FIND responses counted)
+relies on a few more. pyproject.toml pins pynetdicom to the minor version they were read against; this test
+fails when the source of any of those upstream functions changes, so an upgrade cannot silently change the
+hot path.
 
 When it fails: read the new upstream source of each function named, carry what changed into our copy (or
 check that our copy does not depend on it), then update the fingerprint here and the pin.
@@ -44,6 +46,11 @@ FINGERPRINTS = {
     # relied: closing and sending on the association's socket (Evt17 on failure)
     "pynetdicom.transport.AssociationSocket.close": "c726c8db53813d55",
     "pynetdicom.transport.AssociationSocket.send": "1ea8158c0b51faca",
+    # relied by scu._hold_reactor / scu._FindLedger: the requestor's reactor pause handshake
+    # (_reactor_checkpoint, _is_paused), the C-FIND response loop, EVT_DIMSE_RECV before queueing
+    "pynetdicom.association.Association.send_c_find": "5879d593298e14b6",
+    "pynetdicom.association.Association._wrap_find_responses": "34436b9c80ccb5f3",
+    "pynetdicom.dimse.DIMSEServiceProvider.receive_primitive": "5f99c86b14a15cef",
 }
 
 
@@ -62,4 +69,4 @@ def test_the_upstream_functions_the_receive_path_replaced_are_unchanged() -> Non
         for path, digest in FINGERPRINTS.items()
         if hashlib.sha256(inspect.getsource(_resolve(path)).encode()).hexdigest()[:16] != digest  # type: ignore[arg-type]
     ]
-    assert not changed, f"pynetdicom changed functions the receive path copies or relies on: {changed}"
+    assert not changed, f"pynetdicom changed functions our receive path or client relies on: {changed}"
