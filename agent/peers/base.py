@@ -17,14 +17,16 @@ import contextlib
 import importlib
 import ssl
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from agent.config import PeerCommon
+
+T = TypeVar("T")
 
 
 class Outcome(StrEnum):
@@ -91,6 +93,60 @@ class InstanceMatch:
     sop_uid: str
     sop_class_uid: str | None
     attributes: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+def series_matches(
+    study_uid: str,
+    answers: Iterable[T],
+    value: Callable[[T, str], str],
+    modality: str | None,
+    keys: Sequence[str],
+) -> list[SeriesMatch]:
+    """The series of ``answers`` (read with ``value(answer, keyword)``), whatever the transport.
+
+    A peer that ignores the modality key is filtered here; a series without one is kept.
+    """
+    out = []
+    for answer in answers:
+        uid = value(answer, "SeriesInstanceUID")
+        found_modality = value(answer, "Modality") or None
+        if not uid:
+            continue
+        if modality and found_modality and found_modality.upper() != modality.upper():
+            continue
+        out.append(
+            SeriesMatch(
+                study_uid=study_uid,
+                series_uid=uid,
+                modality=found_modality,
+                description=value(answer, "SeriesDescription") or None,
+                attributes={k: value(answer, k) for k in keys},
+            )
+        )
+    return out
+
+
+def instance_matches(
+    study_uid: str,
+    series_uid: str,
+    answers: Iterable[T],
+    value: Callable[[T, str], str],
+    keys: Sequence[str],
+    sop_uids: Sequence[str] = (),
+) -> list[InstanceMatch]:
+    """The instances of ``answers``, restricted to ``sop_uids`` when given (list matching varies by peer)."""
+    wanted = set(sop_uids)
+    return [
+        InstanceMatch(
+            study_uid,
+            series_uid,
+            sop,
+            value(answer, "SOPClassUID") or None,
+            {k: value(answer, k) for k in keys},
+        )
+        for answer in answers
+        if (sop := value(answer, "SOPInstanceUID")) and (not wanted or sop in wanted)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,8 @@ from agent.peers.base import (
     StoreItem,
     StoreResult,
     StudyMatch,
+    instance_matches,
+    series_matches,
 )
 
 log = get_logger(__name__)
@@ -264,24 +266,7 @@ class DicomwebPeer(Peer):
             "QIDO-RS series search",
             lambda: client.search_for_series(study_uid, fields=fields, search_filters=filters),
         )
-        out = []
-        for item in found:
-            uid = _json_value(item, "SeriesInstanceUID")
-            found_modality = _json_value(item, "Modality") or None
-            if not uid:
-                continue
-            if modality and found_modality and found_modality.upper() != modality.upper():
-                continue
-            out.append(
-                SeriesMatch(
-                    study_uid=study_uid,
-                    series_uid=uid,
-                    modality=found_modality,
-                    description=_json_value(item, "SeriesDescription") or None,
-                    attributes={k: _json_value(item, k) for k in keys},
-                )
-            )
-        return out
+        return series_matches(study_uid, found, _json_value, modality, keys)
 
     def find_instances(
         self, study_uid: str, series_uid: str, keys: Sequence[str] = (), sop_uids: Sequence[str] = ()
@@ -294,18 +279,7 @@ class DicomwebPeer(Peer):
             "QIDO-RS instance search",
             lambda: client.search_for_instances(study_uid, series_uid, fields=fields, search_filters=filters),
         )
-        wanted = set(sop_uids)
-        return [
-            InstanceMatch(
-                study_uid,
-                series_uid,
-                sop,
-                _json_value(item, "SOPClassUID") or None,
-                {k: _json_value(item, k) for k in keys},
-            )
-            for item in found
-            if (sop := _json_value(item, "SOPInstanceUID")) and (not wanted or sop in wanted)
-        ]
+        return instance_matches(study_uid, series_uid, found, _json_value, keys, sop_uids)
 
     def retrieve(self, instances: Sequence[InstanceMatch], receiver: Receiver) -> RetrieveResult:
         if receiver.store_file is None:

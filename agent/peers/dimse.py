@@ -31,6 +31,8 @@ from agent.peers.base import (
     StoreItem,
     StoreResult,
     StudyMatch,
+    instance_matches,
+    series_matches,
 )
 
 _OUTCOMES = {
@@ -103,25 +105,7 @@ class DimsePeer(Peer):
             setattr(q, key, "")
         with _translated():
             answers = self.client.find(q)
-        out = []
-        for ds in answers:
-            uid = _value(ds, "SeriesInstanceUID")
-            found_modality = _value(ds, "Modality") or None
-            if not uid:
-                continue
-            # A peer that ignores the modality key is filtered here; a series without one is kept.
-            if modality and found_modality and found_modality.upper() != modality.upper():
-                continue
-            out.append(
-                SeriesMatch(
-                    study_uid=study_uid,
-                    series_uid=uid,
-                    modality=found_modality,
-                    description=_value(ds, "SeriesDescription") or None,
-                    attributes={k: _value(ds, k) for k in keys},
-                )
-            )
-        return out
+        return series_matches(study_uid, answers, _value, modality, keys)
 
     def find_instances(
         self, study_uid: str, series_uid: str, keys: Sequence[str] = (), sop_uids: Sequence[str] = ()
@@ -136,17 +120,7 @@ class DimsePeer(Peer):
             setattr(q, key, "")
         with _translated():
             answers = self.client.find(q)
-        return [
-            InstanceMatch(
-                study_uid,
-                series_uid,
-                sop,
-                _value(ds, "SOPClassUID") or None,
-                {k: _value(ds, k) for k in keys},
-            )
-            for ds in answers
-            if (sop := _value(ds, "SOPInstanceUID"))
-        ]
+        return instance_matches(study_uid, series_uid, answers, _value, keys, sop_uids)
 
     def retrieve(self, instances: Sequence[InstanceMatch], receiver: Receiver) -> RetrieveResult:
         wanted = [scu.InstanceMatch(i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid) for i in instances]
